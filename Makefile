@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make serve` and `make test`.
+# Both work on a fresh machine with only python3 and apt.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: serve test check lint typecheck pytest debs bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+## A registry on 127.0.0.1:5000, filesystem storage under ./var/registry.
+serve: $(STAMP)
+	$(BIN)/cargohold serve
+
+## Everything CI checks: the Debian peers, ruff, mypy --strict, pytest.
+test: $(STAMP) debs lint typecheck pytest
+
+debs:
+	scripts/install-debs
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict src
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP) debs
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,92 @@
+"""Structured logs in the two shapes Distribution writes: logrus text and JSON.
+
+Every record carries the configured ``log.fields`` and whatever a caller
+passes as ``extra={"fields": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+_LEVELS = {
+    "panic": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": logging.DEBUG,
+}
+
+logger = logging.getLogger("cargohold")
+
+
+def _fields(record: logging.LogRecord, static: Mapping[str, Any]) -> dict[str, Any]:
+    fields = dict(static)
+    fields.update(getattr(record, "fields", {}) or {})
+    return fields
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+class TextFormatter(logging.Formatter):
+    """``time="…" level=info msg="…" key=value``, as logrus prints it."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._static = dict(fields)
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [
+            f"time={json.dumps(_timestamp(record))}",
+            f"level={_level_name(record)}",
+            f"msg={json.dumps(record.getMessage())}",
+        ]
+        for key, value in sorted(_fields(record, self._static).items()):
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            quoted = text if text and all(c.isalnum() or c in "-._/:" for c in text) else None
+            parts.append(f"{key}={quoted or json.dumps(text)}")
+        if record.exc_info:
+            parts.append(f"error={json.dumps(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``msg`` and the fields."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._static = dict(fields)
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": _level_name(record),
+            "msg": record.getMessage(),
+        }
+        entry.update(_fields(record, self._static))
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _level_name(record: logging.LogRecord) -> str:
+    return "warning" if record.levelno == logging.WARNING else record.levelname.lower()
+
+
+def setup_logging(level: str, formatter: str, fields: Mapping[str, Any] | None = None) -> None:
+    """Send cargohold's and aiohttp's logs to stderr in the configured shape."""
+    handler = logging.StreamHandler(sys.stderr)
+    shape = JSONFormatter if formatter in ("json", "logstash") else TextFormatter
+    handler.setFormatter(shape(fields or {}))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS.get(level.lower(), logging.INFO))

@@ -1,0 +1,163 @@
+"""``cargohold serve``: N worker processes answering on one port.
+
+Each worker binds its own listening socket with SO_REUSEPORT, so the kernel
+spreads connections across the processes. Nothing a request needs lives in a
+worker's memory (DESIGN.md, invariant 5), so any worker can answer any request.
+The parent only forks, forwards signals and restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import time
+from types import FrameType
+
+from aiohttp import web
+
+from cargohold.api.app import create_app
+from cargohold.config import Config
+from cargohold.errors import ConfigError
+
+log = logging.getLogger("cargohold.server")
+
+#: A worker that dies sooner than this after its start is not restarted:
+#: it would only die again (a bad certificate, say).
+_MIN_LIFETIME = 5.0
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that other workers may share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.http.tls
+    if tls is None or not tls.certificate:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.certificate, tls.key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("http.tls", f"cannot load certificate and key: {exc}") from exc
+    return context
+
+
+async def _serve(config: Config, sock: socket.socket) -> None:
+    app = create_app(config)
+    access_log = None if config.log.accesslog.disabled else logging.getLogger("cargohold.access")
+    runner = web.AppRunner(app, access_log=access_log, handle_signals=False)
+    await runner.setup()
+    site = web.SockSite(runner, sock, ssl_context=_ssl_context(config), shutdown_timeout=5.0)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _address(config: Config) -> tuple[str, int]:
+    return config.http.listen_host or "0.0.0.0", config.http.listen_port
+
+
+def _run_worker(config: Config, sock: socket.socket | None = None) -> None:
+    if sock is None:
+        sock = listen_socket(*_address(config))
+    asyncio.run(_serve(config, sock))
+
+
+def serve(config: Config, workers: int) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit status."""
+    host, port = _address(config)
+    _ssl_context(config)  # a bad certificate is a start-up error, not a worker crash
+    try:
+        probe = listen_socket(host, port)
+    except OSError as exc:
+        raise ConfigError("http.addr", f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    scheme = "https" if config.http.tls and config.http.tls.certificate else "http"
+    bound = probe.getsockname()[1]
+    if workers <= 1 or port == 0:
+        # One process (or an ephemeral port, which workers could not share).
+        log.info("listening on %s://%s:%d with 1 worker", scheme, host, bound)
+        _run_worker(config, probe)
+        return 0
+    # Workers bind their own sockets; the probe must not take connections.
+    probe.close()
+    log.info("listening on %s://%s:%d with %d workers", scheme, host, port, workers)
+    return _supervise(config, workers)
+
+
+def _fork_worker(config: Config) -> int:
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _run_worker(config)
+        except BaseException:
+            log.exception("worker failed")
+            status = 1
+        finally:
+            logging.shutdown()
+            os._exit(status)
+    return pid
+
+
+def _supervise(config: Config, workers: int) -> int:
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    started: dict[int, float] = {}
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for _ in range(workers):
+        started[_fork_worker(config)] = time.monotonic()
+    status = 0
+    while started:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        born = started.pop(pid, None)
+        if born is None or stopping:
+            continue
+        code = os.waitstatus_to_exitcode(wait_status)
+        if time.monotonic() - born < _MIN_LIFETIME:
+            log.error("worker %d exited with %d right after starting; stopping", pid, code)
+            status = 1
+            stop(signal.SIGTERM, None)
+            continue
+        log.warning("worker %d exited with %d; starting another", pid, code)
+        started[_fork_worker(config)] = time.monotonic()
+    sys.stdout.flush()
+    return status

@@ -1,0 +1,221 @@
+"""The one abstract base every storage driver implements.
+
+A driver is a flat, hierarchical key/value store of byte strings. It knows
+nothing about images: the storage layer above it decides what the paths mean
+(``storage/paths.py``). Paths are absolute, ``/``-separated, and made of
+components of ``[A-Za-z0-9._-]``; the base validates every path before a
+driver sees it, so a driver's ``_``-prefixed methods may trust their input.
+
+Example, a driver that keeps nothing (see ``inmemory.py`` for a real one)::
+
+    class NullDriver(StorageDriver):
+        name = "null"
+
+        async def _get_content(self, path: str) -> bytes:
+            raise PathNotFound(path, self.name)
+        ...
+
+Semantics shared by every driver, pinned by ``tests/storage/driver_suite.py``:
+
+- ``put_content`` and ``FileWriter.commit`` replace the whole file atomically:
+  a reader sees the old content or the new, never a mix.
+- ``writer(path, append=True)`` continues content written earlier and not yet
+  committed (or committed, if nothing newer is pending), from any process.
+  A writer closed without ``commit`` keeps its content for such a resume.
+- ``reader(path, offset)`` at ``offset == size`` yields nothing; beyond the
+  end, or negative, raises ``InvalidOffset``.
+- ``list`` returns the full paths of the direct children; ``walk`` yields every
+  file and directory below a path, depth first, in lexical order.
+- ``delete`` is recursive. Missing paths raise ``PathNotFound`` everywhere.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import ClassVar, Self
+
+from cargohold.errors import InvalidOffset, InvalidPath
+
+# Distribution's driver path grammar: one or more "/component" groups.
+_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+", re.ASCII)
+
+#: Bytes handed out per chunk by ``reader`` unless asked otherwise.
+READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What ``stat`` and ``walk`` report about a path."""
+
+    path: str
+    size: int
+    modtime: datetime
+    is_dir: bool
+
+
+class FileWriter(ABC):
+    """An open, append-only file being written.
+
+    Use as an async context manager: leaving the block closes the writer
+    (keeping uncommitted content for a later ``writer(path, append=True)``).
+    """
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Bytes in the file so far, including what earlier writers left."""
+
+    @abstractmethod
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; returns the number of bytes written."""
+
+    @abstractmethod
+    async def commit(self) -> None:
+        """Make everything written visible at the path, atomically."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Discard everything not yet committed."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release resources; uncommitted content stays resumable."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+#: Decides, for a directory met during ``walk``, whether to go into it.
+Descend = Callable[[FileInfo], bool]
+
+
+class StorageDriver(ABC):
+    """A storage backend. Subclasses implement the ``_``-prefixed methods."""
+
+    #: The name of the driver's section in ``config.yml`` (``filesystem``, ``s3``, ...).
+    name: ClassVar[str]
+
+    # -- the public API: validate, then delegate --------------------------------------
+
+    async def get_content(self, path: str) -> bytes:
+        """The whole content at ``path``; meant for small files (links, manifests)."""
+        return await self._get_content(self._file_path(path))
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        """Store ``content`` at ``path``, replacing what was there, atomically."""
+        await self._put_content(self._file_path(path), content)
+
+    async def reader(
+        self, path: str, offset: int = 0, *, chunk_size: int = READ_CHUNK
+    ) -> AsyncIterator[bytes]:
+        """Stream the content at ``path`` from ``offset`` in chunks of at most ``chunk_size``.
+
+        Raises ``PathNotFound`` or ``InvalidOffset`` here, not on first iteration.
+        """
+        self._file_path(path)
+        if offset < 0:
+            raise InvalidOffset(path, self.name, offset, "negative offset")
+        return await self._reader(path, offset, chunk_size)
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        """A writer for ``path``; ``append`` resumes earlier content instead of starting over."""
+        return await self._writer(self._file_path(path), append)
+
+    async def stat(self, path: str) -> FileInfo:
+        return await self._stat(self._any_path(path))
+
+    async def list(self, path: str) -> list[str]:
+        """Full paths of the direct children of the directory at ``path``."""
+        return await self._list(self._any_path(path))
+
+    async def move(self, source: str, dest: str) -> None:
+        """Move ``source`` to ``dest``, replacing ``dest`` atomically if it exists."""
+        await self._move(self._file_path(source), self._file_path(dest))
+
+    async def delete(self, path: str) -> None:
+        """Delete the file or the whole directory tree at ``path``."""
+        await self._delete(self._file_path(path))
+
+    def walk(self, path: str, descend: Descend | None = None) -> AsyncIterator[FileInfo]:
+        """Every file and directory below ``path``, depth first, in lexical order.
+
+        ``descend`` is asked about each directory after it is yielded; when it
+        answers False the walk does not enter it.
+        """
+        return self._walk(self._any_path(path), descend)
+
+    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A URL a client may fetch the content from directly, or None."""
+        self._file_path(path)
+        return None
+
+    def local_file(self, path: str) -> str | None:
+        """The operating-system path of the file, for sendfile; None when not local."""
+        return None
+
+    async def close(self) -> None:  # noqa: B027 - most drivers hold nothing to release
+        """Release connections and other resources held by the driver."""
+
+    # -- path validation ------------------------------------------------------------------
+
+    def _file_path(self, path: str) -> str:
+        if _PATH.fullmatch(path) is None or _has_dot_component(path):
+            raise InvalidPath(path, self.name, "not an absolute path of [A-Za-z0-9._-] components")
+        return path
+
+    def _any_path(self, path: str) -> str:
+        """Like ``_file_path``, but the root ``/`` is allowed too."""
+        return path if path == "/" else self._file_path(path)
+
+    # -- what a driver implements -----------------------------------------------------
+
+    @abstractmethod
+    async def _get_content(self, path: str) -> bytes: ...
+
+    @abstractmethod
+    async def _put_content(self, path: str, content: bytes) -> None: ...
+
+    @abstractmethod
+    async def _reader(self, path: str, offset: int, chunk_size: int) -> AsyncIterator[bytes]: ...
+
+    @abstractmethod
+    async def _writer(self, path: str, append: bool) -> FileWriter: ...
+
+    @abstractmethod
+    async def _stat(self, path: str) -> FileInfo: ...
+
+    @abstractmethod
+    async def _list(self, path: str) -> builtins.list[str]: ...
+
+    @abstractmethod
+    async def _move(self, source: str, dest: str) -> None: ...
+
+    @abstractmethod
+    async def _delete(self, path: str) -> None: ...
+
+    @abstractmethod
+    def _walk(self, path: str, descend: Descend | None) -> AsyncIterator[FileInfo]: ...
+
+
+def _has_dot_component(path: str) -> bool:
+    # "." and ".." match the character class but would escape or alias paths.
+    return "/." in path and any(part in (".", "..") for part in path.split("/"))
+
+
+def join(parent: str, child: str) -> str:
+    """``parent/child`` where ``parent`` may be the root."""
+    return f"/{child}" if parent == "/" else f"{parent}/{child}"

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import contextlib
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cargohold.errors import StorageUnavailable
+from cargohold.storage.driver import create_driver
+from cargohold.storage.driver.filesystem import FilesystemDriver
+from tests.storage.driver_suite import DriverSuite, hidden_names, random_path
+
+
+class TestFilesystemDriver(DriverSuite):
+    @pytest.fixture
+    async def driver(self, tmp_path: Path) -> AsyncIterator[FilesystemDriver]:
+        driver = FilesystemDriver(str(tmp_path / "root"))
+        yield driver
+        await driver.close()
+
+
+async def test_content_lives_at_the_path_under_the_root(tmp_path: Path) -> None:
+    driver = FilesystemDriver(str(tmp_path))
+    await driver.put_content("/docker/registry/v2/file", b"content")
+    assert (tmp_path / "docker/registry/v2/file").read_bytes() == b"content"
+    assert driver.local_file("/docker/registry/v2/file") == str(
+        tmp_path / "docker/registry/v2/file"
+    )
+    assert hidden_names(str(tmp_path)) == [], "no temporary file is left behind"
+    await driver.close()
+
+
+async def test_commit_leaves_no_partial_file(tmp_path: Path) -> None:
+    driver = FilesystemDriver(str(tmp_path))
+    async with await driver.writer("/a/data") as writer:
+        await writer.write(b"x" * 1000)
+        assert hidden_names(str(tmp_path)) != [], "pending content is kept aside"
+        await writer.commit()
+    assert hidden_names(str(tmp_path)) == []
+    await driver.close()
+
+
+async def test_operating_system_errors_become_storage_unavailable(tmp_path: Path) -> None:
+    # A file size limit makes the kernel refuse the write (EFBIG), as a full disk would.
+    driver = FilesystemDriver(str(tmp_path))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        with pytest.raises(StorageUnavailable) as caught:
+            await driver.put_content("/too/big", b"x" * 4096)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert caught.value.path == "/too/big"
+    assert not (tmp_path / "too" / "big").exists()
+    assert hidden_names(str(tmp_path)) == [], "the temporary file is removed"
+    await driver.close()
+
+
+def test_driver_registry_builds_the_configured_driver(tmp_path: Path) -> None:
+    driver = create_driver("filesystem", {"rootdirectory": str(tmp_path)})
+    assert isinstance(driver, FilesystemDriver)
+    assert driver.root == str(tmp_path)
+
+
+# A writer killed with SIGKILL mid-write must never leave a partial file at the
+# target path: the target holds the old whole version or nothing.
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from cargohold.storage.driver.filesystem import FilesystemDriver
+
+    async def main(root, path, mode):
+        driver = FilesystemDriver(root)
+        chunk = b"N" * (1 << 20)
+        if mode == "writer":
+            writer = await driver.writer(path)
+            await writer.write(chunk)
+            print("writing", flush=True)
+            for _ in range(10_000):
+                await writer.write(chunk)
+            await writer.commit()
+        else:
+            print("writing", flush=True)
+            while True:
+                await driver.put_content(path, chunk * 64)
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["writer", "put_content"])
+async def test_sigkill_mid_write_never_leaves_a_partial_file(tmp_path: Path, mode: str) -> None:
+    root, path = str(tmp_path / "root"), random_path()
+    old = b"O" * 4096
+    driver = FilesystemDriver(root)
+    await driver.put_content(path, old)
+    for delay in (0.05, 0.2, 0.5):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_WRITER, root, path, mode],
+            stdout=subprocess.PIPE,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"writing\n"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        assert child.returncode == -signal.SIGKILL, "the writer must be killed mid-write"
+        content = await driver.get_content(path)
+        assert content == old or content == b"N" * (64 << 20), "torn file at the target path"
+    await driver.close()

@@ -1,0 +1,142 @@
+"""``cargohold serve``: the HTTP server, its workers, and its start-up errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import cargohold, cargohold_argv, free_port, running
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(child) for child in text)
+    return found
+
+
+def test_base_endpoint_says_registry_v2(tmp_path: Path) -> None:
+    with cargohold(tmp_path / "root") as url:
+        status, headers, body = get(f"{url}/v2/")
+    assert status == 200
+    assert json.loads(body) == {}
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+
+def test_workers_are_separate_processes_on_one_port(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path),
+    }
+    argv = cargohold_argv("serve", "--workers", "3")
+    with running(argv, f"http://127.0.0.1:{port}/v2/", env=env) as server:
+        deadline = time.monotonic() + 10
+        while len(children(server.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = children(server.pid)
+        assert len(workers) == 3
+        for _ in range(20):
+            assert get(f"http://127.0.0.1:{port}/v2/")[0] == 200
+    for pid in workers:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
+
+
+def test_without_config_it_serves_127_0_0_1_port_5000_from_var_registry(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    with running(
+        cargohold_argv("serve", "--workers", "1"),
+        "http://127.0.0.1:5000/v2/",
+        env=environ,
+        cwd=tmp_path,
+    ):
+        status, _, body = get("http://127.0.0.1:5000/v2/")
+    assert (status, body) == (200, b"{}")
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "message"),
+    [
+        (
+            "version: 0.1\nstorage: {filesystem: {rootdirectoy: /x}}\n",
+            {},
+            "cargohold: config: storage.filesystem.rootdirectoy: unknown setting",
+        ),
+        (
+            "version: 0.1\nstorage: inmemory\nhttp: {addr: [1, 2]}\n",
+            {},
+            "cargohold: config: http.addr",
+        ),
+        (
+            "version: 0.1\nstorage: {filesystem: {}, inmemory: {}}\n",
+            {},
+            "cargohold: config: storage",
+        ),
+        ("version: 0.1\nstorage: inmemory\n  bad: [indent\n", {}, "cargohold: config:"),
+        (
+            "version: 0.1\nstorage: inmemory\n",
+            {"REGISTRY_HTTP_DRAINTIMEOUT": "soon"},
+            "cargohold: config: http.draintimeout",
+        ),
+    ],
+)
+def test_a_bad_setting_exits_2_with_one_line_naming_it(
+    tmp_path: Path, config: str, env: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(config)
+    result = subprocess.run(
+        cargohold_argv("serve", str(path)),
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(message)
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_a_missing_config_file_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        cargohold_argv("serve", str(tmp_path / "absent.yml")), capture_output=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().endswith("file not found")
+
+
+def test_a_port_in_use_exits_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        result = subprocess.run(
+            cargohold_argv("serve"),
+            env={
+                **os.environ,
+                "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path),
+            },
+            capture_output=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert "cannot listen on 127.0.0.1" in result.stderr.decode()
