@@ -1,34 +1,188 @@
 """The aiohttp application: the registry's HTTP face.
 
-Handlers stay thin: they parse the request, call the domain, and turn the
-domain's answer (or error) into a response.
+One handler receives every request, finds the endpoint (``routes.py``), checks
+the method and the repository name, calls the endpoint's handler and turns
+domain errors into the specification's error replies (``errcode.py``).
+Handlers stay thin: they parse the request, call the domain, and shape the reply.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
+from cargohold.api import blobs, listing, manifests, uploads
+from cargohold.api.context import Api
+from cargohold.api.errcode import NAME_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED
+from cargohold.api.routes import METHODS, Endpoint, Route, match
 from cargohold.config import Config
+from cargohold.digest import Digest
+from cargohold.errors import (
+    OperationUnsupported,
+    RegistryError,
+    StorageDriverError,
+    StorageUnavailable,
+)
+from cargohold.manifest.urls import URLPolicy
+from cargohold.registry import Namespace, Repository
+from cargohold.storage.driver import create_driver
+from cargohold.storage.registry import RegistryOptions, StorageRegistry
 
-API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+log = logging.getLogger("cargohold.api")
+
+API_KEY = web.AppKey("api", Api)
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+RepoHandler = Callable[[Api, web.Request, Repository, str], Awaitable[web.StreamResponse]]
 
 
-async def base(request: web.Request) -> web.Response:
-    """``GET /v2/``: the registry speaks the V2 API."""
-    return web.Response(body=b"{}", content_type="application/json")
+async def _blob(api: Api, request: web.Request, repo: Repository, arg: str) -> web.StreamResponse:
+    digest = Digest.parse(arg)
+    if request.method == "DELETE":
+        return await blobs.delete_blob(api, request, repo, digest)
+    return await blobs.get_blob(api, request, repo, digest)
 
 
-def create_app(config: Config) -> web.Application:
+async def _manifest(
+    api: Api, request: web.Request, repo: Repository, arg: str
+) -> web.StreamResponse:
+    if request.method == "PUT":
+        return await manifests.put_manifest(api, request, repo, arg)
+    if request.method == "DELETE":
+        return await manifests.delete_manifest(api, request, repo, arg)
+    return await manifests.get_manifest(api, request, repo, arg)
+
+
+async def _upload(api: Api, request: web.Request, repo: Repository, arg: str) -> web.StreamResponse:
+    handler = {
+        "PATCH": uploads.patch_upload,
+        "PUT": uploads.finish_upload,
+        "GET": uploads.upload_status,
+        "DELETE": uploads.cancel_upload,
+    }[request.method]
+    return await handler(api, request, repo, arg)
+
+
+async def _uploads(
+    api: Api, request: web.Request, repo: Repository, arg: str
+) -> web.StreamResponse:
+    return await uploads.start_upload(api, request, repo)
+
+
+async def _tags(api: Api, request: web.Request, repo: Repository, arg: str) -> web.StreamResponse:
+    return await listing.list_tags(api, request, repo)
+
+
+async def _referrers(
+    api: Api, request: web.Request, repo: Repository, arg: str
+) -> web.StreamResponse:
+    return await listing.referrers(api, request, repo, Digest.parse(arg))
+
+
+_REPOSITORY_HANDLERS: dict[Endpoint, RepoHandler] = {
+    Endpoint.BLOB: _blob,
+    Endpoint.MANIFEST: _manifest,
+    Endpoint.UPLOAD: _upload,
+    Endpoint.UPLOADS: _uploads,
+    Endpoint.TAGS: _tags,
+    Endpoint.REFERRERS: _referrers,
+}
+
+
+class Dispatcher:
+    """The one handler of the application."""
+
+    def __init__(self, api: Api, prefix: str = "") -> None:
+        self.api = api
+        self.prefix = prefix.rstrip("/")
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        api = self.api
+        # The path as sent, still percent-encoded: see routes.py.
+        path = request.raw_path.partition("?")[0]
+        if self.prefix:
+            if not path.startswith(self.prefix + "/"):
+                return self._not_found()
+            path = path[len(self.prefix) :]
+        route = match(path)
+        if route is None:
+            return self._not_found()
+        method = request.method
+        if method not in METHODS[route.endpoint]:
+            return api.error_code(UNSUPPORTED, f"{method} is not supported here")
+        try:
+            if method in _WRITES:
+                self._check_write(route, method)
+            return await self._handle(route, request)
+        except RegistryError as exc:
+            return api.error(exc)
+        except StorageUnavailable as exc:
+            log.warning("storage unavailable: %s", exc)
+            return api.error_code(UNAVAILABLE, "storage is unavailable")
+        except StorageDriverError as exc:
+            log.error("storage error on %s %s: %s", method, path, exc)
+            return api.error_code(UNKNOWN, "storage error")
+
+    def _check_write(self, route: Route, method: str) -> None:
+        api = self.api
+        if api.read_only:
+            raise OperationUnsupported("the registry is in read-only mode")
+        if method == "DELETE" and route.endpoint != Endpoint.UPLOAD and not api.delete_enabled:
+            raise OperationUnsupported("deletes are disabled (storage.delete.enabled)")
+
+    async def _handle(self, route: Route, request: web.Request) -> web.StreamResponse:
+        api = self.api
+        if route.endpoint is Endpoint.BASE:
+            return web.Response(
+                body=b"{}", headers=api.headers({"Content-Type": "application/json"})
+            )
+        if route.endpoint is Endpoint.CATALOG:
+            return await listing.catalog(api, request)
+        if "%" in route.name:
+            return api.error_code(NAME_INVALID, "invalid repository name", {"name": route.name})
+        repo = api.registry.repository(route.name)
+        return await _REPOSITORY_HANDLERS[route.endpoint](api, request, repo, route.argument)
+
+    def _not_found(self) -> web.Response:
+        return web.Response(status=404, text="404 page not found\n", headers=self.api.headers())
+
+
+def build_registry(config: Config) -> StorageRegistry:
+    storage = config.storage
+    driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
+    urls = config.validation.manifests.urls
+    options = RegistryOptions(
+        delete_enabled=storage.delete.enabled,
+        url_policy=URLPolicy.compile(urls.allow, urls.deny),
+    )
+    return StorageRegistry(driver, options=options)
+
+
+def create_app(config: Config, registry: Namespace | None = None) -> web.Application:
     """An application serving the configured registry."""
-    app = web.Application()
-    extra = [(name, value) for name, values in config.http.headers.items() for value in values]
+    storage = config.storage
+    api = Api(
+        registry=registry if registry is not None else build_registry(config),
+        extra_headers=config.http.headers,
+        redirect=not storage.redirect.disable,
+        delete_enabled=storage.delete.enabled,
+        read_only=storage.maintenance.readonly.enabled,
+        host=config.http.host,
+        relative_urls=config.http.relativeurls,
+        prefix=config.http.prefix.rstrip("/"),
+        catalog_max_entries=config.catalog.maxentries,
+    )
+    app = web.Application(client_max_size=api.manifest_max_size + 1)
+    app[API_KEY] = api
+    app.router.add_route("*", "/{tail:.*}", Dispatcher(api, api.prefix))
 
-    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
-        for name, value in extra:
-            response.headers.add(name, value)
+    async def close_registry(app: web.Application) -> None:
+        close = getattr(api.registry, "close", None)
+        if close is not None:
+            await close()
 
-    app.on_response_prepare.append(add_headers)
-    app.router.add_get("/v2/", base)
-    app.router.add_get("/v2", base)
+    app.on_cleanup.append(close_registry)
     return app

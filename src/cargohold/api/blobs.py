@@ -1,0 +1,145 @@
+"""``GET``/``HEAD``/``DELETE /v2/<name>/blobs/<digest>``.
+
+Blob bodies never pass through memory whole: small blobs on a local disk are
+read inline (cheaper than any hand-off), larger ones go out with sendfile,
+object stores answer with a redirect, and anything else streams in bounded
+chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from cargohold.api.context import Api
+from cargohold.api.http import ByteRange, parse_range
+from cargohold.descriptor import OCTET_STREAM
+from cargohold.digest import Digest
+from cargohold.errors import RangeInvalid
+from cargohold.registry import Repository
+
+#: Blobs up to this size are read in one call and sent as the body.
+INLINE_LIMIT = 256 * 1024
+
+
+async def get_blob(
+    api: Api, request: web.Request, repo: Repository, digest: Digest
+) -> web.StreamResponse:
+    descriptor = await repo.blobs.stat(digest)
+    size = descriptor.size
+    headers = api.headers(
+        {
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "max-age=31536000",
+            "Content-Type": descriptor.media_type or OCTET_STREAM,
+        }
+    )
+    if _not_modified(request, digest):
+        return web.Response(status=304, headers=headers)
+    if request.method == "GET" and api.redirect:
+        url = await repo.blobs.redirect_url(digest, "GET")
+        if url is not None:
+            headers["Location"] = url
+            return web.Response(status=307, headers=headers)
+
+    byte_range: ByteRange | None = None
+    if "Range" in request.headers:
+        try:
+            byte_range = parse_range(request.headers["Range"], size)
+        except RangeInvalid as exc:
+            return api.error(exc, {"Content-Range": f"bytes */{size}"})
+    status, offset, length = 200, 0, size
+    if byte_range is not None:
+        status, offset, length = 206, byte_range.start, byte_range.length
+        headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
+
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(length)
+        return web.Response(status=status, headers=headers)
+
+    local = repo.blobs.local_file(digest)
+    if local is not None:
+        if length <= INLINE_LIMIT:
+            body = _read_inline(local, offset, length)
+            if body is not None:
+                return web.Response(status=status, headers=headers, body=body)
+        return SendfileResponse(local, offset, length, status=status, headers=headers)
+
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    async for chunk in await repo.blobs.open(digest, offset, length):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def delete_blob(
+    api: Api, request: web.Request, repo: Repository, digest: Digest
+) -> web.StreamResponse:
+    await repo.blobs.delete(digest)
+    return web.Response(status=202, headers=api.headers({"Docker-Content-Digest": digest}))
+
+
+def _not_modified(request: web.Request, digest: Digest) -> bool:
+    tags = request.headers.get("If-None-Match")
+    if not tags:
+        return False
+    return any(tag.strip().strip('"') in (digest, "*") for tag in tags.split(","))
+
+
+def _read_inline(path: str, offset: int, length: int) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            if offset:
+                f.seek(offset)
+            data = f.read(length)
+    except FileNotFoundError:
+        return None
+    return data if len(data) == length else None
+
+
+class SendfileResponse(web.StreamResponse):
+    """A byte range of a local file, sent by the kernel (``sendfile``)."""
+
+    def __init__(
+        self, path: str, offset: int, length: int, *, status: int, headers: dict[str, str]
+    ) -> None:
+        super().__init__(status=status, headers=headers)
+        self._path = path
+        self._offset = offset
+        self._length = length
+        self.content_length = length
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            fobj = open(self._path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise web.HTTPNotFound() from None
+        try:
+            writer = await super().prepare(request)
+            transport = request.transport
+            if transport is None or self._length == 0:
+                await super().write_eof()
+                return writer
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.sendfile(transport, fobj, self._offset, self._length)
+            except NotImplementedError:
+                os.lseek(fobj.fileno(), self._offset, os.SEEK_SET)
+                remaining = self._length
+                while remaining > 0:
+                    chunk = fobj.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    await super().write(chunk)
+            await super().write_eof()
+            return writer
+        finally:
+            fobj.close()

@@ -1,0 +1,107 @@
+"""Small HTTP facts shared by the handlers: headers, ranges, pagination, URLs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from aiohttp import web
+
+from cargohold.errors import PaginationNumberInvalid, RangeInvalid
+
+#: Every response says which API it speaks.
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
+# Content-Range on uploads: "<start>-<end>" per the OCI spec; some clients send the
+# RFC 9110 form "bytes <start>-<end>/<total>" or "bytes=<start>-<end>".
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?\s*(\d+)-(\d+)(?:/(?:\d+|\*))?", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_range(header: str, size: int) -> ByteRange | None:
+    """The byte range a ``Range`` header asks for, or None for the whole content.
+
+    Raises ``RangeInvalid`` when it cannot be satisfied. Multiple ranges are not
+    served: the whole content is sent instead, as RFC 9110 allows.
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        if header.strip().startswith("bytes=") and "," in header:
+            return None
+        raise RangeInvalid(f"malformed Range header {header[:64]!r}")
+    first, last = match.groups()
+    if not first and not last:
+        raise RangeInvalid(f"malformed Range header {header[:64]!r}")
+    if not first:  # a suffix: the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeInvalid("unsatisfiable range")
+        return ByteRange(max(size - suffix, 0), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise RangeInvalid("unsatisfiable range")
+    return ByteRange(start, min(end, size - 1))
+
+
+def parse_content_range(header: str) -> ByteRange:
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None:
+        raise RangeInvalid(f"malformed Content-Range header {header[:64]!r}")
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start:
+        raise RangeInvalid(f"Content-Range ends before it starts: {header[:64]!r}")
+    return ByteRange(start, end)
+
+
+def upload_range(size: int) -> str:
+    """The ``Range`` of an upload's reply: ``0-<last byte>``, and ``0-0`` when empty."""
+    return f"0-{max(size - 1, 0)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    n: int | None
+    last: str | None
+
+
+def parse_page(request: web.Request, maximum: int | None = None) -> Page:
+    """``n`` and ``last`` of a paginated listing."""
+    query = request.query
+    n: int | None = None
+    text = query.get("n")
+    if text is not None and text != "":
+        if not text.isdigit() or len(text) > 9:
+            raise PaginationNumberInvalid(f"n must be a non-negative integer, not {text[:32]!r}")
+        n = int(text)
+    if maximum is not None:
+        n = maximum if n is None else min(n, maximum)
+    return Page(n, query.get("last") or None)
+
+
+def next_link(path: str, n: int, last: str) -> str:
+    """An RFC 5988 ``Link`` to the next page."""
+    return f'<{path}?n={n}&last={quote(last, safe="")}>; rel="next"'
+
+
+def base_url(request: web.Request, host: str, relative: bool) -> str:
+    """Where the client reached us, for absolute ``Location`` headers."""
+    if relative:
+        return ""
+    if host:
+        return host.rstrip("/")
+    headers = request.headers
+    scheme = headers.get("X-Forwarded-Proto", "").split(",")[0].strip() or request.scheme
+    authority = headers.get("X-Forwarded-Host", "").split(",")[0].strip() or request.host
+    return f"{scheme}://{authority}"

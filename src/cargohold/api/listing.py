@@ -1,0 +1,67 @@
+"""Listings: ``/v2/<name>/tags/list``, ``/v2/_catalog`` and ``/v2/<name>/referrers/<digest>``."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from cargohold.api.context import Api
+from cargohold.api.http import next_link, parse_page
+from cargohold.digest import Digest
+from cargohold.manifest.mediatypes import OCI_INDEX
+from cargohold.registry import Repository
+
+
+def _json(api: Api, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    all_headers = api.headers(headers)
+    all_headers["Content-Type"] = "application/json"
+    return web.Response(status=200, headers=all_headers, body=json.dumps(body).encode())
+
+
+def _paginate(
+    api: Api, request: web.Request, items: list[str], n: int | None, path: str
+) -> tuple[list[str], dict[str, str]]:
+    """One page of ``items`` (already after ``last``) and the ``Link`` to the next."""
+    if n is None or len(items) <= n:
+        return items, {}
+    page = items[:n]
+    if not page:
+        return page, {}
+    return page, {"Link": next_link(api.url(request, path), n, page[-1])}
+
+
+async def list_tags(api: Api, request: web.Request, repo: Repository) -> web.StreamResponse:
+    page = parse_page(request)
+    tags = await repo.tags.all()
+    if page.last is not None:
+        # ``last`` is exclusive (Distribution 2.8 wrongly includes it).
+        tags = [tag for tag in tags if tag > page.last]
+    shown, headers = _paginate(api, request, tags, page.n, f"/v2/{repo.name}/tags/list")
+    return _json(api, {"name": repo.name, "tags": shown}, headers)
+
+
+async def catalog(api: Api, request: web.Request) -> web.StreamResponse:
+    page = parse_page(request, api.catalog_max_entries)
+    # One more than asked for tells whether a next page exists.
+    names = await api.registry.catalog(None if page.n is None else page.n + 1, page.last)
+    shown, headers = _paginate(api, request, names, page.n, "/v2/_catalog")
+    return _json(api, {"repositories": shown}, headers)
+
+
+async def referrers(
+    api: Api, request: web.Request, repo: Repository, digest: Digest
+) -> web.StreamResponse:
+    artifact_type = request.query.get("artifactType") or None
+    found = await repo.referrers(digest, artifact_type)
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [descriptor.to_json() for descriptor in found],
+    }
+    headers = {"Content-Type": OCI_INDEX}
+    if artifact_type is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    response = _json(api, body)
+    response.headers.update(headers)
+    return response

@@ -1,0 +1,99 @@
+"""``GET``/``HEAD``/``PUT``/``DELETE /v2/<name>/manifests/<reference>``.
+
+The reference is a tag or a digest. Manifests are served exactly as they were
+pushed, with the media type they were pushed as, whatever the Accept header
+says (as Distribution 3 and the OCI specification do; Distribution 2 rewrote
+schema2 into schema1 for old clients).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cargohold.api.context import Api
+from cargohold.digest import Digest
+from cargohold.errors import ManifestTooLarge, TagInvalid
+from cargohold.reference import validate_tag
+from cargohold.registry import Repository
+
+_MANIFEST_CHUNK = 64 * 1024
+
+
+def _is_digest(reference: str) -> bool:
+    return ":" in reference
+
+
+async def _resolve(repo: Repository, reference: str) -> Digest:
+    if _is_digest(reference):
+        return Digest.parse(reference)
+    return await repo.tags.get(validate_tag(reference))
+
+
+async def get_manifest(
+    api: Api, request: web.Request, repo: Repository, reference: str
+) -> web.StreamResponse:
+    digest = await _resolve(repo, reference)
+    manifest = await repo.manifests.get(digest)
+    headers = api.headers(
+        {
+            "Docker-Content-Digest": manifest.digest,
+            "ETag": f'"{manifest.digest}"',
+            "Content-Type": manifest.media_type,
+        }
+    )
+    match = request.headers.get("If-None-Match")
+    if match and any(t.strip().strip('"') == manifest.digest for t in match.split(",")):
+        return web.Response(status=304, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(manifest.payload))
+        return web.Response(status=200, headers=headers)
+    return web.Response(status=200, headers=headers, body=manifest.payload)
+
+
+async def _read_body(api: Api, request: web.Request) -> bytes:
+    limit = api.manifest_max_size
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise ManifestTooLarge(f"manifest of {declared} bytes is over the limit of {limit}")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(_MANIFEST_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise ManifestTooLarge(f"manifest is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def put_manifest(
+    api: Api, request: web.Request, repo: Repository, reference: str
+) -> web.StreamResponse:
+    extra_tags = request.query.getall("tag", [])
+    if _is_digest(reference):
+        digest: Digest | None = Digest.parse(reference)
+        tags = [validate_tag(tag) for tag in extra_tags]
+    else:
+        if extra_tags:
+            raise TagInvalid("tag parameters need a digest reference")
+        digest, tags = None, [validate_tag(reference)]
+    payload = await _read_body(api, request)
+    stored = await repo.manifests.put(payload, request.headers.get("Content-Type"), tags, digest)
+    headers = api.headers(
+        {
+            "Location": api.url(request, f"/v2/{repo.name}/manifests/{stored.digest}"),
+            "Docker-Content-Digest": stored.digest,
+            "Content-Length": "0",
+        }
+    )
+    if stored.subject is not None:
+        # Tells the client the referrers API indexed it: no fallback tag needed.
+        headers["OCI-Subject"] = stored.subject
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_manifest(
+    api: Api, request: web.Request, repo: Repository, reference: str
+) -> web.StreamResponse:
+    if _is_digest(reference):
+        await repo.manifests.delete(Digest.parse(reference))
+    else:
+        await repo.tags.untag(validate_tag(reference))
+    return web.Response(status=202, headers=api.headers({"Content-Length": "0"}))

@@ -1,0 +1,180 @@
+"""Blob uploads: ``POST``, ``PATCH``, ``PUT``, ``GET``, ``DELETE`` on ``/v2/<name>/blobs/uploads/``.
+
+Every reply tells the client where to go next (``Location``) and how much has
+arrived (``Range``). Nothing about an upload lives in this process: the next
+request may reach any worker on any host.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cargohold.api.context import Api
+from cargohold.api.http import parse_content_range, upload_range
+from cargohold.digest import DEFAULT_ALGORITHM, Digest
+from cargohold.errors import (
+    BlobUnknown,
+    BlobUploadInvalid,
+    DigestInvalid,
+    NameInvalid,
+    RangeInvalid,
+)
+from cargohold.reference import validate_name
+from cargohold.registry import BlobWriter, Repository
+
+#: Bytes read from the request body per write to storage.
+BODY_CHUNK = 1 << 20
+
+
+def _upload_reply(
+    api: Api, request: web.Request, repo: Repository, upload: BlobWriter, status: int
+) -> web.Response:
+    location = api.url(request, f"/v2/{repo.name}/blobs/uploads/{upload.id}")
+    return web.Response(
+        status=status,
+        headers=api.headers(
+            {
+                "Location": location,
+                "Docker-Upload-UUID": upload.id,
+                "Range": upload_range(upload.size),
+                "Content-Length": "0",
+            }
+        ),
+    )
+
+
+def _blob_reply(api: Api, request: web.Request, repo: Repository, digest: Digest) -> web.Response:
+    return web.Response(
+        status=201,
+        headers=api.headers(
+            {
+                "Location": api.url(request, f"/v2/{repo.name}/blobs/{digest}"),
+                "Docker-Content-Digest": digest,
+                "Content-Length": "0",
+            }
+        ),
+    )
+
+
+def _digest_param(request: web.Request) -> Digest:
+    text = request.query.get("digest")
+    if not text:
+        raise DigestInvalid("the digest parameter is required")
+    return Digest.parse(text)
+
+
+async def _receive(request: web.Request, upload: BlobWriter) -> None:
+    """Append the request body to the upload, checking ``Content-Range`` if sent."""
+    content_range = request.headers.get("Content-Range")
+    if content_range:
+        chunk = parse_content_range(content_range)
+        if chunk.start != upload.size:
+            raise RangeInvalid(
+                f"chunk starts at {chunk.start} but the upload has {upload.size} bytes",
+                {"offset": upload.size},
+            )
+        declared = request.content_length
+        if declared is not None and declared != chunk.length:
+            raise RangeInvalid(
+                f"Content-Range covers {chunk.length} bytes but Content-Length is {declared}"
+            )
+    start = upload.size
+    async for data in request.content.iter_chunked(BODY_CHUNK):
+        await upload.write(data)
+    if content_range and upload.size - start != chunk.length:
+        raise BlobUploadInvalid(
+            f"Content-Range covers {chunk.length} bytes but {upload.size - start} arrived"
+        )
+
+
+async def start_upload(api: Api, request: web.Request, repo: Repository) -> web.StreamResponse:
+    query = request.query
+    mount, source = query.get("mount"), query.get("from")
+    if mount and source:
+        mounted = await _try_mount(repo, source, mount)
+        if mounted is not None:
+            return _blob_reply(api, request, repo, mounted)
+    if "digest" in query:
+        return await _monolithic(api, request, repo, _digest_param(request))
+    algorithm = query.get("digest-algorithm") or DEFAULT_ALGORITHM
+    upload = await repo.blobs.create_upload(algorithm)
+    await upload.close()
+    return _upload_reply(api, request, repo, upload, 202)
+
+
+async def _try_mount(repo: Repository, source: str, mount: str) -> Digest | None:
+    """The digest mounted from ``source``, or None to fall back to a plain upload."""
+    try:
+        digest = Digest.parse(mount)
+        validate_name(source)
+        await repo.blobs.mount(source, digest)
+    except (BlobUnknown, DigestInvalid, NameInvalid):
+        return None
+    return digest
+
+
+async def _monolithic(
+    api: Api, request: web.Request, repo: Repository, digest: Digest
+) -> web.StreamResponse:
+    upload = await repo.blobs.create_upload(digest.algorithm)
+    try:
+        await _receive(request, upload)
+    except BaseException:
+        await upload.cancel()
+        raise
+    await upload.commit(digest, _declared_length(request))
+    return _blob_reply(api, request, repo, digest)
+
+
+def _declared_length(request: web.Request) -> int | None:
+    # With Content-Range the length covers only this chunk, not the blob.
+    if request.headers.get("Content-Range"):
+        return None
+    return request.content_length
+
+
+async def patch_upload(
+    api: Api, request: web.Request, repo: Repository, upload_id: str
+) -> web.StreamResponse:
+    upload = await repo.blobs.resume_upload(upload_id)
+    try:
+        await _receive(request, upload)
+    except RangeInvalid as exc:
+        # Tell the client where the upload stands, so it can resume from there.
+        reply = _upload_reply(api, request, repo, upload, 416)
+        return api.error(
+            exc, {k: reply.headers[k] for k in ("Location", "Range", "Docker-Upload-UUID")}
+        )
+    finally:
+        await upload.close()
+    return _upload_reply(api, request, repo, upload, 202)
+
+
+async def finish_upload(
+    api: Api, request: web.Request, repo: Repository, upload_id: str
+) -> web.StreamResponse:
+    digest = _digest_param(request)
+    upload = await repo.blobs.resume_upload(upload_id)
+    try:
+        await _receive(request, upload)
+    except BaseException:
+        await upload.close()
+        raise
+    await upload.commit(digest)
+    return _blob_reply(api, request, repo, digest)
+
+
+async def upload_status(
+    api: Api, request: web.Request, repo: Repository, upload_id: str
+) -> web.StreamResponse:
+    upload = await repo.blobs.resume_upload(upload_id)
+    await upload.close()
+    return _upload_reply(api, request, repo, upload, 204)
+
+
+async def cancel_upload(
+    api: Api, request: web.Request, repo: Repository, upload_id: str
+) -> web.StreamResponse:
+    upload = await repo.blobs.resume_upload(upload_id)
+    await upload.cancel()
+    return web.Response(status=204, headers=api.headers({"Content-Length": "0"}))

@@ -1,0 +1,122 @@
+"""The global, content-addressed blob store.
+
+Every blob of every repository lives once, at ``blobs/<alg>/<xx>/<hex>/data``.
+Nothing here knows about repositories: access control by repository is the
+linked blob store's job (``linkedblobstore.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from cargohold.descriptor import OCTET_STREAM, Descriptor
+from cargohold.digest import DEFAULT_ALGORITHM, Digest, digest_of
+from cargohold.errors import BlobUnknown, DigestInvalid, PathNotFound
+from cargohold.storage.cache import BlobDescriptorCache
+from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.paths import BlobData, BlobDir, BlobsRoot, digest_from_path, path_for
+
+
+class GlobalBlobStore:
+    def __init__(self, driver: StorageDriver, cache: BlobDescriptorCache | None = None) -> None:
+        self.driver = driver
+        self.cache = cache
+
+    async def stat(self, digest: Digest) -> Descriptor:
+        if self.cache is not None and (cached := await self.cache.get(digest)) is not None:
+            return cached
+        try:
+            info = await self.driver.stat(path_for(BlobData(digest)))
+        except PathNotFound:
+            raise BlobUnknown(digest) from None
+        if info.is_dir:
+            raise BlobUnknown(digest)
+        descriptor = Descriptor(OCTET_STREAM, digest, info.size)
+        if self.cache is not None:
+            await self.cache.set(descriptor)
+        return descriptor
+
+    async def exists(self, digest: Digest) -> bool:
+        try:
+            await self.stat(digest)
+        except BlobUnknown:
+            return False
+        return True
+
+    async def get(self, digest: Digest) -> bytes:
+        try:
+            return await self.driver.get_content(path_for(BlobData(digest)))
+        except PathNotFound:
+            await self._forget(digest)
+            raise BlobUnknown(digest) from None
+
+    async def open(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        try:
+            stream = await self.driver.reader(path_for(BlobData(digest)), offset)
+        except PathNotFound:
+            await self._forget(digest)
+            raise BlobUnknown(digest) from None
+        return stream if length is None else _limit(stream, length)
+
+    async def put(
+        self, content: bytes, media_type: str = OCTET_STREAM, algorithm: str = DEFAULT_ALGORITHM
+    ) -> Descriptor:
+        """Store ``content`` unless a blob with its digest exists already."""
+        digest = digest_of(content, algorithm)
+        descriptor = Descriptor(media_type, digest, len(content))
+        if not await self.exists(digest):
+            await self.driver.put_content(path_for(BlobData(digest)), content)
+        if self.cache is not None:
+            await self.cache.set(descriptor)
+        return descriptor
+
+    async def delete(self, digest: Digest) -> None:
+        """Remove the blob's content from storage (garbage collection only)."""
+        await self._forget(digest)
+        try:
+            await self.driver.delete(path_for(BlobDir(digest)))
+        except PathNotFound:
+            raise BlobUnknown(digest) from None
+
+    async def enumerate(self) -> AsyncIterator[Digest]:
+        """Every blob in storage."""
+        try:
+            async for info in self.driver.walk(path_for(BlobsRoot())):
+                if not info.is_dir and info.path.endswith("/data"):
+                    try:
+                        yield digest_from_path(info.path)
+                    except DigestInvalid:
+                        continue  # not a blob: a stray file someone left
+        except PathNotFound:
+            return
+
+    def local_file(self, digest: Digest) -> str | None:
+        return self.driver.local_file(path_for(BlobData(digest)))
+
+    async def redirect_url(self, digest: Digest, method: str = "GET") -> str | None:
+        return await self.driver.redirect_url(path_for(BlobData(digest)), method)
+
+    async def _forget(self, digest: Digest) -> None:
+        if self.cache is not None:
+            await self.cache.clear(digest)
+
+
+async def _limit(stream: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """At most ``length`` bytes of ``stream``."""
+    remaining = length
+    try:
+        async for chunk in stream:
+            if remaining <= 0:
+                break
+            if len(chunk) > remaining:
+                chunk = chunk[:remaining]
+            remaining -= len(chunk)
+            yield chunk
+            if remaining == 0:
+                break
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

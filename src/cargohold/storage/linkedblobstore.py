@@ -1,0 +1,223 @@
+"""A repository's view of the global blob store: a blob is visible only through its link.
+
+A link is a small file holding the blob's digest. Pushing a blob to a
+repository, or mounting it from another, writes the link; deleting the blob
+from the repository removes the link and leaves the content for garbage
+collection. So content cannot leak across repositories: knowing a digest is
+not enough to read a blob from a repository that never received it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+
+from cargohold.descriptor import OCTET_STREAM, Descriptor
+from cargohold.digest import DEFAULT_ALGORITHM, Digest, Digester
+from cargohold.errors import (
+    BlobUnknown,
+    BlobUploadUnknown,
+    DigestInvalid,
+    InvalidOffset,
+    OperationUnsupported,
+    PathNotFound,
+    RangeInvalid,
+)
+from cargohold.storage.blobstore import GlobalBlobStore
+from cargohold.storage.cache import BlobDescriptorCache
+from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.paths import (
+    LayerLink,
+    ManifestRevisionLink,
+    PathSpec,
+    UploadData,
+    UploadStartedAt,
+    link_content,
+    parse_startedat,
+    path_for,
+    startedat_content,
+)
+from cargohold.storage.uploads import BlobUpload, HasherCache
+
+#: Where a repository's link to a blob lives.
+LinkSpec = Callable[[str, Digest], PathSpec]
+
+# Upload ids are UUIDs (Distribution's too); anything else never reaches a path.
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class LinkedBlobStore:
+    """The blobs of one repository.
+
+    ``link_specs`` lists where links are looked for, first match wins; new links
+    go to the first. Manifests use ``[ManifestRevisionLink, LayerLink]`` because
+    Distribution 2.1.0 linked some manifests under ``_layers``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        blobs: GlobalBlobStore,
+        *,
+        link_specs: Sequence[LinkSpec] = (LayerLink,),
+        delete_enabled: bool = False,
+        hashers: HasherCache | None = None,
+    ) -> None:
+        self.name = name
+        self._blobs = blobs
+        self._driver: StorageDriver = blobs.driver
+        self._cache: BlobDescriptorCache | None = blobs.cache
+        self._link_specs = tuple(link_specs)
+        self._delete_enabled = delete_enabled
+        self._hashers = hashers if hashers is not None else HasherCache()
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def _linked_digest(self, digest: Digest) -> Digest:
+        """The digest the repository's link names; ``BlobUnknown`` when not linked."""
+        for spec in self._link_specs:
+            try:
+                content = await self._driver.get_content(path_for(spec(self.name, digest)))
+            except PathNotFound:
+                continue
+            try:
+                return Digest.parse(content.decode("ascii", "replace").strip())
+            except DigestInvalid:
+                continue  # a damaged link hides nothing else
+        raise BlobUnknown(digest)
+
+    async def stat(self, digest: Digest) -> Descriptor:
+        cache = self._cache
+        if cache is not None and cache.shared:
+            cached = await cache.get_linked(self.name, digest)
+            if cached is not None:
+                return cached
+        target = await self._linked_digest(digest)
+        try:
+            descriptor = await self._blobs.stat(target)
+        except BlobUnknown:
+            raise BlobUnknown(digest) from None  # a dangling link: the content was collected
+        if target != digest:
+            descriptor = Descriptor(descriptor.media_type, digest, descriptor.size)
+        if cache is not None:
+            await cache.set_linked(self.name, descriptor)
+        return descriptor
+
+    async def exists(self, digest: Digest) -> bool:
+        try:
+            await self.stat(digest)
+        except BlobUnknown:
+            return False
+        return True
+
+    async def get(self, digest: Digest) -> bytes:
+        target = await self._linked_digest(digest)
+        return await self._blobs.get(target)
+
+    async def open(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        target = await self._linked_digest(digest)
+        try:
+            return await self._blobs.open(target, offset, length)
+        except InvalidOffset:
+            raise RangeInvalid(f"offset {offset} is beyond the blob") from None
+
+    def local_file(self, digest: Digest) -> str | None:
+        """Where the content is on a local disk (the caller has checked the link)."""
+        return self._blobs.local_file(digest)
+
+    async def redirect_url(self, digest: Digest, method: str = "GET") -> str | None:
+        return await self._blobs.redirect_url(digest, method)
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def link(self, descriptor: Descriptor) -> None:
+        """Make the blob visible in this repository."""
+        path = path_for(self._link_specs[0](self.name, descriptor.digest))
+        await self._driver.put_content(path, link_content(descriptor.digest))
+        if self._cache is not None:
+            await self._cache.set_linked(self.name, descriptor)
+
+    async def put(self, content: bytes, media_type: str = OCTET_STREAM) -> Descriptor:
+        descriptor = await self._blobs.put(content, media_type)
+        await self.link(descriptor)
+        return descriptor
+
+    async def delete(self, digest: Digest) -> None:
+        """Unlink the blob from this repository; the content stays for garbage collection."""
+        if not self._delete_enabled:
+            raise OperationUnsupported("deletes are disabled (storage.delete.enabled)")
+        await self.unlink(digest)
+
+    async def unlink(self, digest: Digest) -> None:
+        """Remove every link to ``digest`` here; ``BlobUnknown`` when there is none.
+
+        Only the ``link`` file goes, not its folder: Distribution does the same,
+        and both registries read a folder without a link as no link.
+        """
+        found = False
+        for spec in self._link_specs:
+            try:
+                await self._driver.delete(path_for(spec(self.name, digest)))
+                found = True
+            except PathNotFound:
+                continue
+        if self._cache is not None:
+            await self._cache.clear_linked(self.name, digest)
+        if not found:
+            raise BlobUnknown(digest)
+
+    async def mount(self, source: str, digest: Digest) -> Descriptor:
+        """Link here a blob that repository ``source`` has."""
+        origin = LinkedBlobStore(source, self._blobs, link_specs=(LayerLink,))
+        descriptor = await origin.stat(digest)
+        await self.link(descriptor)
+        return descriptor
+
+    # -- uploads --------------------------------------------------------------------------
+
+    async def create_upload(self, algorithm: str = DEFAULT_ALGORITHM) -> BlobUpload:
+        digester = Digester(algorithm)  # an unsupported algorithm fails before anything is written
+        upload_id = str(uuid.uuid4())
+        started_at = datetime.now(UTC).replace(microsecond=0)
+        await self._driver.put_content(
+            path_for(UploadStartedAt(self.name, upload_id)), startedat_content(started_at)
+        )
+        writer = await self._driver.writer(path_for(UploadData(self.name, upload_id)))
+        return BlobUpload(self, upload_id, started_at, writer, digester, self._hashers)
+
+    async def resume_upload(self, upload_id: str) -> BlobUpload:
+        if _UPLOAD_ID.fullmatch(upload_id) is None:
+            raise BlobUploadUnknown(f"no upload {upload_id[:64]!r}")
+        try:
+            started = await self._driver.get_content(
+                path_for(UploadStartedAt(self.name, upload_id))
+            )
+        except PathNotFound:
+            raise BlobUploadUnknown(f"no upload {upload_id!r}") from None
+        try:
+            started_at = parse_startedat(started)
+        except ValueError:
+            started_at = datetime.now(UTC)  # Go wrote something odd; the upload still resumes
+        writer = await self._driver.writer(path_for(UploadData(self.name, upload_id)), append=True)
+        digester = self._hashers.take(self.name, upload_id, writer.size)
+        return BlobUpload(self, upload_id, started_at, writer, digester, self._hashers)
+
+    @property
+    def blobs(self) -> GlobalBlobStore:
+        return self._blobs
+
+
+class ManifestBlobStore(LinkedBlobStore):
+    """Manifest content: linked under ``_manifests/revisions`` (and found under ``_layers``)."""
+
+    def __init__(self, name: str, blobs: GlobalBlobStore, *, delete_enabled: bool) -> None:
+        super().__init__(
+            name,
+            blobs,
+            link_specs=(ManifestRevisionLink, LayerLink),
+            delete_enabled=delete_enabled,
+        )

@@ -1,0 +1,205 @@
+"""Manifests: validated on put, stored as blobs, linked under ``_manifests/revisions``.
+
+A manifest is accepted only when everything it references is already in the
+repository (its config and layers as blobs, an index's children as manifests),
+so a pull by tag never meets a dangling reference. The exact pushed bytes are
+the revision blob and the digest is theirs; ``get`` returns them unchanged.
+
+Schema1 is the exception the format forces: its digest covers the canonical
+payload without signatures, which is what is stored; the signatures are kept
+beside the revision (``_manifests/revisions/<digest>/signatures/``, as
+Distribution 2.0-2.4 did) and merged back on ``get``. A revision with none
+(written by Distribution 2.5+) is signed afresh with the registry's key, as
+those versions do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cargohold.descriptor import Descriptor
+from cargohold.digest import DEFAULT_ALGORITHM, Digest
+from cargohold.errors import (
+    BlobUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    ManifestUnverified,
+    NameInvalid,
+    OperationUnsupported,
+    PathNotFound,
+)
+from cargohold.manifest import Manifest, media_type_of, parse_manifest
+from cargohold.manifest.mediatypes import SCHEMA1, SCHEMA1_SIGNED
+from cargohold.manifest.schema1 import SignedManifest, create_signature, merge_signatures
+from cargohold.manifest.urls import URLPolicy
+from cargohold.reference import validate_tag
+from cargohold.registry import StoredManifest
+from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore
+from cargohold.storage.paths import (
+    ManifestSignatureLink,
+    ManifestSignaturesDir,
+    digest_from_path,
+    link_content,
+    path_for,
+)
+from cargohold.storage.referrers import ReferrersIndex
+from cargohold.storage.tagstore import TagStore
+
+_SCHEMA1_TYPES = frozenset({SCHEMA1, SCHEMA1_SIGNED})
+
+
+class ManifestStore:
+    """The manifests of one repository (implements ``registry.ManifestService``)."""
+
+    def __init__(
+        self,
+        revisions: ManifestBlobStore,
+        blobs: LinkedBlobStore,
+        tags: TagStore,
+        referrers: ReferrersIndex,
+        *,
+        url_policy: URLPolicy,
+        delete_enabled: bool,
+        schema1_key: ec.EllipticCurvePrivateKey,
+    ) -> None:
+        self.name = revisions.name
+        self._revisions = revisions
+        self._blobs = blobs
+        self._tags = tags
+        self._referrers = referrers
+        self._url_policy = url_policy
+        self._delete_enabled = delete_enabled
+        self._schema1_key = schema1_key
+
+    async def exists(self, digest: Digest) -> bool:
+        return await self._revisions.exists(digest)
+
+    async def get(self, digest: Digest) -> StoredManifest:
+        try:
+            payload = await self._revisions.get(digest)
+        except BlobUnknown:
+            raise ManifestUnknown(f"manifest {digest} unknown", {"digest": digest}) from None
+        media_type = media_type_of(payload)
+        if media_type in _SCHEMA1_TYPES:
+            return StoredManifest(digest, SCHEMA1_SIGNED, await self._signed(digest, payload))
+        return StoredManifest(digest, media_type, payload)
+
+    async def put(
+        self,
+        payload: bytes,
+        content_type: str | None,
+        tags: Sequence[str] = (),
+        digest: Digest | None = None,
+    ) -> StoredManifest:
+        tags = [validate_tag(tag) for tag in tags]
+        manifest = parse_manifest(payload, content_type)
+        if isinstance(manifest, SignedManifest) and manifest.name != self.name:
+            raise NameInvalid(
+                f"schema1 manifest names {manifest.name!r}, not {self.name!r}", {"name": self.name}
+            )
+        algorithm = digest.algorithm if digest is not None else DEFAULT_ALGORITHM
+        actual = manifest.digest(algorithm)
+        if digest is not None and digest != actual:
+            raise DigestInvalid(
+                f"manifest digest {actual} does not match {digest}",
+                {"expected": str(digest), "actual": str(actual)},
+            )
+        manifest.check_urls(self._url_policy)
+        await self._check_references(manifest)
+
+        blob = await self._revisions.blobs.put(manifest.payload, manifest.media_type, algorithm)
+        if isinstance(manifest, SignedManifest):
+            await self._put_signatures(actual, manifest.signatures)
+        await self._revisions.link(blob)
+        for tag in tags:
+            await self._tags.tag(tag, actual)
+        subject = manifest.subject
+        if subject is not None:
+            await self._referrers.add(subject.digest, manifest.descriptor(algorithm))
+        stored_payload = manifest.signed() if isinstance(manifest, SignedManifest) else payload
+        return StoredManifest(
+            actual,
+            manifest.media_type,
+            stored_payload,
+            subject.digest if subject is not None else None,
+        )
+
+    async def delete(self, digest: Digest) -> None:
+        if not self._delete_enabled:
+            raise OperationUnsupported("deletes are disabled (storage.delete.enabled)")
+        try:
+            payload = await self._revisions.get(digest)
+        except BlobUnknown:
+            raise ManifestUnknown(f"manifest {digest} unknown", {"digest": digest}) from None
+        try:
+            await self._revisions.unlink(digest)
+        except BlobUnknown:
+            raise ManifestUnknown(f"manifest {digest} unknown", {"digest": digest}) from None
+        for tag in await self._tags.lookup(digest):
+            await self._tags.untag(tag)
+        subject = _subject_of(payload)
+        if subject is not None:
+            await self._referrers.remove(subject, digest)
+
+    # -- validation -----------------------------------------------------------------------
+
+    async def _check_references(self, manifest: Manifest) -> None:
+        """Every blob and child manifest must be in this repository already."""
+        blobs, children = manifest.blobs(), manifest.manifests()
+        present = await asyncio.gather(
+            *(self._blobs.exists(d.digest) for d in blobs),
+            *(self.exists(d.digest) for d in children),
+        )
+        wanted = [*blobs, *children]
+        missing = [d.digest for d, found in zip(wanted, present, strict=True) if not found]
+        if missing:
+            raise ManifestBlobUnknown(missing)
+
+    # -- schema1 signatures ---------------------------------------------------------------
+
+    async def _put_signatures(self, revision: Digest, signatures: list[bytes]) -> None:
+        for signature in signatures:
+            blob = await self._revisions.blobs.put(signature)
+            path = path_for(ManifestSignatureLink(self.name, revision, blob.digest))
+            await self._revisions.blobs.driver.put_content(path, link_content(blob.digest))
+
+    async def _signed(self, revision: Digest, canonical: bytes) -> bytes:
+        signatures = await self._stored_signatures(revision)
+        if signatures:
+            try:
+                return merge_signatures(canonical, signatures)
+            except (ManifestInvalid, ManifestUnverified):
+                pass  # damaged signatures: sign afresh below, as Distribution 2.5+ would
+        return merge_signatures(canonical, [create_signature(canonical, self._schema1_key)])
+
+    async def _stored_signatures(self, revision: Digest) -> list[bytes]:
+        driver = self._revisions.blobs.driver
+        try:
+            links = [
+                info.path
+                async for info in driver.walk(path_for(ManifestSignaturesDir(self.name, revision)))
+                if info.path.endswith("/link")
+            ]
+        except PathNotFound:
+            return []
+        found = []
+        for link in links:
+            try:
+                found.append(await self._revisions.blobs.get(digest_from_path(link)))
+            except (BlobUnknown, DigestInvalid):
+                continue  # collected by gc: Distribution 2.5+ never kept them alive
+        return found
+
+
+def _subject_of(payload: bytes) -> Digest | None:
+    """The subject a stored manifest names, if any; damaged content names none."""
+    try:
+        subject: Descriptor | None = parse_manifest(payload, media_type_of(payload)).subject
+    except (ManifestInvalid, ManifestUnverified, NameInvalid, DigestInvalid):
+        return None
+    return subject.digest if subject is not None else None

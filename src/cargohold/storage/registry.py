@@ -1,0 +1,124 @@
+"""The registry on a storage driver: implements the Protocols of ``cargohold.registry``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cargohold.descriptor import Descriptor
+from cargohold.digest import Digest
+from cargohold.errors import PathNotFound
+from cargohold.manifest.urls import URLPolicy
+from cargohold.reference import validate_name
+from cargohold.storage.blobstore import GlobalBlobStore
+from cargohold.storage.cache import BlobDescriptorCache
+from cargohold.storage.driver.base import FileInfo, StorageDriver
+from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore
+from cargohold.storage.manifeststore import ManifestStore
+from cargohold.storage.paths import REPOSITORIES, REPOSITORY_MARKERS, repository_name
+from cargohold.storage.referrers import ReferrersIndex
+from cargohold.storage.tagstore import TagStore
+from cargohold.storage.uploads import HasherCache
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """What ``config.yml`` decides about the storage layer's behaviour."""
+
+    delete_enabled: bool = False
+    #: ``validation.manifests.urls``: what a foreign layer's URLs must (not) match.
+    url_policy: URLPolicy = field(default_factory=URLPolicy)
+    #: Signs schema1 manifests stored without signatures (``compatibility.schema1.signingkeyfile``);
+    #: a fresh key per process when not configured, as Distribution does.
+    schema1_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+
+
+class StorageRegistry:
+    """A namespace of repositories kept by a storage driver."""
+
+    def __init__(
+        self,
+        driver: StorageDriver,
+        *,
+        cache: BlobDescriptorCache | None = None,
+        options: RegistryOptions | None = None,
+    ) -> None:
+        self.driver = driver
+        self.options = options or RegistryOptions()
+        self.blobs = GlobalBlobStore(driver, cache)
+        self.hashers = HasherCache()
+
+    def repository(self, name: str) -> StorageRepository:
+        return StorageRepository(self, validate_name(name))
+
+    async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
+        found: set[str] = set()
+
+        def descend(info: FileInfo) -> bool:
+            leaf = info.path.rpartition("/")[2]
+            if leaf in REPOSITORY_MARKERS:
+                found.add(repository_name(info.path))
+            # A repository's own folders start with "_"; names never do.
+            return not leaf.startswith("_")
+
+        try:
+            async for _ in self.driver.walk(REPOSITORIES, descend):
+                pass
+        except PathNotFound:
+            return []
+        names = sorted(found)
+        if last is not None:
+            names = [name for name in names if name > last]
+        return names if n is None else names[:n]
+
+    async def close(self) -> None:
+        await self.driver.close()
+
+
+class StorageRepository:
+    """One repository: its blobs, manifests, tags and referrers."""
+
+    def __init__(self, registry: StorageRegistry, name: str) -> None:
+        options = registry.options
+        self._name = name
+        self._blobs = LinkedBlobStore(
+            name,
+            registry.blobs,
+            delete_enabled=options.delete_enabled,
+            hashers=registry.hashers,
+        )
+        self._tags = TagStore(name, registry.driver)
+        self._referrers = ReferrersIndex(name, registry.driver)
+        self._manifests = ManifestStore(
+            ManifestBlobStore(name, registry.blobs, delete_enabled=options.delete_enabled),
+            self._blobs,
+            self._tags,
+            self._referrers,
+            url_policy=options.url_policy,
+            delete_enabled=options.delete_enabled,
+            schema1_key=options.schema1_key,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def blobs(self) -> LinkedBlobStore:
+        return self._blobs
+
+    @property
+    def manifests(self) -> ManifestStore:
+        return self._manifests
+
+    @property
+    def tags(self) -> TagStore:
+        return self._tags
+
+    async def referrers(
+        self, subject: Digest, artifact_type: str | None = None
+    ) -> list[Descriptor]:
+        return await self._referrers.list(subject, artifact_type)

@@ -1,0 +1,89 @@
+"""Tags: named pointers to manifests, kept as links under ``_manifests/tags/<tag>/``.
+
+``current/link`` names the manifest the tag points at now; ``index/<alg>/<hex>/link``
+records every manifest it has ever pointed at (Distribution keeps that history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cargohold.digest import Digest
+from cargohold.errors import DigestInvalid, ManifestUnknown, NameUnknown, PathNotFound
+from cargohold.reference import validate_tag
+from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.paths import (
+    REPOSITORY_MARKERS,
+    RepositoryDir,
+    TagCurrentLink,
+    TagDir,
+    TagIndexLink,
+    TagsDir,
+    link_content,
+    path_for,
+)
+
+
+class TagStore:
+    def __init__(self, name: str, driver: StorageDriver) -> None:
+        self.name = name
+        self._driver = driver
+
+    async def get(self, tag: str) -> Digest:
+        path = path_for(TagCurrentLink(self.name, validate_tag(tag)))
+        try:
+            content = await self._driver.get_content(path)
+        except PathNotFound:
+            raise ManifestUnknown(f"unknown tag {tag!r}", {"tag": tag}) from None
+        try:
+            return Digest.parse(content.decode("ascii", "replace").strip())
+        except DigestInvalid:
+            raise ManifestUnknown(f"tag {tag!r} has a damaged link", {"tag": tag}) from None
+
+    async def tag(self, tag: str, digest: Digest) -> None:
+        validate_tag(tag)
+        # The index entry first, as Distribution does: a crash between the two
+        # writes leaves history without a move, never a move without history.
+        await self._driver.put_content(
+            path_for(TagIndexLink(self.name, tag, digest)), link_content(digest)
+        )
+        await self._driver.put_content(
+            path_for(TagCurrentLink(self.name, tag)), link_content(digest)
+        )
+
+    async def untag(self, tag: str) -> None:
+        try:
+            await self._driver.delete(path_for(TagDir(self.name, validate_tag(tag))))
+        except PathNotFound:
+            raise ManifestUnknown(f"unknown tag {tag!r}", {"tag": tag}) from None
+
+    async def all(self) -> list[str]:
+        try:
+            paths = await self._driver.list(path_for(TagsDir(self.name)))
+        except PathNotFound:
+            if await self._repository_exists():
+                return []
+            raise NameUnknown(f"repository {self.name!r} not known", {"name": self.name}) from None
+        return sorted(path.rpartition("/")[2] for path in paths)
+
+    async def lookup(self, digest: Digest) -> list[str]:
+        try:
+            tags = await self.all()
+        except NameUnknown:
+            return []
+
+        async def points_at_digest(tag: str) -> bool:
+            try:
+                return await self.get(tag) == digest
+            except ManifestUnknown:
+                return False
+
+        found = await asyncio.gather(*(points_at_digest(tag) for tag in tags))
+        return [tag for tag, hit in zip(tags, found, strict=True) if hit]
+
+    async def _repository_exists(self) -> bool:
+        try:
+            children = await self._driver.list(path_for(RepositoryDir(self.name)))
+        except PathNotFound:
+            return False
+        return any(child.rpartition("/")[2] in REPOSITORY_MARKERS for child in children)

@@ -1,0 +1,151 @@
+"""Resumable blob uploads.
+
+An upload is a folder ``_uploads/<id>/`` holding ``startedat`` and the
+``data`` received so far (kept by the driver's resumable writer). Everything
+about an upload is in storage, so any process can continue it; a process may
+also keep a digester of the bytes it wrote itself, which saves re-reading the
+data at commit when its count matches what storage holds.
+
+Commit is where content becomes a blob, so it is careful:
+
+1. the data is committed and moved to a name private to this commit, which no
+   other request can append to or replace;
+2. that private file is verified against the expected digest (with the kept
+   digester when its byte count equals the file's size, else by one read pass);
+3. only then is it moved to the blob's place and linked into the repository.
+
+A mismatch removes the upload: nothing is moved into ``blobs/``, nothing linked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from contextlib import suppress
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from cargohold.descriptor import OCTET_STREAM, Descriptor
+from cargohold.digest import Digest, Digester
+from cargohold.errors import BlobUploadUnknown, DigestInvalid, PathNotFound, SizeInvalid
+from cargohold.storage.driver.base import FileWriter
+from cargohold.storage.paths import BlobData, UploadData, UploadDir, path_for
+
+if TYPE_CHECKING:
+    from cargohold.storage.linkedblobstore import LinkedBlobStore
+
+
+class HasherCache:
+    """Digesters of uploads this process is writing, by repository and upload id."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str], Digester] = OrderedDict()
+
+    def take(self, name: str, upload_id: str, offset: int) -> Digester | None:
+        """The digester of the upload if it has seen exactly ``offset`` bytes."""
+        digester = self._entries.pop((name, upload_id), None)
+        return digester if digester is not None and digester.size == offset else None
+
+    def keep(self, name: str, upload_id: str, digester: Digester) -> None:
+        self._entries[(name, upload_id)] = digester
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def drop(self, name: str, upload_id: str) -> None:
+        self._entries.pop((name, upload_id), None)
+
+
+class BlobUpload:
+    """One request's hold on an upload (implements ``registry.BlobWriter``)."""
+
+    def __init__(
+        self,
+        store: LinkedBlobStore,
+        upload_id: str,
+        started_at: datetime,
+        writer: FileWriter,
+        digester: Digester | None,
+        hashers: HasherCache,
+    ) -> None:
+        self._store = store
+        self._id = upload_id
+        self._started_at = started_at
+        self._writer = writer
+        self._digester = digester
+        self._hashers = hashers
+        self._finished = False
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def started_at(self) -> datetime:
+        return self._started_at
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        written = await self._writer.write(data)
+        if self._digester is not None:
+            self._digester.update(data)
+        return written
+
+    async def close(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        await self._writer.close()
+        if self._digester is not None:
+            self._hashers.keep(self._store.name, self._id, self._digester)
+
+    async def cancel(self) -> None:
+        self._finished = True
+        await self._writer.close()
+        await self._remove()
+
+    async def commit(self, expected: Digest, size: int | None = None) -> Descriptor:
+        self._finished = True
+        store, driver = self._store, self._store.blobs.driver
+        await self._writer.commit()
+        await self._writer.close()
+        private = f"{path_for(UploadDir(store.name, self._id))}/commit-{secrets.token_hex(8)}"
+        try:
+            try:
+                await driver.move(path_for(UploadData(store.name, self._id)), private)
+            except PathNotFound:
+                raise BlobUploadUnknown("the upload was finished or cancelled meanwhile") from None
+            actual_size = (await driver.stat(private)).size
+            if size is not None and size != actual_size:
+                raise SizeInvalid(f"declared size {size} but received {actual_size} bytes")
+            actual = await self._digest(private, actual_size, expected.algorithm)
+            if actual != expected:
+                raise DigestInvalid(
+                    f"provided digest {expected} did not match uploaded content {actual}",
+                    {"expected": str(expected), "actual": str(actual)},
+                )
+            descriptor = Descriptor(OCTET_STREAM, expected, actual_size)
+            # Content that exists already is not written again: commit is idempotent.
+            if not await store.blobs.exists(expected):
+                await driver.move(private, path_for(BlobData(expected)))
+            await store.link(descriptor)
+            return descriptor
+        finally:
+            await self._remove()
+
+    async def _digest(self, path: str, size: int, algorithm: str) -> Digest:
+        digester = self._digester
+        if digester is None or digester.algorithm != algorithm or digester.size != size:
+            digester = Digester(algorithm)
+            async for chunk in await self._store.blobs.driver.reader(path):
+                digester.update(chunk)
+        return digester.digest()
+
+    async def _remove(self) -> None:
+        self._hashers.drop(self._store.name, self._id)
+        # Already gone when another request finished or cancelled it.
+        with suppress(PathNotFound):
+            await self._store.blobs.driver.delete(path_for(UploadDir(self._store.name, self._id)))
