@@ -9,6 +9,7 @@ Handlers stay thin: they parse the request, call the domain, and shape the reply
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -27,6 +28,8 @@ from cargohold.errors import (
 )
 from cargohold.manifest.urls import URLPolicy
 from cargohold.registry import Namespace, Repository
+from cargohold.storage.cache import BlobDescriptorCache
+from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.driver import create_driver
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
 
@@ -150,6 +153,19 @@ class Dispatcher:
         return web.Response(status=404, text="404 page not found\n", headers=self.api.headers())
 
 
+def build_cache(config: Config) -> BlobDescriptorCache | None:
+    """The configured blob descriptor cache (``storage.cache.blobdescriptor``), if any."""
+    cache = config.storage.cache
+    if cache.blobdescriptor == "redis":
+        from cargohold.storage.cache.redis import RedisBlobDescriptorCache
+
+        return RedisBlobDescriptorCache.from_config(config.redis)
+    if cache.blobdescriptor == "inmemory":
+        # Distribution reads a size of 0 as "no bound".
+        return MemoryBlobDescriptorCache(cache.blobdescriptorsize or sys.maxsize)
+    return None
+
+
 def build_registry(config: Config) -> StorageRegistry:
     storage = config.storage
     driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
@@ -158,7 +174,7 @@ def build_registry(config: Config) -> StorageRegistry:
         delete_enabled=storage.delete.enabled,
         url_policy=URLPolicy.compile(urls.allow, urls.deny),
     )
-    return StorageRegistry(driver, options=options)
+    return StorageRegistry(driver, cache=build_cache(config), options=options)
 
 
 def create_app(config: Config, registry: Namespace | None = None) -> web.Application:

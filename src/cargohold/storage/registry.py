@@ -75,6 +75,9 @@ class StorageRegistry:
         return names if n is None else names[:n]
 
     async def close(self) -> None:
+        close_cache = getattr(self.blobs.cache, "close", None)
+        if close_cache is not None:
+            await close_cache()
         await self.driver.close()
 
 
