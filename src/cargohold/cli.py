@@ -60,6 +60,52 @@ def serve(
     raise typer.Exit(status)
 
 
+@app.command()
+def gc(
+    config: Annotated[
+        str | None, typer.Argument(help="A config.yml in Distribution's format.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-d", help="Report what would be deleted; delete nothing.")
+    ] = False,
+    delete_untagged: Annotated[
+        bool,
+        typer.Option("--delete-untagged", "-m", help="Also delete manifests no tag points at."),
+    ] = False,
+) -> None:
+    """Delete blobs no manifest references (run it with the registry read-only or stopped)."""
+    import asyncio
+
+    from cargohold.api.app import build_registry
+    from cargohold.config import load_config
+    from cargohold.storage.gc import collect_garbage
+
+    async def run() -> None:
+        registry = build_registry(load_config(config))
+        try:
+            result = await collect_garbage(
+                registry, dry_run=dry_run, delete_untagged=delete_untagged
+            )
+        finally:
+            await registry.close()
+        verb = "would delete" if dry_run else "deleted"
+        for name, digest in result.deleted_manifests:
+            typer.echo(f"{verb} manifest {name}@{digest}")
+        for digest in result.deleted_blobs:
+            typer.echo(f"{verb} blob {digest}")
+        typer.echo(
+            f"{len(result.marked)} blobs marked, {len(result.deleted_blobs)} blobs and "
+            f"{len(result.deleted_manifests)} manifests {verb}"
+        )
+
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
+        raise fail(f"config: {exc}", 2) from None
+    except CargoholdError as exc:
+        raise fail(str(exc)) from None
+
+
 def main() -> None:
     try:
         app()

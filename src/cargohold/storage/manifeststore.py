@@ -132,6 +132,13 @@ class ManifestStore:
     async def delete(self, digest: Digest) -> None:
         if not self._delete_enabled:
             raise OperationUnsupported("deletes are disabled (storage.delete.enabled)")
+        await self.remove(digest)
+
+    async def remove(self, digest: Digest) -> None:
+        """Delete the revision, its tags and its referrers entry, whatever the delete setting.
+
+        The registry's own maintenance (garbage collection) calls this directly.
+        """
         try:
             payload = await self._revisions.get(digest)
         except BlobUnknown:

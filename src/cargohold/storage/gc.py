@@ -1,0 +1,190 @@
+"""Garbage collection: mark what manifests reference, sweep every other blob.
+
+As Distribution's ``registry garbage-collect``:
+
+1. **Mark.** For every repository, every manifest revision is marked, with
+   everything it references (config, layers, an index's children). With
+   ``delete_untagged``, a manifest that no tag points at is deleted instead,
+   unless something kept needs it: a kept index lists it, or it is a referrer
+   (it has a ``subject``) of a kept manifest, which Distribution does not
+   spare.
+2. **Sweep.** Every blob in storage that was not marked is deleted, and so
+   are the repositories' ``_layers`` links to it (Distribution leaves those
+   dangling), and its descriptor cache entries.
+
+Run it while no one pushes (read-only mode, or the registry stopped): a blob
+uploaded between mark and sweep, before its manifest arrives, is unreferenced
+and would be collected.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from cargohold.digest import Digest
+from cargohold.errors import (
+    BlobUnknown,
+    DigestInvalid,
+    ManifestInvalid,
+    ManifestUnknown,
+    ManifestUnverified,
+    NameInvalid,
+    PathNotFound,
+)
+from cargohold.manifest import Manifest, media_type_of, parse_manifest
+from cargohold.manifest.schema1 import SignedManifest
+from cargohold.storage.paths import (
+    LayersDir,
+    ManifestRevisionsDir,
+    digest_from_path,
+    path_for,
+)
+from cargohold.storage.registry import StorageRegistry
+
+log = logging.getLogger("cargohold.gc")
+
+
+@dataclass
+class Collection:
+    """What a collection found and did (or, in a dry run, would do)."""
+
+    marked: set[Digest] = field(default_factory=set)
+    deleted_blobs: list[Digest] = field(default_factory=list)
+    deleted_manifests: list[tuple[str, Digest]] = field(default_factory=list)
+    deleted_links: list[tuple[str, Digest]] = field(default_factory=list)
+
+
+@dataclass
+class _Revision:
+    digest: Digest
+    references: list[Digest]
+    children: list[Digest]
+    subject: Digest | None
+    tagged: bool
+
+
+async def collect_garbage(
+    registry: StorageRegistry, *, dry_run: bool = False, delete_untagged: bool = False
+) -> Collection:
+    result = Collection()
+    layer_links: dict[str, set[Digest]] = {}
+    for name in await registry.catalog():
+        revisions = await _revisions(registry, name)
+        kept = _keep(revisions, delete_untagged)
+        for revision in revisions.values():
+            if revision.digest in kept:
+                result.marked.add(revision.digest)
+                result.marked.update(revision.references)
+            else:
+                result.deleted_manifests.append((name, revision.digest))
+        layer_links[name] = await _layer_links(registry, name)
+
+    for digest in sorted(await _all_blobs(registry)):
+        if digest not in result.marked:
+            result.deleted_blobs.append(digest)
+    swept = set(result.deleted_blobs)
+    for name, digests in layer_links.items():
+        result.deleted_links.extend((name, d) for d in sorted(digests & swept))
+
+    if not dry_run:
+        await _delete(registry, result)
+    return result
+
+
+async def _delete(registry: StorageRegistry, result: Collection) -> None:
+    # Whatever is already gone was deleted by someone else: the goal is reached.
+    for name, digest in result.deleted_manifests:
+        log.info("deleting manifest %s@%s", name, digest)
+        with suppress(ManifestUnknown):
+            await registry.repository(name).manifests.remove(digest)
+    for name, digest in result.deleted_links:
+        with suppress(BlobUnknown):
+            await registry.repository(name).blobs.unlink(digest)
+    for digest in result.deleted_blobs:
+        log.info("deleting blob %s", digest)
+        with suppress(BlobUnknown):
+            await registry.blobs.delete(digest)
+
+
+def _keep(revisions: dict[Digest, _Revision], delete_untagged: bool) -> set[Digest]:
+    """The revisions that stay: all of them, or the tagged ones and what they need."""
+    if not delete_untagged:
+        return set(revisions)
+    kept = {d for d, r in revisions.items() if r.tagged}
+    changed = True
+    while changed:
+        changed = False
+        for digest, revision in revisions.items():
+            if digest in kept:
+                continue
+            needed = revision.subject in kept or any(digest in revisions[k].children for k in kept)
+            if needed:
+                kept.add(digest)
+                changed = True
+    return kept
+
+
+async def _revisions(registry: StorageRegistry, name: str) -> dict[Digest, _Revision]:
+    driver = registry.driver
+    repo = registry.repository(name)
+    tagged = set()
+    for tag in await repo.tags.all():
+        with suppress(ManifestUnknown):  # a damaged tag keeps nothing alive
+            tagged.add(await repo.tags.get(tag))
+    found: dict[Digest, _Revision] = {}
+    try:
+        walk = driver.walk(path_for(ManifestRevisionsDir(name)))
+        links = [info.path async for info in walk if info.path.endswith("/link")]
+    except PathNotFound:
+        return found
+    for link in links:
+        if "/signatures/" in link:
+            continue
+        try:
+            digest = digest_from_path(link)
+            payload = await registry.blobs.get(digest)
+        except (DigestInvalid, BlobUnknown):
+            continue  # a link to nothing keeps nothing alive
+        found[digest] = _describe(digest, payload, digest in tagged)
+    return found
+
+
+def _describe(digest: Digest, payload: bytes, tagged: bool) -> _Revision:
+    manifest: Manifest
+    try:
+        media_type = media_type_of(payload)
+        if media_type.startswith("application/vnd.docker.distribution.manifest.v1"):
+            manifest = SignedManifest.from_canonical(payload)
+        else:
+            manifest = parse_manifest(payload, media_type)
+    except (ManifestInvalid, ManifestUnverified, NameInvalid, DigestInvalid) as exc:
+        # Refusing to guess: a manifest we cannot read may reference anything.
+        raise ManifestInvalid(f"cannot read manifest {digest} to collect garbage: {exc}") from exc
+    subject = manifest.subject.digest if manifest.subject is not None else None
+    return _Revision(
+        digest,
+        [d.digest for d in manifest.references()],
+        [d.digest for d in manifest.manifests()],
+        subject,
+        tagged,
+    )
+
+
+async def _layer_links(registry: StorageRegistry, name: str) -> set[Digest]:
+    links: set[Digest] = set()
+    try:
+        async for info in registry.driver.walk(path_for(LayersDir(name))):
+            if info.path.endswith("/link"):
+                try:
+                    links.add(digest_from_path(info.path))
+                except DigestInvalid:
+                    continue
+    except PathNotFound:
+        pass
+    return links
+
+
+async def _all_blobs(registry: StorageRegistry) -> set[Digest]:
+    return {digest async for digest in registry.blobs.enumerate()}
