@@ -140,3 +140,56 @@ def test_a_port_in_use_exits_2(tmp_path: Path) -> None:
         )
     assert result.returncode == 2
     assert "cannot listen on 127.0.0.1" in result.stderr.decode()
+
+
+def s3_config(tmp_path: Path, parameters: dict[str, object]) -> Path:
+    import yaml
+
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump({"version": "0.1", "storage": {"s3": parameters}}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"bucket": "no-such-bucket"}, "does not exist"),
+        ({"secretkey": "wrong"}, "denied"),
+        ({"regionendpoint": "http://127.0.0.1:9"}, "cannot reach"),
+    ],
+)
+def test_unusable_object_storage_exits_2_with_one_line(
+    tmp_path: Path, s3_parameters: dict[str, object], change: dict[str, str], reason: str
+) -> None:
+    config = s3_config(tmp_path, {**s3_parameters, **change})
+    result = subprocess.run(
+        cargohold_argv("serve", str(config)),
+        env={
+            **os.environ,
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+            "AWS_MAX_ATTEMPTS": "1",
+        },
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("cargohold: config: storage.s3: ")
+    assert reason in lines[0]
+
+
+def test_an_unwritable_filesystem_root_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    result = subprocess.run(
+        cargohold_argv("serve"),
+        env={
+            **os.environ,
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "a-file" / "root"),
+        },
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("cargohold: config: storage.filesystem: cannot create")

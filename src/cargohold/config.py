@@ -294,6 +294,9 @@ class S3Parameters(_Section):
     accelerate: bool = False
     objectacl: S3ObjectACL = "private"
     loglevel: Annotated[S3LogLevel, BeforeValidator(_s3_loglevel)] = "off"
+    #: How long a presigned redirect URL stays valid. cargohold's addition: Distribution
+    #: fixes it at 20 minutes and ignores unknown driver keys, so either reads this config.
+    redirectexpiry: Duration = 1200.0
 
     @field_validator("region")
     @classmethod

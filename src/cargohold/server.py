@@ -23,7 +23,9 @@ from aiohttp import web
 
 from cargohold.api.app import create_app
 from cargohold.config import Config
-from cargohold.errors import ConfigError
+from cargohold.errors import ConfigError, StorageUnavailable
+from cargohold.storage.driver import create_driver
+from cargohold.log import add_fields
 
 log = logging.getLogger("cargohold.server")
 
@@ -87,10 +89,23 @@ def _run_worker(config: Config, sock: socket.socket | None = None) -> None:
     asyncio.run(_serve(config, sock))
 
 
+async def _check_storage(config: Config) -> None:
+    storage = config.storage
+    driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
+    try:
+        await driver.check()
+    except StorageUnavailable as exc:
+        raise ConfigError(f"storage.{storage.driver_name}", exc.detail or str(exc)) from exc
+    finally:
+        await driver.close()
+
+
 def serve(config: Config, workers: int) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status."""
     host, port = _address(config)
-    _ssl_context(config)  # a bad certificate is a start-up error, not a worker crash
+    # Start-up errors stop the server here, with one line, rather than crash each worker.
+    _ssl_context(config)
+    asyncio.run(_check_storage(config))
     try:
         probe = listen_socket(host, port)
     except OSError as exc:
@@ -115,6 +130,7 @@ def _fork_worker(config: Config) -> int:
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            add_fields({"pid": os.getpid()})
             _run_worker(config)
         except BaseException:
             log.exception("worker failed")

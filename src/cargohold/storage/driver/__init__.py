@@ -18,6 +18,7 @@ __all__ = ["DRIVERS", "FileInfo", "FileWriter", "StorageDriver", "create_driver"
 DRIVERS: dict[str, str] = {
     "inmemory": "cargohold.storage.driver.inmemory:InMemoryDriver",
     "filesystem": "cargohold.storage.driver.filesystem:FilesystemDriver",
+    "s3": "cargohold.storage.driver.s3:S3Driver",
 }
 
 

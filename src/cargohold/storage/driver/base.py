@@ -167,6 +167,9 @@ class StorageDriver(ABC):
         """The operating-system path of the file, for sendfile; None when not local."""
         return None
 
+    async def check(self) -> None:  # noqa: B027 - nothing to check for most drivers
+        """Raise ``StorageUnavailable`` with one clear line when the storage cannot be used."""
+
     async def close(self) -> None:  # noqa: B027 - most drivers hold nothing to release
         """Release connections and other resources held by the driver."""
 

@@ -207,6 +207,15 @@ class FilesystemDriver(StorageDriver):
                 async for below in self._walk(child, descend):
                     yield below
 
+    async def check(self) -> None:
+        """The root must be a directory this process can write to (it is created if missing)."""
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(self.root, self.name, f"cannot create: {exc.strerror}") from exc
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(self.root, self.name, "not writable")
+
     def local_file(self, path: str) -> str | None:
         return self._full(self._file_path(path))
 

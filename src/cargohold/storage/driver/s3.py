@@ -1,0 +1,895 @@
+"""A driver on an S3 bucket (AWS or any S3-compatible server), on aiobotocore.
+
+Layout, as Distribution's s3 driver has it: the file at ``/a/b`` is the object
+with key ``<rootdirectory>/a/b`` (no leading ``/``). S3 has no directories: a
+directory is a common prefix of keys, so it exists while something is below it,
+and it has no modification time (``FileInfo.modtime`` is the epoch for them).
+
+Writers, and how an upload resumes in another process. S3 cannot append, and
+every part of a multipart upload but the last must be at least 5 MiB. So an
+uncommitted writer's content lives in storage as two pieces:
+
+- a multipart upload *at the file's own key*, whose parts (each at least
+  5 MiB) hold the leading bytes; completing it is the commit, atomic and
+  server-side however large the file;
+- a *pending object*, the sibling ``<dir>/.~<leaf>.pending``, holding the
+  bytes after the parts (fewer than 5 MiB) and, in its metadata, the upload's
+  id and the offset it starts at.
+
+``writer(path, append=True)`` reads the pending object and lists the upload's
+parts back; it trusts the pending bytes only when they start where the parts
+end, so a process that died between uploading a part and rewriting the pending
+object leaves a consistent prefix, never duplicated bytes. A writer holds at
+most one part (``chunksize``) in memory. The pending name contains ``~``,
+which no valid driver path can, so ``list`` and ``walk`` hide it.
+
+Bytes never travel through the driver to be copied: ``move`` is a CopyObject,
+or above ``multipartcopythresholdsize`` parallel UploadPartCopy requests of
+``multipartcopychunksize``; appending to committed content copies it into the
+upload the same way. ``list`` and ``walk`` read one level per delimiter listing.
+
+Every provider error becomes a driver error (``errors.py``): a missing key is
+``PathNotFound``; a refused, failed or unreachable request is
+``StorageUnavailable`` with a short reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cargohold.errors import (
+    ConfigError,
+    InvalidOffset,
+    PathNotFound,
+    StorageDriverError,
+    StorageUnavailable,
+)
+from cargohold.storage.driver.base import Descend, FileInfo, FileWriter, StorageDriver, join
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef
+
+MiB = 1 << 20
+#: S3's smallest part, except for the last part of an upload.
+MIN_PART = 5 * MiB
+#: S3's largest part, and the largest object one CopyObject can copy.
+MAX_PART = 5 << 30
+#: The most keys one list or delete request handles.
+LIST_MAX = 1000
+
+_HIDDEN = "~"  # in every bookkeeping key; never in a valid driver path
+_UPLOAD_ID = "cargohold-upload-id"  # pending-object metadata: the upload it follows
+_OFFSET = "cargohold-offset"  # ...and the byte offset at which its content starts
+_NO_TIME = datetime.fromtimestamp(0, UTC)  # directories have no times in S3
+_CONTENT_TYPE = "application/octet-stream"  # what Distribution stores objects as
+
+# NoSuchUpload: an upload completed or aborted elsewhere is gone like a deleted key.
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchUpload"})
+_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+    }
+)
+# Raised by the transport under botocore; BotoCoreError covers botocore's own wrappers.
+_TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def _pending_key(key: str) -> str:
+    head, slash, leaf = key.rpartition("/")
+    return f"{head}{slash}.{_HIDDEN}{leaf}.pending"
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _copy_ranges(size: int, chunk: int) -> list[tuple[int, int]]:
+    """Inclusive byte ranges of ``chunk`` bytes covering ``size``.
+
+    A remainder shorter than S3's minimum part is folded into the range before
+    it, so every range is a valid non-final part when ``size >= MIN_PART``.
+    """
+    chunk = min(chunk, MAX_PART - MIN_PART)
+    ranges, start = [], 0
+    while start < size:
+        end = min(start + chunk, size)
+        if size - end < MIN_PART:
+            end = size
+        ranges.append((start, end - 1))
+        start = end
+    return ranges
+
+
+@contextmanager
+def _first_error() -> Iterator[None]:
+    """Raise the first error of a task group as itself, for the error mapping."""
+    try:
+        yield
+    except BaseExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
+
+
+async def _bounded(jobs: Iterable[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run ``jobs`` with at most ``limit`` at a time; the first failure cancels the rest."""
+    pending = list(jobs)
+    queue = iter(pending)
+
+    async def worker() -> None:
+        for job in queue:
+            await job()
+
+    with _first_error():
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(limit, len(pending))):
+                group.create_task(worker())
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    number: int
+    etag: str
+    size: int
+
+
+class S3Driver(StorageDriver):
+    """Distribution's ``s3`` storage driver; parameters are its configuration names."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        region: str = "",
+        regionendpoint: str = "",
+        accesskey: str = "",
+        secretkey: str = "",
+        sessiontoken: str = "",
+        forcepathstyle: bool = False,
+        encrypt: bool = False,
+        keyid: str = "",
+        secure: bool = True,
+        skipverify: bool = False,
+        v4auth: bool = True,
+        chunksize: int = 10 * MiB,
+        multipartcopychunksize: int = 32 * MiB,
+        multipartcopymaxconcurrency: int = 100,
+        multipartcopythresholdsize: int = 32 * MiB,
+        rootdirectory: str = "",
+        storageclass: str = "STANDARD",
+        useragent: str = "",
+        usedualstack: bool = False,
+        usefipsendpoint: bool = False,
+        accelerate: bool = False,
+        objectacl: str = "private",
+        loglevel: str = "off",  # botocore logs through `logging`; cargohold's log config rules it
+        redirectexpiry: float = 1200,
+    ) -> None:
+        if not bucket:
+            raise ConfigError("storage.s3.bucket", "required")
+        for key, value in (
+            ("chunksize", chunksize),
+            ("multipartcopychunksize", multipartcopychunksize),
+        ):
+            if not MIN_PART <= value <= MAX_PART:
+                raise ConfigError(f"storage.s3.{key}", f"must be between {MIN_PART} and {MAX_PART}")
+        self.bucket = bucket
+        self.chunksize = chunksize
+        self.copy_chunksize = multipartcopychunksize
+        self.copy_concurrency = max(1, multipartcopymaxconcurrency)
+        self.copy_threshold = multipartcopythresholdsize
+        self.redirect_expiry = redirectexpiry
+        self._root = rootdirectory.rstrip("/")
+        self._object_args = _object_args(encrypt, keyid, storageclass, objectacl)
+        self.endpoint = _endpoint_url(regionendpoint, secure)
+        region = region or "us-east-1"  # S3-compatible servers take any; signing needs one
+        self._client_args: dict[str, Any] = {
+            "region_name": region,
+            "endpoint_url": self.endpoint,
+            "use_ssl": secure,
+            "verify": False if skipverify else None,
+            "config": _client_config(
+                region,
+                forcepathstyle=forcepathstyle,
+                v4auth=v4auth,
+                useragent=useragent,
+                usedualstack=usedualstack,
+                usefipsendpoint=usefipsendpoint,
+                accelerate=accelerate,
+                pool=max(32, self.copy_concurrency),
+            ),
+        }
+        if accesskey and secretkey:
+            self._client_args.update(
+                aws_access_key_id=accesskey,
+                aws_secret_access_key=secretkey,
+                aws_session_token=sessiontoken or None,
+            )
+        # else: botocore's standard chain (environment, shared files, instance role)
+        self._client: S3Client | None = None
+        self._exit_stack: AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+
+    # -- the client ---------------------------------------------------------------------
+
+    async def _s3(self) -> S3Client:
+        """The client, created on first use and kept for the driver's life."""
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    stack = AsyncExitStack()
+                    creator = get_session().create_client("s3", **self._client_args)
+                    self._client = await stack.enter_async_context(creator)
+                    self._exit_stack = stack
+        return self._client
+
+    async def close(self) -> None:
+        stack, self._exit_stack, self._client = self._exit_stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def check(self) -> None:
+        """Raise ``StorageUnavailable`` with one line when the bucket cannot be used."""
+        where = f"bucket {self.bucket!r} at {self.endpoint or 'AWS'}"
+        try:
+            await (await self._s3()).head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND or _code(exc) == "NoSuchBucket":
+                reason = f"{where} does not exist"
+            elif _code(exc) in _DENIED:
+                reason = f"access to {where} denied: check accesskey and secretkey"
+            else:
+                reason = f"{where}: {_code(exc) or _status(exc)}"
+            raise StorageUnavailable("/", self.name, reason) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise StorageUnavailable("/", self.name, f"cannot reach {where}: {exc}") from exc
+
+    @contextmanager
+    def _errors(self, path: str) -> Iterator[None]:
+        """Turn the provider's errors into driver errors."""
+        try:
+            yield
+        except ClientError as exc:
+            raise self._client_error(path, exc) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise StorageUnavailable(path, self.name, f"{type(exc).__name__}: {exc}") from exc
+
+    def _client_error(self, path: str, exc: ClientError) -> StorageDriverError:
+        code, status = _code(exc), _status(exc)
+        if code in _NOT_FOUND:
+            return PathNotFound(path, self.name)
+        if code == "NoSuchBucket":
+            return StorageUnavailable(path, self.name, f"bucket {self.bucket!r} does not exist")
+        if code in _DENIED:
+            return StorageUnavailable(path, self.name, f"access denied ({code})")
+        message = exc.response.get("Error", {}).get("Message", "")
+        return StorageUnavailable(path, self.name, f"{code or status}: {message}".rstrip(": "))
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        """The object key of ``path``; for the root, the prefix of every key."""
+        return (self._root + path).lstrip("/")
+
+    def _prefix(self, path: str) -> str:
+        """The prefix of every key below the directory ``path``."""
+        key = self._key(path)
+        return key if path == "/" else key + "/"
+
+    async def _head(self, path: str, key: str) -> HeadObjectOutputTypeDef | None:
+        """The object's metadata, or None when there is no such object."""
+        client = await self._s3()
+        with self._errors(path):
+            try:
+                return await client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc) in _NOT_FOUND:
+                    return None
+                raise
+
+    # -- the driver -----------------------------------------------------------------------
+
+    async def _get_content(self, path: str) -> bytes:
+        client = await self._s3()
+        with self._errors(path):
+            response = await client.get_object(Bucket=self.bucket, Key=self._key(path))
+            async with response["Body"] as body:
+                return await body.read()
+
+    async def _put_content(self, path: str, content: bytes) -> None:
+        await self._put(path, self._key(path), content)
+
+    async def _put(
+        self,
+        path: str,
+        key: str,
+        content: bytes | bytearray,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        client = await self._s3()
+        with self._errors(path):
+            await client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=_body(content),
+                Metadata=metadata or {},
+                **self._object_args,
+            )
+
+    async def _reader(self, path: str, offset: int, chunk_size: int) -> AsyncIterator[bytes]:
+        client, key = await self._s3(), self._key(path)
+        # One GET from the offset, streamed: a single response is one version of
+        # the object, where a series of ranged GETs could mix two.
+        ranged: dict[str, Any] = {"Range": f"bytes={offset}-"} if offset else {}
+        with self._errors(path):
+            try:
+                response = await client.get_object(Bucket=self.bucket, Key=key, **ranged)
+            except ClientError as exc:
+                if _code(exc) != "InvalidRange":
+                    raise
+                size = (await client.head_object(Bucket=self.bucket, Key=key))["ContentLength"]
+                if offset != size:
+                    raise InvalidOffset(path, self.name, offset, f"beyond the size {size}") from exc
+                return _nothing()
+        return self._chunks(path, response["Body"], chunk_size)
+
+    async def _chunks(self, path: str, body: Any, chunk_size: int) -> AsyncIterator[bytes]:
+        """Exactly ``chunk_size`` bytes per chunk (the last may be shorter)."""
+        try:
+            pending = bytearray()
+            while True:
+                with self._errors(path):
+                    piece: bytes = await body.read(chunk_size - len(pending))
+                if not piece:
+                    break
+                if not pending and len(piece) == chunk_size:
+                    yield piece
+                    continue
+                pending += piece
+                if len(pending) == chunk_size:
+                    yield bytes(pending)
+                    pending.clear()
+            if pending:
+                yield bytes(pending)
+        finally:
+            body.close()
+
+    async def _writer(self, path: str, append: bool) -> FileWriter:
+        key = self._key(path)
+        writer = _S3Writer(self, path, key)
+        if append:
+            await writer.resume()
+        else:
+            await self._delete_keys(path, [_pending_key(key)])
+        return writer
+
+    async def _stat(self, path: str) -> FileInfo:
+        if path == "/":
+            return FileInfo(path, 0, _NO_TIME, is_dir=True)
+        key = self._key(path)
+        if head := await self._head(path, key):
+            return FileInfo(path, head["ContentLength"], head["LastModified"], is_dir=False)
+        client = await self._s3()
+        with self._errors(path):
+            below = await client.list_objects_v2(Bucket=self.bucket, Prefix=key + "/", MaxKeys=1)
+        if not below.get("Contents"):
+            raise PathNotFound(path, self.name)
+        return FileInfo(path, 0, _NO_TIME, is_dir=True)
+
+    async def _list(self, path: str) -> builtins.list[str]:
+        entries, listed = await self._level(path)
+        if not listed and path != "/":
+            raise PathNotFound(path, self.name)
+        return [entry.path for entry in entries]
+
+    async def _level(self, path: str) -> tuple[builtins.list[FileInfo], bool]:
+        """The visible direct children of ``path`` in lexical order, and whether S3 listed any key.
+
+        One delimiter listing (paginated) reads one level, never the objects below it.
+        """
+        client, prefix = await self._s3(), self._prefix(path)
+        entries: list[FileInfo] = []
+        listed = False
+        with self._errors(path):
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket,
+                Prefix=prefix,
+                Delimiter="/",
+                PaginationConfig={"PageSize": LIST_MAX},
+            )
+            async for page in pages:
+                for obj in page.get("Contents", []):
+                    listed = True
+                    name = obj["Key"][len(prefix) :]
+                    if name and _HIDDEN not in name:
+                        entries.append(
+                            FileInfo(join(path, name), obj["Size"], obj["LastModified"], False)
+                        )
+                for common in page.get("CommonPrefixes", []):
+                    listed = True
+                    name = common["Prefix"][len(prefix) :].rstrip("/")
+                    if name and _HIDDEN not in name:
+                        entries.append(FileInfo(join(path, name), 0, _NO_TIME, is_dir=True))
+        # Keys sort "a-b" before "a/", names sort "a" before "a-b": sort by name.
+        entries.sort(key=lambda entry: entry.path)
+        return entries, listed
+
+    async def _move(self, source: str, dest: str) -> None:
+        head = await self._head(source, self._key(source))
+        if head is None:
+            raise PathNotFound(source, self.name)
+        size = head["ContentLength"]
+        if source == dest:
+            return  # copying then deleting would lose the file
+        if size <= self.copy_threshold:
+            client = await self._s3()
+            with self._errors(source):
+                await client.copy_object(
+                    Bucket=self.bucket,
+                    Key=self._key(dest),
+                    CopySource={"Bucket": self.bucket, "Key": self._key(source)},
+                    **self._object_args,
+                )
+        else:
+            await self._multipart_copy(source, dest, size)
+        await self._delete_keys(source, [self._key(source)])
+
+    async def _multipart_copy(self, source: str, dest: str, size: int) -> None:
+        """Copy a large object server-side, in parallel ranges (UploadPartCopy)."""
+        client, dest_key = await self._s3(), self._key(dest)
+        with self._errors(dest):
+            upload = await client.create_multipart_upload(
+                Bucket=self.bucket, Key=dest_key, **self._object_args
+            )
+        upload_id = upload["UploadId"]
+        try:
+            parts = await self._copy_parts(source, dest_key, upload_id, size, first_number=1)
+            with self._errors(dest):
+                await client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=dest_key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": _completed(parts)},
+                )
+        except BaseException:
+            await self._abort(dest, dest_key, upload_id)
+            raise
+
+    async def _copy_parts(
+        self, source: str, dest_key: str, upload_id: str, size: int, first_number: int
+    ) -> builtins.list[_Part]:
+        """Copy all of ``source`` into parts of an upload; returns them in order."""
+        client, source_key = await self._s3(), self._key(source)
+        ranges = _copy_ranges(size, self.copy_chunksize)
+        parts: list[_Part | None] = [None] * len(ranges)
+
+        def job(index: int, first: int, last: int) -> Callable[[], Awaitable[None]]:
+            async def copy() -> None:
+                with self._errors(source):
+                    result = await client.upload_part_copy(
+                        Bucket=self.bucket,
+                        Key=dest_key,
+                        UploadId=upload_id,
+                        PartNumber=first_number + index,
+                        CopySource={"Bucket": self.bucket, "Key": source_key},
+                        CopySourceRange=f"bytes={first}-{last}",
+                    )
+                etag = result["CopyPartResult"]["ETag"]
+                parts[index] = _Part(first_number + index, etag, last - first + 1)
+
+            return copy
+
+        jobs = [job(i, first, last) for i, (first, last) in enumerate(ranges)]
+        await _bounded(jobs, self.copy_concurrency)
+        return [part for part in parts if part is not None]
+
+    async def _delete(self, path: str) -> None:
+        key = self._key(path)
+        with _first_error():
+            async with asyncio.TaskGroup() as group:
+                head = group.create_task(self._head(path, key))
+                below = group.create_task(self._keys_below(path))
+                uploads = group.create_task(self._uploads(path, key, subtree=True))
+        found = head.result() is not None
+        if not found and not below.result():
+            raise PathNotFound(path, self.name)
+        for upload_key, upload_id in uploads.result():
+            await self._abort(path, upload_key, upload_id)
+        keys = [key, _pending_key(key)] if found else []
+        markers = _directory_markers(key, below.result())
+        await self._delete_keys(path, [*keys, *below.result(), *markers])
+
+    async def _keys_below(self, path: str) -> builtins.list[str]:
+        client, prefix = await self._s3(), self._key(path) + "/"
+        keys: list[str] = []
+        with self._errors(path):
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_MAX}
+            )
+            async for page in pages:
+                keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    async def _delete_keys(self, path: str, keys: builtins.list[str]) -> None:
+        client = await self._s3()
+        for start in range(0, len(keys), LIST_MAX):
+            batch = keys[start : start + LIST_MAX]
+            with self._errors(path):
+                result = await client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                )
+            if errors := result.get("Errors"):
+                first = errors[0]
+                detail = f"cannot delete {first.get('Key')}: {first.get('Code')}"
+                raise StorageUnavailable(path, self.name, detail)
+
+    async def _uploads(self, path: str, key: str, subtree: bool) -> builtins.list[tuple[str, str]]:
+        """(key, upload id) of the multipart uploads in progress at ``key`` (and below it)."""
+        client = await self._s3()
+        found: list[tuple[str, str]] = []
+        with self._errors(path):
+            pages = client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=key
+            )
+            async for page in pages:
+                for upload in page.get("Uploads", []):
+                    upload_key = upload.get("Key", "")
+                    if upload_key == key or (subtree and upload_key.startswith(key + "/")):
+                        found.append((upload_key, upload.get("UploadId", "")))
+        return found
+
+    async def _abort(self, path: str, key: str, upload_id: str) -> None:
+        client = await self._s3()
+        try:
+            with self._errors(path):
+                await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except PathNotFound:
+            pass  # already completed or aborted
+
+    async def _walk(self, path: str, descend: Descend | None) -> AsyncIterator[FileInfo]:
+        entries, listed = await self._level(path)
+        if not listed and path != "/":
+            raise PathNotFound(path, self.name)
+        for entry in entries:
+            yield entry
+            if entry.is_dir and (descend is None or descend(entry)):
+                async for below in self._walk_below(entry.path, descend):
+                    yield below
+
+    async def _walk_below(self, path: str, descend: Descend | None) -> AsyncIterator[FileInfo]:
+        try:
+            walk = self._walk(path, descend)
+            async for info in walk:
+                yield info
+        except PathNotFound as exc:
+            if exc.path != path:
+                raise
+            # emptied while we walked
+
+    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A presigned GET or HEAD URL valid for ``redirect_expiry`` seconds."""
+        self._file_path(path)
+        operation = {"GET": "get_object", "HEAD": "head_object"}.get(method.upper())
+        if operation is None:
+            return None
+        client = await self._s3()
+        with self._errors(path):
+            return await client.generate_presigned_url(
+                operation,
+                Params={"Bucket": self.bucket, "Key": self._key(path)},
+                ExpiresIn=int(self.redirect_expiry),
+            )
+
+
+class _S3Writer(FileWriter):
+    """Appends to an upload whose state lives in storage (see the module docstring)."""
+
+    def __init__(self, driver: S3Driver, path: str, key: str) -> None:
+        self._driver = driver
+        self._path = path
+        self._key = key
+        self._upload_id: str | None = None
+        self._parts: list[_Part] = []
+        self._buffer = bytearray()  # the bytes after the parts; less than one part
+        self._size = 0
+        self._committed_size = 0  # committed content resumed but not yet copied into the upload
+        self._saved = False  # storage holds everything written so far
+        self._broken = False  # a write failed half-way
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    # -- resuming -------------------------------------------------------------------------
+
+    async def resume(self) -> None:
+        """Load what earlier writers left: pending state, else the committed file."""
+        if await self._load_pending():
+            return
+        head = await self._driver._head(self._path, self._key)
+        # Committed content is copied into an upload only once something is appended.
+        self._committed_size = self._size = head["ContentLength"] if head else 0
+        self._saved = True
+
+    async def _load_pending(self) -> bool:
+        client, driver = await self._driver._s3(), self._driver
+        with driver._errors(self._path):
+            try:
+                response = await client.get_object(
+                    Bucket=driver.bucket, Key=_pending_key(self._key)
+                )
+            except ClientError as exc:
+                if _code(exc) in _NOT_FOUND:
+                    return False
+                raise
+            async with response["Body"] as body:
+                tail = await body.read()
+        metadata = response.get("Metadata", {})
+        self._upload_id = metadata.get(_UPLOAD_ID) or None
+        offset = int(metadata.get(_OFFSET, "0"))
+        self._parts = await self._list_parts() if self._upload_id else []
+        stored = sum(part.size for part in self._parts)
+        if stored == offset:
+            self._buffer, self._saved = bytearray(tail), True
+        elif stored > offset:
+            # A part holding the tail was uploaded, then the process died before
+            # rewriting the pending object: the tail is already in the parts.
+            self._saved = False
+        else:
+            # The upload lost parts (aborted elsewhere): only the empty prefix is sure.
+            self._upload_id, self._parts, self._saved = None, [], False
+        self._size = sum(part.size for part in self._parts) + len(self._buffer)
+        return True
+
+    async def _list_parts(self) -> list[_Part]:
+        assert self._upload_id is not None
+        client, driver = await self._driver._s3(), self._driver
+        parts: list[_Part] = []
+        try:
+            with driver._errors(self._path):
+                pages = client.get_paginator("list_parts").paginate(
+                    Bucket=driver.bucket, Key=self._key, UploadId=self._upload_id
+                )
+                async for page in pages:
+                    for part in page.get("Parts", []):
+                        parts.append(_Part(part["PartNumber"], part["ETag"], part["Size"]))
+        except PathNotFound:
+            return []  # NoSuchUpload: handled as lost parts by the caller
+        return sorted(parts, key=lambda part: part.number)
+
+    async def _continue_committed(self) -> None:
+        """Before appending to committed content, make it the start of this upload."""
+        size, self._committed_size = self._committed_size, 0
+        if size < MIN_PART:
+            # Too small to be a part: it becomes the buffer (less than one part).
+            self._buffer = bytearray(await self._driver._get_content(self._path))
+            return
+        await self._start_upload()
+        assert self._upload_id is not None
+        self._parts = await self._driver._copy_parts(
+            self._path, self._key, self._upload_id, size, first_number=1
+        )
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise StorageDriverError(self._path, self._driver.name, "writer is closed")
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_open()
+        try:
+            if self._committed_size:
+                await self._continue_committed()
+            self._saved = False
+            view = memoryview(data).cast("B")
+            while view:
+                room = self._driver.chunksize - len(self._buffer)
+                self._buffer += view[:room]
+                view = view[room:]
+                if len(self._buffer) >= self._driver.chunksize:
+                    await self._upload_part()
+        except BaseException:
+            # What is buffered no longer matches what was stored: keep the last
+            # saved state (a prefix of what was sent) rather than save this one.
+            self._broken = True
+            raise
+        self._size += len(data)
+        return len(data)
+
+    async def _start_upload(self) -> None:
+        client, driver = await self._driver._s3(), self._driver
+        with driver._errors(self._path):
+            upload = await client.create_multipart_upload(
+                Bucket=driver.bucket, Key=self._key, **driver._object_args
+            )
+        self._upload_id = upload["UploadId"]
+
+    async def _upload_part(self) -> None:
+        """Send the whole buffer as the next part."""
+        if self._upload_id is None:
+            await self._start_upload()
+        assert self._upload_id is not None
+        client, driver = await self._driver._s3(), self._driver
+        # The body is a copy, so the buffer goes at once: one part in memory.
+        body, size, self._buffer = _body(self._buffer), len(self._buffer), bytearray()
+        number = len(self._parts) + 1
+        with driver._errors(self._path):
+            result = await client.upload_part(
+                Bucket=driver.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+        self._parts.append(_Part(number, result["ETag"], size))
+
+    async def _save(self) -> None:
+        """Store what is buffered so that another writer can resume it."""
+        if len(self._buffer) >= MIN_PART:
+            await self._upload_part()
+        metadata = {
+            _UPLOAD_ID: self._upload_id or "",
+            _OFFSET: str(sum(part.size for part in self._parts)),
+        }
+        await self._driver._put(self._path, _pending_key(self._key), self._buffer, metadata)
+        self._saved = True
+
+    # -- finishing ------------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        self._check_open()
+        if self._broken:
+            raise StorageDriverError(self._path, self._driver.name, "an earlier write failed")
+        driver = self._driver
+        if self._committed_size:
+            pass  # resumed committed content and appended nothing: it is in place
+        elif self._upload_id is None or not self._parts:
+            await driver._put(self._path, self._key, self._buffer)
+        else:
+            await self._complete()
+        self._done = True
+        await driver._delete_keys(self._path, [_pending_key(self._key)])
+        await self._abort_all()  # uploads that died before saving their state
+
+    async def _complete(self) -> None:
+        if self._buffer:
+            await self._upload_part()  # the last part may be small
+        assert self._upload_id is not None
+        client, driver = await self._driver._s3(), self._driver
+        with driver._errors(self._path):
+            await client.complete_multipart_upload(
+                Bucket=driver.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": _completed(self._parts)},
+            )
+        self._upload_id = None
+
+    async def cancel(self) -> None:
+        self._check_open()
+        self._done = True
+        await self._driver._delete_keys(self._path, [_pending_key(self._key)])
+        await self._abort_all()
+
+    async def _abort_all(self) -> None:
+        driver = self._driver
+        for key, upload_id in await driver._uploads(self._path, self._key, subtree=False):
+            await driver._abort(self._path, key, upload_id)
+
+    async def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if not self._saved and not self._broken:
+            await self._save()
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+def _body(content: bytes | bytearray) -> io.BytesIO:
+    # aiohttp sends a file object in slices between other tasks; raw bytes
+    # over 1 MiB it writes in one go, warning that this stalls the event loop.
+    return io.BytesIO(content)
+
+
+def _completed(parts: list[_Part]) -> list[CompletedPartTypeDef]:
+    return [{"PartNumber": part.number, "ETag": part.etag} for part in parts]
+
+
+def _directory_markers(key: str, keys: builtins.list[str]) -> builtins.list[str]:
+    """``d/`` for every directory from ``key`` down to each of ``keys``, deepest first.
+
+    Servers that keep real directories (SeaweedFS) drop one when its marker is
+    deleted, and only if it is empty; elsewhere these keys do not exist and
+    deleting them is a no-op. Without it, deleted directories would linger in
+    delimiter listings.
+    """
+    if not keys:
+        return []
+    directories = {key + "/"}
+    for below in keys:
+        head = below.rpartition("/")[0]
+        while len(head) > len(key):
+            directories.add(head + "/")
+            head = head.rpartition("/")[0]
+    return sorted(directories, key=lambda d: (-d.count("/"), d))
+
+
+def _object_args(encrypt: bool, keyid: str, storageclass: str, objectacl: str) -> dict[str, Any]:
+    """Arguments of every request that creates an object, as Distribution sends them."""
+    args: dict[str, Any] = {"ContentType": _CONTENT_TYPE, "ACL": objectacl}
+    if encrypt:
+        args["ServerSideEncryption"] = "aws:kms" if keyid else "AES256"
+        if keyid:
+            args["SSEKMSKeyId"] = keyid
+    if storageclass.upper() != "NONE":  # NONE: the server has no storage classes
+        args["StorageClass"] = storageclass.upper()
+    return args
+
+
+def _endpoint_url(regionendpoint: str, secure: bool) -> str | None:
+    if not regionendpoint:
+        return None
+    if "://" in regionendpoint:
+        return regionendpoint
+    return f"{'https' if secure else 'http'}://{regionendpoint}"
+
+
+def _client_config(
+    region: str,
+    *,
+    forcepathstyle: bool,
+    v4auth: bool,
+    useragent: str,
+    usedualstack: bool,
+    usefipsendpoint: bool,
+    accelerate: bool,
+    pool: int,
+) -> AioConfig:
+    return AioConfig(
+        region_name=region,
+        signature_version="s3v4" if v4auth else "s3",
+        s3={
+            "addressing_style": "path" if forcepathstyle else "auto",
+            "use_accelerate_endpoint": accelerate,
+            "use_dualstack_endpoint": usedualstack,
+        },
+        use_fips_endpoint=usefipsendpoint,
+        user_agent=useragent or None,
+        # Attempts (3 by default) come from AWS_MAX_ATTEMPTS or the shared config file.
+        retries={"mode": "standard"},
+        # Checksums only where S3 demands them, as Distribution's SDK sends:
+        # S3-compatible servers vary in which newer checksum headers they take.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        max_pool_connections=pool,
+    )
