@@ -1,7 +1,8 @@
 """Structured logs in the two shapes Distribution writes: logrus text and JSON.
 
 Every record carries the configured ``log.fields`` and whatever a caller
-passes as ``extra={"fields": {...}}``.
+passes as ``extra={"fields": {...}}``; each worker of ``serve --workers N``
+adds its ``pid``, so a line tells which process wrote it.
 """
 
 from __future__ import annotations
@@ -37,12 +38,19 @@ def _timestamp(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
-class TextFormatter(logging.Formatter):
-    """``time="…" level=info msg="…" key=value``, as logrus prints it."""
+class _StructuredFormatter(logging.Formatter):
+    """A formatter that adds the same fields to every record."""
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         super().__init__()
         self._static = dict(fields)
+
+    def add_fields(self, fields: Mapping[str, Any]) -> None:
+        self._static.update(fields)
+
+
+class TextFormatter(_StructuredFormatter):
+    """``time="…" level=info msg="…" key=value``, as logrus prints it."""
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [
@@ -59,12 +67,8 @@ class TextFormatter(logging.Formatter):
         return " ".join(parts)
 
 
-class JSONFormatter(logging.Formatter):
+class JSONFormatter(_StructuredFormatter):
     """One JSON object per line: ``time``, ``level``, ``msg`` and the fields."""
-
-    def __init__(self, fields: Mapping[str, Any]) -> None:
-        super().__init__()
-        self._static = dict(fields)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -90,3 +94,10 @@ def setup_logging(level: str, formatter: str, fields: Mapping[str, Any] | None =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level.lower(), logging.INFO))
+
+
+def add_fields(fields: Mapping[str, Any]) -> None:
+    """Add ``fields`` to every record from now on (a forked worker adds its ``pid``)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, _StructuredFormatter):
+            handler.formatter.add_fields(fields)

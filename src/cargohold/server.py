@@ -24,8 +24,8 @@ from aiohttp import web
 from cargohold.api.app import create_app
 from cargohold.config import Config
 from cargohold.errors import ConfigError, StorageUnavailable
-from cargohold.storage.driver import create_driver
 from cargohold.log import add_fields
+from cargohold.storage.driver import create_driver
 
 log = logging.getLogger("cargohold.server")
 
