@@ -114,11 +114,21 @@ class Dispatcher:
         if route is None:
             return self._not_found()
         method = request.method
-        if method not in METHODS[route.endpoint]:
-            return api.error_code(UNSUPPORTED, f"{method} is not supported here")
+        supported = METHODS[route.endpoint]
+        # In read-only mode Distribution registers no write handlers, so its router answers
+        # every write with 405 and an Allow header; the body here is the spec's UNSUPPORTED.
+        allowed = supported - _WRITES if api.read_only else supported
+        if method not in allowed:
+            why = "the registry is in read-only mode" if method in supported else "not supported"
+            return api.error_code(
+                UNSUPPORTED,
+                f"{method}: {why}",
+                # RFC 9110 15.5.6: a 405 names the methods the resource does support.
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
         try:
-            if method in _WRITES:
-                self._check_write(route, method)
+            if method == "DELETE":
+                self._check_delete(route)
             return await self._handle(route, request)
         except RegistryError as exc:
             return api.error(exc)
@@ -129,11 +139,9 @@ class Dispatcher:
             log.error("storage error on %s %s: %s", method, path, exc)
             return api.error_code(UNKNOWN, "storage error")
 
-    def _check_write(self, route: Route, method: str) -> None:
-        api = self.api
-        if api.read_only:
-            raise OperationUnsupported("the registry is in read-only mode")
-        if method == "DELETE" and route.endpoint != Endpoint.UPLOAD and not api.delete_enabled:
+    def _check_delete(self, route: Route) -> None:
+        # Cancelling an upload is not a delete: it stays allowed, as in Distribution.
+        if route.endpoint != Endpoint.UPLOAD and not self.api.delete_enabled:
             raise OperationUnsupported("deletes are disabled (storage.delete.enabled)")
 
     async def _handle(self, route: Route, request: web.Request) -> web.StreamResponse:
@@ -177,6 +185,16 @@ def build_registry(config: Config) -> StorageRegistry:
     return StorageRegistry(driver, cache=build_cache(config), options=options)
 
 
+def _mount_point(prefix: str) -> str:
+    """``http.prefix`` as a path with a leading and no trailing slash (``/registry``), or "".
+
+    Distribution's documentation asks for both slashes (``/registry/``); a prefix
+    written without the leading one would otherwise match no request at all.
+    """
+    prefix = prefix.strip("/")
+    return f"/{prefix}" if prefix else ""
+
+
 def create_app(config: Config, registry: Namespace | None = None) -> web.Application:
     """An application serving the configured registry."""
     storage = config.storage
@@ -188,12 +206,14 @@ def create_app(config: Config, registry: Namespace | None = None) -> web.Applica
         read_only=storage.maintenance.readonly.enabled,
         host=config.http.host,
         relative_urls=config.http.relativeurls,
-        prefix=config.http.prefix.rstrip("/"),
+        prefix=_mount_point(config.http.prefix),
         catalog_max_entries=config.catalog.maxentries,
     )
     app = web.Application(client_max_size=api.manifest_max_size + 1)
     app[API_KEY] = api
-    app.router.add_route("*", "/{tail:.*}", Dispatcher(api, api.prefix))
+    # The bound coroutine method, not the instance: aiohttp deprecates (and warns about)
+    # handlers that are not coroutine functions, and an instance with ``__call__`` is not one.
+    app.router.add_route("*", "/{tail:.*}", Dispatcher(api, api.prefix).__call__)
 
     async def close_registry(app: web.Application) -> None:
         close = getattr(api.registry, "close", None)

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from cargohold.api.context import Api
-from cargohold.api.http import ByteRange, parse_range
+from cargohold.api.http import ByteRange, not_modified, parse_range
 from cargohold.descriptor import OCTET_STREAM
 from cargohold.digest import Digest
 from cargohold.errors import RangeInvalid
@@ -39,7 +39,7 @@ async def get_blob(
             "Content-Type": descriptor.media_type or OCTET_STREAM,
         }
     )
-    if _not_modified(request, digest):
+    if not_modified(request, digest):
         return web.Response(status=304, headers=headers)
     if request.method == "GET" and api.redirect:
         url = await repo.blobs.redirect_url(digest, "GET")
@@ -48,9 +48,10 @@ async def get_blob(
             return web.Response(status=307, headers=headers)
 
     byte_range: ByteRange | None = None
-    if "Range" in request.headers:
+    range_header = request.headers.get("Range")
+    if range_header:  # an empty Range asks for nothing in particular, as in Go's ServeContent
         try:
-            byte_range = parse_range(request.headers["Range"], size)
+            byte_range = parse_range(range_header, size)
         except RangeInvalid as exc:
             return api.error(exc, {"Content-Range": f"bytes */{size}"})
     status, offset, length = 200, 0, size
@@ -84,13 +85,6 @@ async def delete_blob(
 ) -> web.StreamResponse:
     await repo.blobs.delete(digest)
     return web.Response(status=202, headers=api.headers({"Docker-Content-Digest": digest}))
-
-
-def _not_modified(request: web.Request, digest: Digest) -> bool:
-    tags = request.headers.get("If-None-Match")
-    if not tags:
-        return False
-    return any(tag.strip().strip('"') in (digest, "*") for tag in tags.split(","))
 
 
 def _read_inline(path: str, offset: int, length: int) -> bytes | None:

@@ -81,3 +81,32 @@ def error_body(code: ErrorCode, message: str, detail: object = None) -> bytes:
     if detail is not None:
         entry["detail"] = detail
     return json.dumps({"errors": [entry]}).encode()
+
+
+def _reverse() -> tuple[
+    dict[tuple[str, int], type[errors.RegistryError]], dict[str, type[errors.RegistryError]]
+]:
+    # The first error class listed for a code wins: NameInvalid over ReferenceInvalid.
+    by_pair: dict[tuple[str, int], type[errors.RegistryError]] = {}
+    by_code: dict[str, type[errors.RegistryError]] = {}
+    for cls, code in _BY_ERROR.items():
+        by_pair.setdefault((code.code, code.status), cls)
+        by_code.setdefault(code.code, cls)
+    return by_pair, by_code
+
+
+_BY_PAIR, _BY_CODE = _reverse()
+
+
+def error_for(code: str, status: int | None = None) -> type[errors.RegistryError]:
+    """The domain error for an error ``code`` a registry answered: the table above, reversed.
+
+    The status tells apart errors that share a code (``MANIFEST_INVALID`` with 413 is
+    ``ManifestTooLarge``). ``UNKNOWN`` and codes outside the specification give the
+    base ``RegistryError``. The HTTP client uses this, so both directions are one table.
+    """
+    if status is not None:
+        found = _BY_PAIR.get((code, status))
+        if found is not None:
+            return found
+    return _BY_CODE.get(code, errors.RegistryError)

@@ -13,10 +13,21 @@ from cargohold.errors import PaginationNumberInvalid, RangeInvalid
 #: Every response says which API it speaks.
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
+# Range units are case-insensitive (RFC 9110 14.1).
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII | re.IGNORECASE)
 # Content-Range on uploads: "<start>-<end>" per the OCI spec; some clients send the
 # RFC 9110 form "bytes <start>-<end>/<total>" or "bytes=<start>-<end>".
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?\s*(\d+)-(\d+)(?:/(?:\d+|\*))?", re.ASCII)
+
+
+#: A number with more digits than this is beyond any blob or upload size.
+_MAX_DIGITS = 18
+
+
+def _number(digits: str) -> int:
+    """A header's decimal number, capped: ``int()`` refuses more than 4300 digits (a 500)."""
+    digits = digits.lstrip("0")
+    return int(digits or "0") if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,21 +46,26 @@ def parse_range(header: str, size: int) -> ByteRange | None:
     Raises ``RangeInvalid`` when it cannot be satisfied. Multiple ranges are not
     served: the whole content is sent instead, as RFC 9110 allows.
     """
-    match = _RANGE.fullmatch(header.strip())
+    text = header.strip()
+    unit, equals, _ = text.partition("=")
+    if equals and unit.strip().lower() != "bytes":
+        # RFC 9110 14.2: a range unit the server does not understand MUST be ignored.
+        return None
+    match = _RANGE.fullmatch(text)
     if match is None:
-        if header.strip().startswith("bytes=") and "," in header:
+        if equals and "," in text:
             return None
         raise RangeInvalid(f"malformed Range header {header[:64]!r}")
     first, last = match.groups()
     if not first and not last:
         raise RangeInvalid(f"malformed Range header {header[:64]!r}")
     if not first:  # a suffix: the last N bytes
-        suffix = int(last)
+        suffix = _number(last)
         if suffix == 0 or size == 0:
             raise RangeInvalid("unsatisfiable range")
         return ByteRange(max(size - suffix, 0), size - 1)
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _number(first)
+    end = _number(last) if last else size - 1
     if start >= size or end < start:
         raise RangeInvalid("unsatisfiable range")
     return ByteRange(start, min(end, size - 1))
@@ -59,10 +75,25 @@ def parse_content_range(header: str) -> ByteRange:
     match = _CONTENT_RANGE.fullmatch(header.strip())
     if match is None:
         raise RangeInvalid(f"malformed Content-Range header {header[:64]!r}")
-    start, end = int(match.group(1)), int(match.group(2))
+    start, end = _number(match.group(1)), _number(match.group(2))
     if end < start:
         raise RangeInvalid(f"Content-Range ends before it starts: {header[:64]!r}")
     return ByteRange(start, end)
+
+
+def not_modified(request: web.Request, digest: str) -> bool:
+    """Whether ``If-None-Match`` names the content's ETag (``"<digest>"``), or is ``*``.
+
+    RFC 9110 13.1.2: the comparison is weak, so ``W/"<digest>"`` matches too.
+    """
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    for tag in header.split(","):
+        tag = tag.strip().removeprefix("W/")
+        if tag == "*" or tag.strip('"') == digest:
+            return True
+    return False
 
 
 def upload_range(size: int) -> str:
@@ -82,7 +113,8 @@ def parse_page(request: web.Request, maximum: int | None = None) -> Page:
     n: int | None = None
     text = query.get("n")
     if text is not None and text != "":
-        if not text.isdigit() or len(text) > 9:
+        # ASCII only: str.isdigit() also takes "²" (which int() refuses) and other scripts' digits.
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
             raise PaginationNumberInvalid(f"n must be a non-negative integer, not {text[:32]!r}")
         n = int(text)
     if maximum is not None:

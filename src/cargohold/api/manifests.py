@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from cargohold.api.context import Api
+from cargohold.api.http import not_modified
 from cargohold.digest import Digest
 from cargohold.errors import ManifestTooLarge, TagInvalid
 from cargohold.reference import validate_tag
@@ -41,8 +42,7 @@ async def get_manifest(
             "Content-Type": manifest.media_type,
         }
     )
-    match = request.headers.get("If-None-Match")
-    if match and any(t.strip().strip('"') == manifest.digest for t in match.split(",")):
+    if not_modified(request, manifest.digest):
         return web.Response(status=304, headers=headers)
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(manifest.payload))

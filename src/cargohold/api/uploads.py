@@ -64,26 +64,39 @@ def _digest_param(request: web.Request) -> Digest:
 
 
 async def _receive(request: web.Request, upload: BlobWriter) -> None:
-    """Append the request body to the upload, checking ``Content-Range`` if sent."""
+    """Append the request body to the upload, checking ``Content-Range`` if sent.
+
+    A body that turns out longer or shorter than its ``Content-Range`` (only
+    knowable at the end of a chunked body) discards the whole upload: what
+    arrived cannot be trusted, and there is no taking back an append.
+    """
     content_range = request.headers.get("Content-Range")
-    if content_range:
-        chunk = parse_content_range(content_range)
-        if chunk.start != upload.size:
-            raise RangeInvalid(
-                f"chunk starts at {chunk.start} but the upload has {upload.size} bytes",
-                {"offset": upload.size},
-            )
-        declared = request.content_length
-        if declared is not None and declared != chunk.length:
-            raise RangeInvalid(
-                f"Content-Range covers {chunk.length} bytes but Content-Length is {declared}"
-            )
-    start = upload.size
+    if not content_range:
+        async for data in request.content.iter_chunked(BODY_CHUNK):
+            await upload.write(data)
+        return
+    chunk = parse_content_range(content_range)
+    if chunk.start != upload.size:
+        raise RangeInvalid(
+            f"chunk starts at {chunk.start} but the upload has {upload.size} bytes",
+            {"offset": upload.size},
+        )
+    declared = request.content_length
+    if declared is not None and declared != chunk.length:
+        raise RangeInvalid(
+            f"Content-Range covers {chunk.length} bytes but Content-Length is {declared}"
+        )
+    received = 0
     async for data in request.content.iter_chunked(BODY_CHUNK):
+        received += len(data)
+        if received > chunk.length:
+            break
         await upload.write(data)
-    if content_range and upload.size - start != chunk.length:
+    if received != chunk.length:
+        await upload.cancel()
         raise BlobUploadInvalid(
-            f"Content-Range covers {chunk.length} bytes but {upload.size - start} arrived"
+            f"Content-Range covers {chunk.length} bytes but the body had "
+            f"{'more' if received > chunk.length else received}; the upload is discarded"
         )
 
 

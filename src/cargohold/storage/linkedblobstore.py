@@ -52,8 +52,7 @@ class LinkedBlobStore:
     """The blobs of one repository.
 
     ``link_specs`` lists where links are looked for, first match wins; new links
-    go to the first. Manifests use ``[ManifestRevisionLink, LayerLink]`` because
-    Distribution 2.1.0 linked some manifests under ``_layers``.
+    go to the first.
     """
 
     def __init__(
@@ -212,12 +211,14 @@ class LinkedBlobStore:
 
 
 class ManifestBlobStore(LinkedBlobStore):
-    """Manifest content: linked under ``_manifests/revisions`` (and found under ``_layers``)."""
+    """Manifest content, linked under ``_manifests/revisions``.
+
+    Distribution also looks under ``_layers``, for manifests its 2.1.0 release
+    linked there by mistake; that lets a manifest endpoint serve (and delete) a
+    plain layer, so cargohold looks at revisions only.
+    """
 
     def __init__(self, name: str, blobs: GlobalBlobStore, *, delete_enabled: bool) -> None:
         super().__init__(
-            name,
-            blobs,
-            link_specs=(ManifestRevisionLink, LayerLink),
-            delete_enabled=delete_enabled,
+            name, blobs, link_specs=(ManifestRevisionLink,), delete_enabled=delete_enabled
         )
