@@ -212,7 +212,9 @@ class FilesystemDriver(StorageDriver):
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
-            raise StorageUnavailable(self.root, self.name, f"cannot create: {exc.strerror}") from exc
+            raise StorageUnavailable(
+                self.root, self.name, f"cannot create: {exc.strerror}"
+            ) from exc
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageUnavailable(self.root, self.name, "not writable")
 
