@@ -8,9 +8,11 @@ Handlers stay thin: they parse the request, call the domain, and shape the reply
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 
 from aiohttp import web
 
@@ -31,6 +33,7 @@ from cargohold.registry import Namespace, Repository
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.driver import create_driver
+from cargohold.storage.purge import run_purger
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
 
 log = logging.getLogger("cargohold.api")
@@ -221,4 +224,22 @@ def create_app(config: Config, registry: Namespace | None = None) -> web.Applica
             await close()
 
     app.on_cleanup.append(close_registry)
+    purging = storage.maintenance.uploadpurging
+    if purging.enabled and not api.read_only and isinstance(api.registry, StorageRegistry):
+        app.cleanup_ctx.append(_purger(api.registry, purging.age, purging.interval, purging.dryrun))
     return app
+
+
+def _purger(
+    registry: StorageRegistry, age: float, interval: float, dry_run: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Purge abandoned uploads in the background while the application runs."""
+
+    async def purge(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_purger(registry.driver, age, interval, dry_run=dry_run))
+        yield
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    return purge
