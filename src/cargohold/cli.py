@@ -43,6 +43,13 @@ def serve(
         int | None,
         typer.Option("--workers", "-w", min=1, help="Worker processes (default: CPUs)."),
     ] = None,
+    fast_path: Annotated[
+        bool,
+        typer.Option(
+            "--fast-path/--no-fast-path",
+            help="Answer the commonest reads without aiohttp's request objects (same replies).",
+        ),
+    ] = True,
 ) -> None:
     """Serve the registry (default: 127.0.0.1:5000, storage under ./var/registry)."""
     from cargohold.config import load_config
@@ -52,7 +59,7 @@ def serve(
     try:
         settings = load_config(config)
         setup_logging(settings.log.level, settings.log.formatter, settings.log.fields)
-        status = run(settings, workers or os.cpu_count() or 1)
+        status = run(settings, workers or os.cpu_count() or 1, fast_path=fast_path)
     except ConfigError as exc:
         raise fail(f"config: {exc}", 2) from None
     except CargoholdError as exc:

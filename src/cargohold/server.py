@@ -21,7 +21,8 @@ from types import FrameType
 
 from aiohttp import web
 
-from cargohold.api.app import create_app
+from cargohold.api import fastpath
+from cargohold.api.app import API_KEY, create_app
 from cargohold.config import Config
 from cargohold.errors import ConfigError, StorageUnavailable
 from cargohold.log import add_fields
@@ -62,12 +63,19 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def _serve(config: Config, sock: socket.socket) -> None:
+async def _serve(config: Config, sock: socket.socket, use_fast_path: bool) -> None:
     app = create_app(config)
     access_log = None if config.log.accesslog.disabled else logging.getLogger("cargohold.access")
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False)
     await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=_ssl_context(config), shutdown_timeout=5.0)
+    fast = fastpath.fast_path(app[API_KEY], config, access_log) if use_fast_path else None
+    site = (
+        fastpath.FastSockSite(
+            runner, sock, fast, ssl_context=_ssl_context(config), shutdown_timeout=5.0
+        )
+        if fast is not None
+        else web.SockSite(runner, sock, ssl_context=_ssl_context(config), shutdown_timeout=5.0)
+    )
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,10 +91,10 @@ def _address(config: Config) -> tuple[str, int]:
     return config.http.listen_host or "0.0.0.0", config.http.listen_port
 
 
-def _run_worker(config: Config, sock: socket.socket | None = None) -> None:
+def _run_worker(config: Config, sock: socket.socket | None = None, fast_path: bool = True) -> None:
     if sock is None:
         sock = listen_socket(*_address(config))
-    asyncio.run(_serve(config, sock))
+    asyncio.run(_serve(config, sock, fast_path))
 
 
 async def _check_storage(config: Config) -> None:
@@ -100,7 +108,7 @@ async def _check_storage(config: Config) -> None:
         await driver.close()
 
 
-def serve(config: Config, workers: int) -> int:
+def serve(config: Config, workers: int, *, fast_path: bool = True) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status."""
     host, port = _address(config)
     # Start-up errors stop the server here, with one line, rather than crash each worker.
@@ -115,15 +123,15 @@ def serve(config: Config, workers: int) -> int:
     if workers <= 1 or port == 0:
         # One process (or an ephemeral port, which workers could not share).
         log.info("listening on %s://%s:%d with 1 worker", scheme, host, bound)
-        _run_worker(config, probe)
+        _run_worker(config, probe, fast_path)
         return 0
     # Workers bind their own sockets; the probe must not take connections.
     probe.close()
     log.info("listening on %s://%s:%d with %d workers", scheme, host, port, workers)
-    return _supervise(config, workers)
+    return _supervise(config, workers, fast_path)
 
 
-def _fork_worker(config: Config) -> int:
+def _fork_worker(config: Config, fast_path: bool) -> int:
     pid = os.fork()
     if pid == 0:
         status = 0
@@ -131,7 +139,7 @@ def _fork_worker(config: Config) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             add_fields({"pid": os.getpid()})
-            _run_worker(config)
+            _run_worker(config, fast_path=fast_path)
         except BaseException:
             log.exception("worker failed")
             status = 1
@@ -141,7 +149,7 @@ def _fork_worker(config: Config) -> int:
     return pid
 
 
-def _supervise(config: Config, workers: int) -> int:
+def _supervise(config: Config, workers: int, fast_path: bool) -> int:
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -155,7 +163,7 @@ def _supervise(config: Config, workers: int) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     for _ in range(workers):
-        started[_fork_worker(config)] = time.monotonic()
+        started[_fork_worker(config, fast_path)] = time.monotonic()
     status = 0
     while started:
         try:
@@ -174,6 +182,6 @@ def _supervise(config: Config, workers: int) -> int:
             stop(signal.SIGTERM, None)
             continue
         log.warning("worker %d exited with %d; starting another", pid, code)
-        started[_fork_worker(config)] = time.monotonic()
+        started[_fork_worker(config, fast_path)] = time.monotonic()
     sys.stdout.flush()
     return status

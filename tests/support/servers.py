@@ -91,6 +91,7 @@ def cargohold(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """A ``cargohold serve`` on a free port with filesystem storage at ``root``; yields its URL."""
     port = free_port()
@@ -100,7 +101,9 @@ def cargohold(
         "REGISTRY_LOG_LEVEL": "warn",
         **(env or {}),
     }
-    argv = cargohold_argv("serve", *([str(config)] if config else []), "--workers", str(workers))
+    argv = cargohold_argv(
+        "serve", *([str(config)] if config else []), "--workers", str(workers), *extra_args
+    )
     url = f"http://127.0.0.1:{port}"
     with running(argv, f"{url}/v2/", env=environ, log=log):
         yield url
