@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from cargohold.errors import CargoholdError, ConfigError
+
+if TYPE_CHECKING:
+    from cargohold.client.auth import Credentials
+    from cargohold.client.copy import Platform
+    from cargohold.client.locations import Connections, Location
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="cargohold",
@@ -111,6 +119,263 @@ def gc(
         raise fail(f"config: {exc}", 2) from None
     except CargoholdError as exc:
         raise fail(str(exc)) from None
+
+
+# -- the client: commands that talk to registries and OCI layouts ------------------------
+
+_REFERENCE_HELP = "host[:port]/name[:tag|@digest], or oci:PATH[:TAG] for an OCI image layout."
+Insecure = Annotated[
+    bool,
+    typer.Option("--insecure", help="Allow plain HTTP and unverified TLS (loopback is HTTP)."),
+]
+CaFile = Annotated[
+    str | None, typer.Option("--ca-file", help="PEM certificates to verify TLS with.")
+]
+Retries = Annotated[
+    int, typer.Option("--retries", min=1, help="Tries of a failing request, the first included.")
+]
+Creds = Annotated[
+    str | None,
+    typer.Option(
+        "--creds",
+        help="USERNAME:PASSWORD (else CARGOHOLD_USERNAME/CARGOHOLD_PASSWORD, else docker's "
+        "config.json).",
+    ),
+]
+
+
+def _location(text: str) -> Location:
+    from cargohold.client.locations import parse_location
+
+    try:
+        return parse_location(text)
+    except CargoholdError as exc:
+        raise fail(f"{text}: {exc}", 2) from None
+
+
+def _credentials(text: str | None, option: str = "--creds") -> Credentials | None:
+    from cargohold.client.auth import Credentials
+
+    if text is None:
+        return None
+    try:
+        return Credentials.parse(text)
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}", 2) from None
+
+
+def _platform(text: str) -> Platform:
+    from cargohold.client.copy import Platform
+
+    try:
+        return Platform.parse(text)
+    except ValueError as exc:
+        raise fail(f"--platform: {exc}", 2) from None
+
+
+def _connect(
+    insecure: bool, ca_file: str | None, retries: int, chunk_size: int | None = None
+) -> Connections:
+    from cargohold.client.locations import Connections
+
+    return Connections(insecure=insecure, ca_file=ca_file, chunk_size=chunk_size, retries=retries)
+
+
+def _run(work: Callable[[Connections], Awaitable[T]], connections: Connections, what: str) -> T:
+    """Run a client coroutine; any failure becomes one line on stderr and exit status 1."""
+    import asyncio
+
+    async def run() -> T:
+        try:
+            return await work(connections)
+        finally:
+            await connections.close()
+
+    try:
+        return asyncio.run(run())
+    except (CargoholdError, OSError) as exc:
+        text = (str(exc) or type(exc).__name__).splitlines()[0]
+        raise fail(f"{what}: {text}" if what else text) from None
+
+
+@app.command()
+def copy(
+    source: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    destination: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    all_platforms: Annotated[
+        bool, typer.Option("--all", "-a", help="Copy a whole index, every platform.")
+    ] = False,
+    platform: Annotated[
+        str, typer.Option("--platform", help="From an index, copy this os/arch[/variant].")
+    ] = "linux/amd64",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Blobs at a time.")] = 4,
+    src_creds: Annotated[
+        str | None, typer.Option("--src-creds", help="USERNAME:PASSWORD for the source.")
+    ] = None,
+    dest_creds: Annotated[
+        str | None, typer.Option("--dest-creds", help="USERNAME:PASSWORD for the destination.")
+    ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option("--chunk-size", min=1, help="Upload PATCH size (default: one per blob)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show no progress.")] = False,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Copy an image between registries and OCI layouts; prints the manifest digest."""
+    from rich.console import Console
+
+    from cargohold.client import commands
+    from cargohold.client.display import PlainProgress, RichProgress
+    from cargohold.client.progress import NO_PROGRESS
+
+    options = commands.CopyOptions(
+        all_platforms=all_platforms,
+        platform=_platform(platform),
+        jobs=jobs,
+        source_credentials=_credentials(src_creds, "--src-creds"),
+        destination_credentials=_credentials(dest_creds, "--dest-creds"),
+    )
+    src, dst = _location(source), _location(destination)
+    console = Console(stderr=True)
+
+    async def work(connections: Connections) -> str:
+        if quiet:
+            result = await commands.copy(connections, src, dst, options, NO_PROGRESS)
+        elif console.is_terminal:
+            with RichProgress(console) as bars:
+                result = await commands.copy(connections, src, dst, options, bars)
+        else:
+            result = await commands.copy(connections, src, dst, options, PlainProgress(sys.stderr))
+        return str(result.digest)
+
+    typer.echo(_run(work, _connect(insecure, ca_file, retries, chunk_size), ""))
+
+
+@app.command()
+def tags(
+    reference: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """List the tags of a repository (or of an OCI layout), one a line."""
+    from cargohold.client import commands
+
+    location, credentials = _location(reference), _credentials(creds)
+    found = _run(
+        lambda c: commands.tags(c, location, credentials),
+        _connect(insecure, ca_file, retries),
+        reference,
+    )
+    for tag in found:
+        typer.echo(tag)
+
+
+@app.command()
+def catalog(
+    host: Annotated[str, typer.Argument(help="The registry: host[:port].")],
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """List the repositories of a registry, one a line."""
+    from cargohold.client import commands
+    from cargohold.client.transport import Endpoint
+
+    credentials = _credentials(creds)
+    try:
+        Endpoint.of(host, insecure)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    found = _run(
+        lambda c: commands.catalog(c, host, credentials), _connect(insecure, ca_file, retries), host
+    )
+    for name in found:
+        typer.echo(name)
+
+
+@app.command()
+def inspect(
+    reference: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Print the manifest exactly as stored.")
+    ] = False,
+    config: Annotated[
+        bool, typer.Option("--config", help="Print the image's config exactly as stored.")
+    ] = False,
+    platform: Annotated[
+        str, typer.Option("--platform", help="Of an index, inspect this os/arch[/variant].")
+    ] = "linux/amd64",
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Show an image: digest, platform, layers, config (as JSON, like skopeo inspect)."""
+    from cargohold.client import commands
+
+    location, credentials = _location(reference), _credentials(creds)
+    chosen = _platform(platform)
+    found = _run(
+        lambda c: commands.inspect(c, location, credentials, chosen),
+        _connect(insecure, ca_file, retries),
+        reference,
+    )
+    if raw:
+        sys.stdout.buffer.write(found.manifest.payload)
+        sys.stdout.buffer.flush()
+    elif config:
+        if found.config is None:
+            raise fail(f"{reference}: {found.manifest.media_type} has no config")
+        sys.stdout.buffer.write(found.config)
+        sys.stdout.buffer.flush()
+    else:
+        typer.echo(found.json())
+
+
+@app.command()
+def rm(
+    reference: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Delete a manifest (by tag or digest; every tag on it goes too); prints its digest."""
+    from cargohold.client import commands
+
+    location, credentials = _location(reference), _credentials(creds)
+    deleted = _run(
+        lambda c: commands.remove(c, location, credentials),
+        _connect(insecure, ca_file, retries),
+        reference,
+    )
+    typer.echo(str(deleted))
+
+
+@app.command()
+def digest(
+    reference: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Print the digest of the manifest a reference names."""
+    from cargohold.client import commands
+
+    location, credentials = _location(reference), _credentials(creds)
+    found = _run(
+        lambda c: commands.digest(c, location, credentials),
+        _connect(insecure, ca_file, retries),
+        reference,
+    )
+    typer.echo(str(found))
 
 
 def main() -> None:

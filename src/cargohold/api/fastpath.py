@@ -221,6 +221,19 @@ def _header(head: bytes, name: bytes) -> str:
     return head[start : end if end >= 0 else len(head)].strip().decode("latin-1")
 
 
+def _may_be_fast(start: bytes) -> bool:
+    """Whether ``start`` can begin a request the fast path answers (a GET or a HEAD).
+
+    Anything else is handed to aiohttp at once: a POST's body, or a TLS hello sent
+    to the plain port (which must be refused now, not after a client's timeout).
+    """
+    return (
+        start.startswith((b"GET ", b"HEAD "))
+        or b"GET ".startswith(start)
+        or b"HEAD ".startswith(start)
+    )
+
+
 class FastProtocol(asyncio.Protocol):
     """Wraps aiohttp's protocol: serves what the fast path can, then hands over for good."""
 
@@ -266,7 +279,7 @@ class FastProtocol(asyncio.Protocol):
         self._buffer = b""
         if not rest:
             return
-        if end < 0 and len(rest) < _MAX_HEAD:
+        if end < 0 and len(rest) < _MAX_HEAD and _may_be_fast(rest):
             self._buffer = rest  # the rest of the header block is on its way
             return
         self._hand_over(rest)

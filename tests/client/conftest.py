@@ -1,0 +1,88 @@
+"""Fixtures of the client tests: one cargohold and one Go registry for the whole session.
+
+Each test works in repositories of its own (:func:`unique_name`), so the servers
+are shared rather than started per test: the client tests stay well under their
+time budget. The Go registry is Debian's ``docker-registry`` (Distribution
+2.8.2) on a free loopback port with filesystem storage and deletes enabled; if
+it cannot start, the tests fail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.distribution import distribution
+from tests.support.images import build_image, build_index
+from tests.support.servers import cargohold, cargohold_argv, free_port, running
+
+
+def unique_name(prefix: str = "client") -> str:
+    """A repository name no other test uses."""
+    return f"{prefix}/{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(scope="session")
+def cargohold_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``cargohold serve`` (filesystem storage, deletes enabled) for the session."""
+    folder = tmp_path_factory.mktemp("cargohold")
+    env = {"REGISTRY_STORAGE_DELETE_ENABLED": "true"}
+    with cargohold(folder / "root", env=env, log=folder / "cargohold.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def cargohold_for_skopeo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A cargohold without the fast path, for tests that point skopeo at it.
+
+    skopeo tries HTTPS first; the fast path never answers a TLS ClientHello on the
+    plain-HTTP port, so skopeo waits 10 s per connection before it falls back
+    (test_server_findings.py records the bug). Everything else uses the default server.
+    """
+    folder = tmp_path_factory.mktemp("cargohold-skopeo")
+    port = free_port()
+    env = {
+        "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(folder / "root"),
+        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+        "REGISTRY_LOG_LEVEL": "warn",
+    }
+    argv = cargohold_argv("serve", "--workers", "1", "--no-fast-path")
+    url = f"http://127.0.0.1:{port}"
+    with running(argv, f"{url}/v2/", env=env, log=folder / "cargohold.log"):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def distribution_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's ``docker-registry`` (Distribution 2.8.2) for the session."""
+    folder = tmp_path_factory.mktemp("distribution")
+    with distribution(folder / "root", log=folder / "distribution.log") as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class SourceImages:
+    """An OCI layout built with umoci: two single-platform images and an index over both."""
+
+    layout: Path
+    amd64: str = "amd64"
+    arm64: str = "arm64"
+    multi: str = "multi"
+
+    def oci(self, tag: str) -> str:
+        return f"oci:{self.layout}:{tag}"
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> SourceImages:
+    layout = tmp_path_factory.mktemp("images") / "layout"
+    source = SourceImages(layout)
+    build_image(layout, source.amd64, (64 * 1024, 300 * 1024, 1024 * 1024))
+    build_image(layout, source.arm64, (1000, 128 * 1024), architecture="arm64")
+    build_index(layout, source.multi, [source.amd64, source.arm64])
+    return source
