@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 from cargohold.digest import Digest
 from cargohold.errors import DigestInvalid
 from cargohold.manifest import media_type_of
 from cargohold.manifest.mediatypes import SCHEMA1, SCHEMA1_SIGNED
 from cargohold.storage.paths import (
+    REPOSITORIES,
+    REPOSITORY_MARKERS,
     BlobData,
     LayerLink,
     ManifestRevisionLink,
@@ -100,3 +103,65 @@ class LocalReader:
         except OSError:
             return None
         return sorted(n for n in names if "~" not in n)
+
+
+class LocalCatalog:
+    """The repository names under a local root, re-read only when a folder it read changed.
+
+    A scan reads every folder of the repositories tree (one ``scandir`` each);
+    checking that none changed takes one ``stat`` each, several times cheaper.
+    A folder's modification time changes whenever an entry is added to or
+    removed from it, which is all that can make a repository appear or vanish
+    (its marker folders, or a nested repository's folder). The check is sound
+    only for times safely in the past: a folder changed twice within one tick
+    of the clock keeps one time, so a scan that met a folder changed in the
+    last ``_SETTLE`` seconds is not reused.
+    """
+
+    _SETTLE = 2.0
+
+    def __init__(self, root: str) -> None:
+        self._top = root + REPOSITORIES
+        self._names: list[str] | None = None
+        self._folders: list[tuple[str, int]] = []
+
+    def names(self) -> list[str]:
+        """Every repository name, sorted. Blocking: call it in a thread for big trees."""
+        if self._names is not None and self._unchanged():
+            return self._names
+        started = time.time_ns()
+        names: list[str] = []
+        folders: list[tuple[str, int]] = []
+        self._scan(self._top, "", names, folders)
+        names.sort()
+        settled = started - int(self._SETTLE * 1e9)
+        reusable = all(mtime < settled for _, mtime in folders)
+        self._names, self._folders = (names, folders) if reusable else (None, [])
+        return names
+
+    def _unchanged(self) -> bool:
+        try:
+            return all(os.stat(path).st_mtime_ns == mtime for path, mtime in self._folders)
+        except OSError:
+            return False
+
+    def _scan(self, path: str, name: str, names: list[str], folders: list[tuple[str, int]]) -> None:
+        try:
+            mtime = os.stat(path).st_mtime_ns
+            entries = list(os.scandir(path))
+        except OSError:
+            return  # gone meanwhile, or never there: no repositories below
+        folders.append((path, mtime))
+        children = []
+        is_repository = False
+        for entry in entries:
+            if not entry.is_dir():
+                continue
+            if entry.name.startswith("_"):
+                is_repository = is_repository or entry.name in REPOSITORY_MARKERS
+            elif "~" not in entry.name:
+                children.append(entry.name)
+        if is_repository and name:
+            names.append(name)
+        for child in children:
+            self._scan(f"{path}/{child}", f"{name}/{child}" if name else child, names, folders)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -14,7 +16,9 @@ from cargohold.reference import validate_name
 from cargohold.storage.blobstore import GlobalBlobStore
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.driver.base import FileInfo, StorageDriver
+from cargohold.storage.driver.filesystem import FilesystemDriver
 from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore
+from cargohold.storage.local import LocalCatalog
 from cargohold.storage.manifeststore import ManifestStore
 from cargohold.storage.paths import REPOSITORIES, REPOSITORY_MARKERS, repository_name
 from cargohold.storage.referrers import ReferrersIndex
@@ -50,11 +54,24 @@ class StorageRegistry:
         self.options = options or RegistryOptions()
         self.blobs = GlobalBlobStore(driver, cache)
         self.hashers = HasherCache()
+        # On a local disk the catalog is scanned directly, and rescanned only on change.
+        self._local_catalog = (
+            LocalCatalog(driver.root) if isinstance(driver, FilesystemDriver) else None
+        )
 
     def repository(self, name: str) -> StorageRepository:
         return StorageRepository(self, validate_name(name))
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
+        if self._local_catalog is not None:
+            names = await asyncio.to_thread(self._local_catalog.names)
+        else:
+            names = await self._walk_catalog()
+        if last is not None:
+            names = names[bisect.bisect_right(names, last) :]
+        return names if n is None else names[:n]
+
+    async def _walk_catalog(self) -> list[str]:
         found: set[str] = set()
 
         def descend(info: FileInfo) -> bool:
@@ -69,10 +86,7 @@ class StorageRegistry:
                 pass
         except PathNotFound:
             return []
-        names = sorted(found)
-        if last is not None:
-            names = [name for name in names if name > last]
-        return names if n is None else names[:n]
+        return sorted(found)
 
     async def close(self) -> None:
         close_cache = getattr(self.blobs.cache, "close", None)
