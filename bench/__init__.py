@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of cargohold and CNCF Distribution: ``make bench``."""

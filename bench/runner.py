@@ -1,0 +1,118 @@
+"""One timed run: warm the server's files, then run a workload while recording
+the server tree's peak RSS and the CPU time of server, client and the rest of
+the machine.
+
+The machine reclaims idle page cache within ~30 s, and the push workloads
+leave hundreds of MiB of dirty pages behind, so before every timed run the
+dirty pages are written out (``sync``) and every directory and file the set-up
+made under the server's root is listed or read once. (What the timed runs
+write, pushed blobs and PUT manifests, no workload reads; touching all of it
+would take longer every round.)
+
+CPU is given as a percentage of one core: the client's (this process and the
+load generators it ran), the server's (its whole process tree), the kernel's
+interrupt and softirq time (loopback TCP is mostly processed there, charged
+to neither process) and "other" (everything else the machine was busy with,
+such as other users of the machine), so a reader can see whether the load
+generator or a neighbour, rather than the server, set the pace.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench import procs
+from bench.servers import Server
+from bench.workloads import Context, Workload
+
+
+@dataclass
+class Sample:
+    value: float
+    seconds: float
+    round: int
+    client_cpu: float
+    server_cpu: float
+    irq_cpu: float
+    other_cpu: float
+    rss_peak_kib: int
+    #: Untimed: writing dirty pages out, then reading the server's files.
+    sync_seconds: float
+    touch_seconds: float
+
+    def to_json(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _system_seconds() -> tuple[float, float]:
+    """CPU seconds the machine has been busy, and how many of them in (soft) interrupts."""
+    with open("/proc/stat") as file:
+        fields = [int(value) for value in file.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, (irq + softirq) / tick
+
+
+def snapshot(root: Path) -> list[str]:
+    """Every directory and file under ``root``, directories first."""
+    directories, files = [], []
+    for directory, _subdirs, names in os.walk(root):
+        directories.append(directory)
+        files += [os.path.join(directory, name) for name in names]
+    return directories + files
+
+
+def touch(paths: list[str]) -> None:
+    """List every directory and read every file of ``paths`` (a snapshot) once."""
+    for path in paths:
+        try:
+            if os.path.isdir(path):
+                os.listdir(path)
+                continue
+            with open(path, "rb", buffering=0) as file:
+                while file.read(1 << 20):
+                    pass
+        except FileNotFoundError:
+            continue
+
+
+def timed(ctx: Context, workload: Workload, server: Server) -> Sample:
+    prepared = time.perf_counter()
+    os.sync()
+    synced = time.perf_counter()
+    if server.name not in ctx.warm_paths:
+        ctx.warm_paths[server.name] = snapshot(server.root)
+    touch(ctx.warm_paths[server.name])
+    touched = time.perf_counter()
+    workload.ready(ctx, server)
+    server_before = procs.cpu_seconds(server.pid)
+    client_before = procs.self_cpu_seconds() + procs.children_cpu_seconds()
+    busy_before, irq_before = _system_seconds()
+    started = time.perf_counter()
+    with procs.sample_rss(server.pid) as rss:
+        measured = workload.run(ctx, server)
+    wall = time.perf_counter() - started
+    server_cpu = procs.cpu_seconds(server.pid) - server_before
+    client_cpu = procs.self_cpu_seconds() + procs.children_cpu_seconds() - client_before
+    busy_after, irq_after = _system_seconds()
+    busy, irq = busy_after - busy_before, irq_after - irq_before
+    other = max(0.0, busy - irq - server_cpu - client_cpu)
+    # The load may be shorter than the call (the PUT client's processes start first):
+    # client and server CPU are spread over the load, less the client's start-up.
+    seconds = measured.seconds
+    client_cpu -= measured.client_startup_cpu
+    return Sample(
+        value=measured.value,
+        seconds=seconds,
+        round=ctx.round,
+        client_cpu=100 * client_cpu / seconds,
+        server_cpu=100 * server_cpu / seconds,
+        irq_cpu=100 * irq / wall,
+        other_cpu=100 * other / wall,
+        rss_peak_kib=rss.peak_kib,
+        sync_seconds=synced - prepared,
+        touch_seconds=touched - synced,
+    )
