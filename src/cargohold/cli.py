@@ -67,7 +67,9 @@ def serve(
     try:
         settings = load_config(config)
         setup_logging(settings.log.level, settings.log.formatter, settings.log.fields)
-        status = run(settings, workers or os.cpu_count() or 1, fast_path=fast_path)
+        status = run(
+            settings, workers or os.cpu_count() or 1, fast_path=fast_path, config_path=config
+        )
     except ConfigError as exc:
         raise fail(f"config: {exc}", 2) from None
     except CargoholdError as exc:

@@ -3,36 +3,29 @@
 Each worker binds its own listening socket with SO_REUSEPORT, so the kernel
 spreads connections across the processes. Nothing a request needs lives in a
 worker's memory (DESIGN.md, invariant 5), so any worker can answer any request.
-The parent only forks, forwards signals and restarts a worker that dies.
+The supervisor only forks, forwards signals and restarts a worker that dies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 import ssl
 import sys
-import time
-from types import FrameType
 
 from aiohttp import web
 
 from cargohold.api import fastpath
 from cargohold.api.app import API_KEY, create_app
-from cargohold.config import Config
+from cargohold.config import Config, load_config
 from cargohold.errors import ConfigError, StorageUnavailable
-from cargohold.log import add_fields
+from cargohold.log import add_fields, setup_logging
 from cargohold.storage.driver import create_driver
 
 log = logging.getLogger("cargohold.server")
-
-#: A worker that dies sooner than this after its start is not restarted:
-#: it would only die again (a bad certificate, say).
-_MIN_LIFETIME = 5.0
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -108,8 +101,16 @@ async def _check_storage(config: Config) -> None:
         await driver.close()
 
 
-def serve(config: Config, workers: int, *, fast_path: bool = True) -> int:
-    """Serve until SIGINT or SIGTERM; returns the exit status."""
+def serve(
+    config: Config, workers: int, *, fast_path: bool = True, config_path: str | None = None
+) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit status.
+
+    With several workers this process becomes the supervisor (``supervisor.py``):
+    it replaces itself with a lean interpreter that forks the workers, so none of
+    them carries what only the command line needed, and the supervisor holds
+    almost nothing.
+    """
     host, port = _address(config)
     # Start-up errors stop the server here, with one line, rather than crash each worker.
     _ssl_context(config)
@@ -128,60 +129,16 @@ def serve(config: Config, workers: int, *, fast_path: bool = True) -> int:
     # Workers bind their own sockets; the probe must not take connections.
     probe.close()
     log.info("listening on %s://%s:%d with %d workers", scheme, host, port, workers)
-    return _supervise(config, workers, fast_path)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    argv = [sys.executable, "-m", "cargohold.supervisor", str(workers)]
+    argv += ["--fast-path" if fast_path else "--no-fast-path", config_path or ""]
+    os.execv(sys.executable, argv)
 
 
-def _fork_worker(config: Config, fast_path: bool) -> int:
-    pid = os.fork()
-    if pid == 0:
-        status = 0
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            add_fields({"pid": os.getpid()})
-            _run_worker(config, fast_path=fast_path)
-        except BaseException:
-            log.exception("worker failed")
-            status = 1
-        finally:
-            logging.shutdown()
-            os._exit(status)
-    return pid
-
-
-def _supervise(config: Config, workers: int, fast_path: bool) -> int:
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in started:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    started: dict[int, float] = {}
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    for _ in range(workers):
-        started[_fork_worker(config, fast_path)] = time.monotonic()
-    status = 0
-    while started:
-        try:
-            pid, wait_status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        born = started.pop(pid, None)
-        if born is None or stopping:
-            continue
-        code = os.waitstatus_to_exitcode(wait_status)
-        if time.monotonic() - born < _MIN_LIFETIME:
-            log.error("worker %d exited with %d right after starting; stopping", pid, code)
-            status = 1
-            stop(signal.SIGTERM, None)
-            continue
-        log.warning("worker %d exited with %d; starting another", pid, code)
-        started[_fork_worker(config, fast_path)] = time.monotonic()
-    sys.stdout.flush()
-    return status
+def run_worker(config_path: str | None, fast_path: bool) -> None:
+    """A worker process: read the configuration again, then serve on a port of its own."""
+    config = load_config(config_path)
+    setup_logging(config.log.level, config.log.formatter, config.log.fields)
+    add_fields({"pid": os.getpid()})
+    _run_worker(config, fast_path=fast_path)

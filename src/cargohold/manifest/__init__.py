@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cargohold.errors import ManifestInvalid
 from cargohold.manifest.base import Manifest, load_object, quote
@@ -49,9 +49,11 @@ from cargohold.manifest.mediatypes import (
     SCHEMA1_SIGNED,
 )
 from cargohold.manifest.ocischema import ImageIndex, ImageManifest
-from cargohold.manifest.schema1 import SignedManifest
 from cargohold.manifest.schema2 import DockerManifest, ManifestList
 from cargohold.manifest.urls import URLPolicy
+
+if TYPE_CHECKING:
+    from cargohold.manifest.schema1 import SignedManifest
 
 __all__ = [
     "DOCKER_CONFIG",
@@ -89,14 +91,36 @@ __all__ = [
 
 Parser = Callable[[bytes, dict[str, Any], str], Manifest]
 
+
+def _schema1(payload: bytes, body: dict[str, Any], media_type: str) -> Manifest:
+    # Imported on first use: its signatures need ``cryptography``, whose memory a
+    # registry that never meets a schema1 manifest should not pay in every worker.
+    from cargohold.manifest.schema1 import SignedManifest
+
+    return SignedManifest.from_body(payload, body, media_type)
+
+
 #: The registry: each manifest media type and the parser for it.
 _PARSERS: Final[Mapping[str, Parser]] = MappingProxyType(
     {
-        media_type: cls.from_body
-        for cls in (ImageManifest, ImageIndex, DockerManifest, ManifestList, SignedManifest)
-        for media_type in cls.media_types
+        **{
+            media_type: cls.from_body
+            for cls in (ImageManifest, ImageIndex, DockerManifest, ManifestList)
+            for media_type in cls.media_types
+        },
+        SCHEMA1_SIGNED: _schema1,
+        SCHEMA1: _schema1,
     }
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SignedManifest":
+        from cargohold.manifest.schema1 import SignedManifest
+
+        return SignedManifest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Every manifest media type cargohold accepts on PUT.
 MANIFEST_MEDIA_TYPES: Final = frozenset(_PARSERS)

@@ -16,9 +16,8 @@ those versions do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from cargohold.descriptor import Descriptor
 from cargohold.digest import DEFAULT_ALGORITHM, Digest
@@ -35,7 +34,6 @@ from cargohold.errors import (
 )
 from cargohold.manifest import Manifest, media_type_of, parse_manifest
 from cargohold.manifest.mediatypes import SCHEMA1, SCHEMA1_SIGNED
-from cargohold.manifest.schema1 import SignedManifest, create_signature, merge_signatures
 from cargohold.manifest.urls import URLPolicy
 from cargohold.reference import validate_tag
 from cargohold.registry import StoredManifest
@@ -49,6 +47,11 @@ from cargohold.storage.paths import (
 )
 from cargohold.storage.referrers import ReferrersIndex
 from cargohold.storage.tagstore import TagStore
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from cargohold.manifest.schema1 import SignedManifest
 
 _SCHEMA1_TYPES = frozenset({SCHEMA1, SCHEMA1_SIGNED})
 
@@ -65,7 +68,7 @@ class ManifestStore:
         *,
         url_policy: URLPolicy,
         delete_enabled: bool,
-        schema1_key: ec.EllipticCurvePrivateKey,
+        schema1_key: Callable[[], ec.EllipticCurvePrivateKey],
     ) -> None:
         self.name = revisions.name
         self._revisions = revisions
@@ -98,9 +101,10 @@ class ManifestStore:
     ) -> StoredManifest:
         tags = [validate_tag(tag) for tag in tags]
         manifest = parse_manifest(payload, content_type)
-        if isinstance(manifest, SignedManifest) and manifest.name != self.name:
+        schema1 = _as_schema1(manifest)
+        if schema1 is not None and schema1.name != self.name:
             raise NameInvalid(
-                f"schema1 manifest names {manifest.name!r}, not {self.name!r}", {"name": self.name}
+                f"schema1 manifest names {schema1.name!r}, not {self.name!r}", {"name": self.name}
             )
         algorithm = digest.algorithm if digest is not None else DEFAULT_ALGORITHM
         actual = manifest.digest(algorithm)
@@ -113,15 +117,15 @@ class ManifestStore:
         await self._check_references(manifest)
 
         blob = await self._revisions.blobs.put(manifest.payload, manifest.media_type, algorithm)
-        if isinstance(manifest, SignedManifest):
-            await self._put_signatures(actual, manifest.signatures)
+        if schema1 is not None:
+            await self._put_signatures(actual, schema1.signatures)
         await self._revisions.link(blob)
         for tag in tags:
             await self._tags.tag(tag, actual)
         subject = manifest.subject
         if subject is not None:
             await self._referrers.add(subject.digest, manifest.descriptor(algorithm))
-        stored_payload = manifest.signed() if isinstance(manifest, SignedManifest) else payload
+        stored_payload = schema1.signed() if schema1 is not None else payload
         return StoredManifest(
             actual,
             manifest.media_type,
@@ -176,13 +180,15 @@ class ManifestStore:
             await self._revisions.blobs.driver.put_content(path, link_content(blob.digest))
 
     async def _signed(self, revision: Digest, canonical: bytes) -> bytes:
+        from cargohold.manifest.schema1 import create_signature, merge_signatures
+
         signatures = await self._stored_signatures(revision)
         if signatures:
             try:
                 return merge_signatures(canonical, signatures)
             except (ManifestInvalid, ManifestUnverified):
                 pass  # damaged signatures: sign afresh below, as Distribution 2.5+ would
-        return merge_signatures(canonical, [create_signature(canonical, self._schema1_key)])
+        return merge_signatures(canonical, [create_signature(canonical, self._schema1_key())])
 
     async def _stored_signatures(self, revision: Digest) -> list[bytes]:
         driver = self._revisions.blobs.driver
@@ -201,6 +207,14 @@ class ManifestStore:
             except (BlobUnknown, DigestInvalid):
                 continue  # collected by gc: Distribution 2.5+ never kept them alive
         return found
+
+
+def _as_schema1(manifest: Manifest) -> SignedManifest | None:
+    if manifest.media_type not in _SCHEMA1_TYPES:
+        return None
+    from cargohold.manifest.schema1 import SignedManifest
+
+    return manifest if isinstance(manifest, SignedManifest) else None
 
 
 def _subject_of(payload: bytes) -> Digest | None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from dataclasses import dataclass, field
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING
 
 from cargohold.descriptor import Descriptor
 from cargohold.digest import Digest
@@ -25,6 +24,9 @@ from cargohold.storage.referrers import ReferrersIndex
 from cargohold.storage.tagstore import TagStore
 from cargohold.storage.uploads import HasherCache
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
 
 @dataclass(frozen=True)
 class RegistryOptions:
@@ -35,9 +37,7 @@ class RegistryOptions:
     url_policy: URLPolicy = field(default_factory=URLPolicy)
     #: Signs schema1 manifests stored without signatures (``compatibility.schema1.signingkeyfile``);
     #: a fresh key per process when not configured, as Distribution does.
-    schema1_key: ec.EllipticCurvePrivateKey = field(
-        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
-    )
+    schema1_key: ec.EllipticCurvePrivateKey | None = None
 
 
 class StorageRegistry:
@@ -54,10 +54,20 @@ class StorageRegistry:
         self.options = options or RegistryOptions()
         self.blobs = GlobalBlobStore(driver, cache)
         self.hashers = HasherCache()
+        self._schema1_key: ec.EllipticCurvePrivateKey | None = None
         # On a local disk the catalog is scanned directly, and rescanned only on change.
         self._local_catalog = (
             LocalCatalog(driver.root) if isinstance(driver, FilesystemDriver) else None
         )
+
+    def schema1_key(self) -> ec.EllipticCurvePrivateKey:
+        """The key that signs stored schema1 manifests served without signatures."""
+        if self._schema1_key is None:
+            # Imported and made on first need: most registries never serve schema1.
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            self._schema1_key = self.options.schema1_key or ec.generate_private_key(ec.SECP256R1())
+        return self._schema1_key
 
     def repository(self, name: str) -> StorageRepository:
         return StorageRepository(self, validate_name(name))
@@ -116,7 +126,7 @@ class StorageRepository:
             self._referrers,
             url_policy=options.url_policy,
             delete_enabled=options.delete_enabled,
-            schema1_key=options.schema1_key,
+            schema1_key=registry.schema1_key,
         )
 
     @property
