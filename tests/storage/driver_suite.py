@@ -76,6 +76,23 @@ class DriverSuite:
         await driver.put_content(path, b"second")
         assert await driver.get_content(path) == b"second"
 
+    async def test_put_contents_writes_every_file_in_order(self, driver: StorageDriver) -> None:
+        base = random_path(1)
+        await driver.put_content(f"{base}/replaced", b"old")
+        items = [(f"{base}/a/1", b"one"), (f"{base}/b/2", b""), (f"{base}/replaced", b"new")]
+        await driver.put_contents(items)
+        for path, content in items:
+            assert await driver.get_content(path) == content
+
+    async def test_put_contents_with_an_invalid_path_writes_nothing(
+        self, driver: StorageDriver
+    ) -> None:
+        base = random_path(1)
+        with pytest.raises(InvalidPath):
+            await driver.put_contents([(f"{base}/fine", b"x"), (f"{base}/../bad", b"x")])
+        with pytest.raises(PathNotFound):
+            await driver.stat(f"{base}/fine")
+
     async def test_get_of_a_missing_path_is_path_not_found(self, driver: StorageDriver) -> None:
         path = random_path()
         with pytest.raises(PathNotFound) as caught:

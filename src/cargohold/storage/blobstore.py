@@ -68,9 +68,13 @@ class GlobalBlobStore:
         descriptor = Descriptor(media_type, digest, len(content))
         if not await self.exists(digest):
             await self.driver.put_content(path_for(BlobData(digest)), content)
+        await self.stored(descriptor)
+        return descriptor
+
+    async def stored(self, descriptor: Descriptor) -> None:
+        """Record in the cache that ``descriptor``'s content is in storage now."""
         if self.cache is not None:
             await self.cache.set(descriptor)
-        return descriptor
 
     async def delete(self, digest: Digest) -> None:
         """Remove the blob's content from storage (garbage collection only)."""

@@ -135,8 +135,15 @@ class LinkedBlobStore:
 
     async def link(self, descriptor: Descriptor) -> None:
         """Make the blob visible in this repository."""
-        path = path_for(self._link_specs[0](self.name, descriptor.digest))
-        await self._driver.put_content(path, link_content(descriptor.digest))
+        await self._driver.put_content(*self.link_write(descriptor.digest))
+        await self.linked(descriptor)
+
+    def link_write(self, digest: Digest) -> tuple[str, bytes]:
+        """The file write that links ``digest`` here, for a batch of writes."""
+        return path_for(self._link_specs[0](self.name, digest)), link_content(digest)
+
+    async def linked(self, descriptor: Descriptor) -> None:
+        """Record in the cache that a batch linked ``descriptor`` here."""
         if self._cache is not None:
             await self._cache.set_linked(self.name, descriptor)
 

@@ -39,6 +39,7 @@ from cargohold.reference import validate_tag
 from cargohold.registry import StoredManifest
 from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore
 from cargohold.storage.paths import (
+    BlobData,
     ManifestSignatureLink,
     ManifestSignaturesDir,
     digest_from_path,
@@ -116,15 +117,24 @@ class ManifestStore:
         manifest.check_urls(self._url_policy)
         await self._check_references(manifest)
 
-        blob = await self._revisions.blobs.put(manifest.payload, manifest.media_type, algorithm)
         if schema1 is not None:
             await self._put_signatures(actual, schema1.signatures)
-        await self._revisions.link(blob)
+        # Every write of the manifest in one ordered batch: its content first, then
+        # the revision link that makes it visible, then its tags and referrer entry.
+        blobs = self._revisions.blobs
+        writes = []
+        if not await blobs.exists(actual):
+            writes.append((path_for(BlobData(actual)), manifest.payload))
+        writes.append(self._revisions.link_write(actual))
         for tag in tags:
-            await self._tags.tag(tag, actual)
+            writes += self._tags.tag_writes(tag, actual)
         subject = manifest.subject
         if subject is not None:
-            await self._referrers.add(subject.digest, manifest.descriptor(algorithm))
+            writes.append(self._referrers.add_write(subject.digest, manifest.descriptor(algorithm)))
+        await blobs.driver.put_contents(writes)
+        descriptor = Descriptor(manifest.media_type, actual, len(manifest.payload))
+        await blobs.stored(descriptor)
+        await self._revisions.linked(descriptor)
         stored_payload = schema1.signed() if schema1 is not None else payload
         return StoredManifest(
             actual,

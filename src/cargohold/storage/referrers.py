@@ -31,8 +31,12 @@ class ReferrersIndex:
         self._driver = driver
 
     async def add(self, subject: Digest, referrer: Descriptor) -> None:
+        await self._driver.put_content(*self.add_write(subject, referrer))
+
+    def add_write(self, subject: Digest, referrer: Descriptor) -> tuple[str, bytes]:
+        """The file write that lists ``referrer`` under ``subject``, for a batch."""
         path = path_for(ReferrerDescriptor(self.name, subject, referrer.digest))
-        await self._driver.put_content(path, json.dumps(referrer.to_json()).encode())
+        return path, json.dumps(referrer.to_json()).encode()
 
     async def remove(self, subject: Digest, referrer: Digest) -> None:
         path = path_for(ReferrerDescriptor(self.name, subject, referrer))

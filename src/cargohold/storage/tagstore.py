@@ -41,15 +41,17 @@ class TagStore:
             raise ManifestUnknown(f"tag {tag!r} has a damaged link", {"tag": tag}) from None
 
     async def tag(self, tag: str, digest: Digest) -> None:
+        await self._driver.put_contents(self.tag_writes(tag, digest))
+
+    def tag_writes(self, tag: str, digest: Digest) -> list[tuple[str, bytes]]:
+        """The file writes that point ``tag`` at ``digest``, in order, for a batch."""
         validate_tag(tag)
         # The index entry first, as Distribution does: a crash between the two
         # writes leaves history without a move, never a move without history.
-        await self._driver.put_content(
-            path_for(TagIndexLink(self.name, tag, digest)), link_content(digest)
-        )
-        await self._driver.put_content(
-            path_for(TagCurrentLink(self.name, tag)), link_content(digest)
-        )
+        return [
+            (path_for(TagIndexLink(self.name, tag, digest)), link_content(digest)),
+            (path_for(TagCurrentLink(self.name, tag)), link_content(digest)),
+        ]
 
     async def untag(self, tag: str) -> None:
         try:

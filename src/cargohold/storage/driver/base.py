@@ -34,7 +34,7 @@ from __future__ import annotations
 import builtins
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -119,6 +119,15 @@ class StorageDriver(ABC):
         """Store ``content`` at ``path``, replacing what was there, atomically."""
         await self._put_content(self._file_path(path), content)
 
+    async def put_contents(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """``put_content`` for each ``(path, content)``, in order.
+
+        Each file is replaced atomically; a failure or crash part way leaves the
+        earlier ones written and the later ones not. Drivers may do the whole
+        batch at once (the filesystem driver does it in one trip to a thread).
+        """
+        await self._put_contents([(self._file_path(path), content) for path, content in items])
+
     async def reader(
         self, path: str, offset: int = 0, *, chunk_size: int = READ_CHUNK
     ) -> AsyncIterator[bytes]:
@@ -191,6 +200,10 @@ class StorageDriver(ABC):
 
     @abstractmethod
     async def _put_content(self, path: str, content: bytes) -> None: ...
+
+    async def _put_contents(self, items: Sequence[tuple[str, bytes]]) -> None:
+        for path, content in items:
+            await self._put_content(path, content)
 
     @abstractmethod
     async def _reader(self, path: str, offset: int, chunk_size: int) -> AsyncIterator[bytes]: ...

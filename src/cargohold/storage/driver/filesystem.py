@@ -22,7 +22,7 @@ import os
 import secrets
 import shutil
 import stat as statmod
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -87,24 +87,39 @@ class FilesystemDriver(StorageDriver):
             return f.read()
 
     async def _put_content(self, path: str, content: bytes) -> None:
-        with self._errors(path):
-            await self._blocking(self._put_sync, path, content)
+        await self._put_contents([(path, content)])
 
-    def _put_sync(self, path: str, content: bytes) -> None:
-        full = self._full(path)
-        temp = self._full(_temp_name(path))
-        _makedirs(os.path.dirname(full))
+    async def _put_contents(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write every file to a temporary sibling, fsync them all, rename them in order.
+
+        Only the fsyncs leave the event loop, in one trip to a thread: the other
+        calls take microseconds, and every trip to a thread costs more than that
+        (the thread's return fights the loop for the GIL).
+        """
+        fds: list[int] = []
+        temps: list[tuple[str, str]] = []  # written, not yet renamed into place
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                _write_all(fd, content)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, full)
-        except BaseException:
-            _unlink_quietly(temp)
-            raise
+            for path, content in items:
+                with self._errors(path):
+                    full, temp = self._full(path), self._full(_temp_name(path))
+                    fds.append(_create(temp, full))
+                    temps.append((temp, full))
+                    _write_all(fds[-1], content)
+            with self._errors(items[0][0] if items else "/"):
+                await self._blocking(_fsync_all, fds)
+            while fds:
+                os.close(fds.pop())
+            while temps:
+                temp, full = temps[0]
+                with self._errors(full):
+                    os.replace(temp, full)
+                temps.pop(0)
+        finally:
+            for fd in fds:
+                with suppress(OSError):
+                    os.close(fd)
+            for temp, _ in temps:
+                _unlink_quietly(temp)
 
     async def _reader(self, path: str, offset: int, chunk_size: int) -> AsyncIterator[bytes]:
         with self._errors(path):
@@ -271,6 +286,21 @@ class _FilesystemWriter(FileWriter):
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+
+def _create(temp: str, full: str) -> int:
+    """Open a new temporary file, making the target's folder only when it is missing."""
+    try:
+        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        # Trying first saves makedirs' probing when the folder exists (the usual case).
+        _makedirs(os.path.dirname(full))
+        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def _fsync_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.fsync(fd)
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
