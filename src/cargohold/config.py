@@ -61,6 +61,7 @@ __all__ = [
     "InmemoryParameters",
     "S3Parameters",
     "Storage",
+    "TokenServer",
     "load_config",
     "parse_config",
     "parse_duration",
@@ -488,6 +489,80 @@ class Auth(_Section):
         return self.silly or self.token or self.htpasswd
 
 
+# --- tokenserver: cargohold's own token issuer ------------------------------------------
+
+#: The actions an ACL entry may grant; ``*`` grants every action asked for.
+ACLAction = Literal["pull", "push", "delete", "*"]
+
+
+def _pull_only() -> list[ACLAction]:
+    return ["pull"]
+
+
+class TokenServerHtpasswd(_Section):
+    path: str
+
+
+class ACLEntry(_Section):
+    """Who may do what: ``users`` and ``groups`` get ``actions`` on resources matching ``name``.
+
+    ``name`` is a pattern: ``*`` matches within one path component, ``**``
+    across components, ``${account}`` the requesting user's name.
+    """
+
+    type: str = "repository"
+    name: str
+    users: list[str] = Field(default_factory=list)  # "*": every authenticated user
+    groups: list[str] = Field(default_factory=list)
+    actions: list[ACLAction]
+
+
+class AnonymousEntry(_Section):
+    """What anyone, without credentials, may do on resources matching ``name``."""
+
+    type: str = "repository"
+    name: str
+    actions: list[ACLAction] = Field(default_factory=_pull_only)
+
+
+class TokenServer(_Section):
+    """The ``tokenserver`` section: cargohold's addition, not Distribution's.
+
+    A token issuer served by the registry process itself, so that one process
+    is a complete secured registry: ``auth.token`` points its realm here.
+    """
+
+    enabled: bool = False
+    path: str = "/auth/token"
+    issuer: str = ""  # empty: auth.token.issuer
+    service: str = ""  # empty: auth.token.service
+    key: str = ""  # PEM private key: RSA, EC (P-256, P-384, P-521) or Ed25519
+    certificate: str = ""  # PEM certificate of the key (and its chain), sent as x5c
+    keyid: str = ""  # empty: the key's libtrust key ID, as Distribution 2.x expects
+    expiration: Duration = 300.0
+    refreshexpiration: Duration = 7 * 24 * 3600.0
+    htpasswd: TokenServerHtpasswd | None = None
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    acl: list[ACLEntry] = Field(default_factory=list)
+    anonymous: list[AnonymousEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _usable(self) -> TokenServer:
+        if not self.enabled:
+            return self
+        if not self.key:
+            raise ValueError("key is required to sign tokens")
+        if (
+            not self.path.startswith("/")
+            or self.path.rstrip("/") in ("", "/v2")
+            or (self.path.startswith("/v2/"))
+        ):
+            raise ValueError(f"path must be absolute and outside /v2/, got {self.path!r}")
+        if self.expiration <= 0 or self.refreshexpiration <= 0:
+            raise ValueError("expiration and refreshexpiration must be positive")
+        return self
+
+
 # --- middleware, reporting -------------------------------------------------------------
 
 
@@ -797,6 +872,7 @@ class Config(_Section):
     loglevel: LogLevel | None = None  # deprecated: folded into log.level
     storage: Storage
     auth: Auth = Field(default_factory=Auth)
+    tokenserver: TokenServer = Field(default_factory=TokenServer)
     middleware: Middleware = Field(default_factory=Middleware)
     reporting: Reporting = Field(default_factory=Reporting)
     http: HTTPConfig = Field(default_factory=HTTPConfig)

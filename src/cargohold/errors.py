@@ -31,7 +31,7 @@ Errors are values of the domain. Only the api layer turns them into HTTP
         ├── ManifestTooLarge         a manifest is over the size limit
         ├── PaginationNumberInvalid  ``n`` is not a usable page size
         ├── OperationUnsupported     disabled here (delete, or writes when read-only)
-        ├── Unauthorized             credentials are missing or wrong
+        ├── Unauthorized             credentials are missing or wrong (carries the challenge)
         ├── Denied                   the credentials do not grant the access
         ├── TooManyRequests          the client must slow down
         └── Unavailable              the registry cannot serve the request right now
@@ -196,7 +196,18 @@ class OperationUnsupported(RegistryError):
 
 
 class Unauthorized(RegistryError):
+    """Credentials are missing or wrong, or a token lacks a scope.
+
+    ``challenge`` is what the client must answer next, in the form of a
+    ``WWW-Authenticate`` value (``Basic realm="…"``, ``Bearer realm="…",…``);
+    empty when the registry has none to offer.
+    """
+
     default_message = "authentication required"
+
+    def __init__(self, message: str = "", detail: object = None, challenge: str = "") -> None:
+        super().__init__(message, detail)
+        self.challenge = challenge
 
 
 class Denied(RegistryError):

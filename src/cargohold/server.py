@@ -20,6 +20,7 @@ from aiohttp import web
 
 from cargohold.api import fastpath
 from cargohold.api.app import API_KEY, create_app
+from cargohold.auth import check_config as check_auth
 from cargohold.config import Config, load_config
 from cargohold.errors import ConfigError, StorageUnavailable
 from cargohold.log import add_fields, setup_logging
@@ -114,6 +115,7 @@ def serve(
     host, port = _address(config)
     # Start-up errors stop the server here, with one line, rather than crash each worker.
     _ssl_context(config)
+    check_auth(config)
     asyncio.run(_check_storage(config))
     try:
         probe = listen_socket(host, port)

@@ -13,20 +13,24 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from cargohold.api import blobs, listing, manifests, uploads
+from cargohold.api import auth, blobs, listing, manifests, uploads
 from cargohold.api.context import Api
 from cargohold.api.errcode import NAME_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED
 from cargohold.api.routes import METHODS, Endpoint, Route, match
+from cargohold.auth import AccessController, build_access_controller, build_token_issuer
 from cargohold.config import Config
 from cargohold.digest import Digest
 from cargohold.errors import (
+    NameInvalid,
     OperationUnsupported,
     RegistryError,
     StorageDriverError,
     StorageUnavailable,
+    Unauthorized,
 )
 from cargohold.manifest.urls import URLPolicy
 from cargohold.registry import Namespace, Repository
@@ -35,6 +39,9 @@ from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.driver import create_driver
 from cargohold.storage.purge import run_purger
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
+
+if TYPE_CHECKING:
+    from cargohold.auth.issuer import TokenIssuer
 
 log = logging.getLogger("cargohold.api")
 
@@ -99,16 +106,33 @@ _REPOSITORY_HANDLERS: dict[Endpoint, RepoHandler] = {
 
 
 class Dispatcher:
-    """The one handler of the application."""
+    """The one handler of the application.
 
-    def __init__(self, api: Api, prefix: str = "") -> None:
+    With access control (``auth``), every request on a route is authorized
+    before anything else is looked at, as in Distribution: a refused request
+    learns nothing, not even whether its method exists. The token endpoint
+    (``tokenserver``) sits beside the API, outside any ``http.prefix``.
+    """
+
+    def __init__(
+        self,
+        api: Api,
+        prefix: str = "",
+        access: AccessController | None = None,
+        issuer: TokenIssuer | None = None,
+    ) -> None:
         self.api = api
         self.prefix = prefix.rstrip("/")
+        self.access = access
+        self.issuer = issuer
+        self._token_path = issuer.path.rstrip("/") if issuer is not None else None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         api = self.api
         # The path as sent, still percent-encoded: see routes.py.
         path = request.raw_path.partition("?")[0]
+        if self.issuer is not None and path.rstrip("/") == self._token_path:
+            return await auth.token_endpoint(api, self.issuer, request)
         if self.prefix:
             if not path.startswith(self.prefix + "/"):
                 return self._not_found()
@@ -117,6 +141,10 @@ class Dispatcher:
         if route is None:
             return self._not_found()
         method = request.method
+        if self.access is not None:
+            refused = await self._authorize(route, request)
+            if refused is not None:
+                return refused
         supported = METHODS[route.endpoint]
         # In read-only mode Distribution registers no write handlers, so its router answers
         # every write with 405 and an Allow header; the body here is the spec's UNSUPPORTED.
@@ -141,6 +169,18 @@ class Dispatcher:
         except StorageDriverError as exc:
             log.error("storage error on %s %s: %s", method, path, exc)
             return api.error_code(UNKNOWN, "storage error")
+
+    async def _authorize(self, route: Route, request: web.Request) -> web.Response | None:
+        """None when the request may go on (its grant left on it), else the refusal."""
+        assert self.access is not None
+        try:
+            need = auth.required_access(route, request.method)
+            request[auth.GRANT] = await self.access.authorize(request.headers, need)
+        except Unauthorized as exc:
+            return auth.unauthorized(self.api, exc)
+        except NameInvalid as exc:
+            return self.api.error(exc)
+        return None
 
     def _check_delete(self, route: Route) -> None:
         # Cancelling an upload is not a delete: it stays allowed, as in Distribution.
@@ -216,7 +256,10 @@ def create_app(config: Config, registry: Namespace | None = None) -> web.Applica
     app[API_KEY] = api
     # The bound coroutine method, not the instance: aiohttp deprecates (and warns about)
     # handlers that are not coroutine functions, and an instance with ``__call__`` is not one.
-    app.router.add_route("*", "/{tail:.*}", Dispatcher(api, api.prefix).__call__)
+    dispatcher = Dispatcher(
+        api, api.prefix, build_access_controller(config), build_token_issuer(config)
+    )
+    app.router.add_route("*", "/{tail:.*}", dispatcher.__call__)
 
     async def close_registry(app: web.Application) -> None:
         close = getattr(api.registry, "close", None)

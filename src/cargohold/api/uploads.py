@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from cargohold.api.auth import may
 from cargohold.api.context import Api
 from cargohold.api.http import parse_content_range, upload_range
+from cargohold.auth.access import PULL, Access
 from cargohold.digest import DEFAULT_ALGORITHM, Digest
 from cargohold.errors import (
     BlobUnknown,
@@ -104,7 +106,7 @@ async def start_upload(api: Api, request: web.Request, repo: Repository) -> web.
     query = request.query
     mount, source = query.get("mount"), query.get("from")
     if mount and source:
-        mounted = await _try_mount(repo, source, mount)
+        mounted = await _try_mount(request, repo, source, mount)
         if mounted is not None:
             return _blob_reply(api, request, repo, mounted)
     if "digest" in query:
@@ -115,11 +117,19 @@ async def start_upload(api: Api, request: web.Request, repo: Repository) -> web.
     return _upload_reply(api, request, repo, upload, 202)
 
 
-async def _try_mount(repo: Repository, source: str, mount: str) -> Digest | None:
-    """The digest mounted from ``source``, or None to fall back to a plain upload."""
+async def _try_mount(
+    request: web.Request, repo: Repository, source: str, mount: str
+) -> Digest | None:
+    """The digest mounted from ``source``, or None to fall back to a plain upload.
+
+    A client that may not pull from ``source`` gets the plain upload too, without
+    ``source`` ever being looked at: the reply must not tell whether the blob is there.
+    """
     try:
         digest = Digest.parse(mount)
         validate_name(source)
+        if not may(request, Access.of("repository", source, PULL)):
+            return None
         await repo.blobs.mount(source, digest)
     except (BlobUnknown, DigestInvalid, NameInvalid):
         return None
