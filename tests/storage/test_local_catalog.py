@@ -1,4 +1,8 @@
-"""The local catalog is rescanned exactly when the repositories tree may have changed."""
+"""The local catalog is rescanned exactly when the repositories tree may have changed.
+
+Every test runs with both ways of noticing change: inotify (local filesystems)
+and the folders' modification times (everything else, NFS included).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cargohold.storage import local
 from cargohold.storage.local import LocalCatalog
 
 TOP = "docker/registry/v2/repositories"
@@ -25,62 +30,97 @@ def age(root: Path, seconds: float = 60) -> None:
         os.utime(folder, (past, past))
 
 
+@pytest.fixture(params=["inotify", "mtime"])
+def watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "mtime":
+        monkeypatch.setattr(local, "_change_watch", lambda root: local._MtimeWatch())
+    else:
+        assert local._filesystem_type("/tmp") in local._LOCAL_FILESYSTEMS
+        assert isinstance(local._change_watch("/tmp"), local._InotifyWatch)
+    return str(request.param)
+
+
 @pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    scans: list[int] = []
+def scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    counted: list[int] = []
     original = LocalCatalog._scan
 
-    def scan(self: LocalCatalog, path: str, *args: object) -> None:
+    def scan(self: LocalCatalog, watch: object, path: str, *args: object) -> None:
         if path.endswith("/repositories"):
-            scans.append(1)
-        original(self, path, *args)  # type: ignore[arg-type]
+            counted.append(1)
+        original(self, watch, path, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(LocalCatalog, "_scan", scan)
-    return scans
+    return counted
 
 
-def test_a_settled_tree_is_scanned_once(tmp_path: Path, counted: list[int]) -> None:
+def test_a_settled_tree_is_scanned_once(tmp_path: Path, watch: str, scans: list[int]) -> None:
     make(tmp_path, "a", "b/c", "b/c/d")
     age(tmp_path)
     catalog = LocalCatalog(str(tmp_path))
     assert catalog.names() == ["a", "b/c", "b/c/d"]
+    assert catalog.cached() == ["a", "b/c", "b/c/d"]
     assert catalog.names() == ["a", "b/c", "b/c/d"]
-    assert len(counted) == 1
+    assert len(scans) == 1
 
 
 @pytest.mark.parametrize(
-    ("change", "expected"),
+    ("new", "expected"),
     [
-        ("top", ["a", "b/c", "new"]),
-        ("nested under a repository", ["a", "a/new", "b/c"]),
-        ("nested under a namespace", ["a", "b/c", "b/new"]),
+        ("new", ["a", "b/c", "new"]),
+        ("a/new", ["a", "a/new", "b/c"]),
+        ("b/new", ["a", "b/c", "b/new"]),
     ],
+    ids=["top", "nested under a repository", "nested under a namespace"],
 )
 def test_any_new_repository_is_seen(
-    tmp_path: Path, counted: list[int], change: str, expected: list[str]
+    tmp_path: Path, watch: str, scans: list[int], new: str, expected: list[str]
 ) -> None:
     make(tmp_path, "a", "b/c")
     age(tmp_path)
     catalog = LocalCatalog(str(tmp_path))
     assert catalog.names() == ["a", "b/c"]
-    new = {"top": "new", "nested under a repository": "a/new", "nested under a namespace": "b/new"}
-    make(tmp_path, new[change], marker="_manifests")
+    make(tmp_path, new, marker="_manifests")
+    assert catalog.cached() is None
     assert catalog.names() == expected
-    assert len(counted) == 2
+    assert len(scans) == 2
 
 
-def test_a_recently_changed_tree_is_not_trusted(tmp_path: Path, counted: list[int]) -> None:
-    make(tmp_path, "a")  # just now: a second change in the same clock tick would hide
+def test_a_repository_that_loses_its_folders_is_gone(tmp_path: Path, watch: str) -> None:
+    make(tmp_path, "a", "b")
+    age(tmp_path)
+    catalog = LocalCatalog(str(tmp_path))
+    assert catalog.names() == ["a", "b"]
+    (tmp_path / TOP / "b" / "_layers").rmdir()
+    assert catalog.names() == ["a"]
+
+
+def test_a_recently_changed_tree_is_trusted_only_with_inotify(
+    tmp_path: Path, watch: str, scans: list[int]
+) -> None:
+    make(tmp_path, "a")  # just now: with times, a second change in this tick would hide
     catalog = LocalCatalog(str(tmp_path))
     assert catalog.names() == ["a"]
     assert catalog.names() == ["a"]
-    assert len(counted) == 2
+    assert len(scans) == (1 if watch == "inotify" else 2)
 
 
-def test_folders_that_are_not_repositories_are_not_listed(tmp_path: Path) -> None:
+def test_a_repositories_folder_made_later_is_seen(tmp_path: Path, watch: str) -> None:
+    catalog = LocalCatalog(str(tmp_path))
+    assert catalog.names() == []
+    make(tmp_path, "late")
+    assert catalog.names() == ["late"]
+
+
+def test_folders_that_are_not_repositories_are_not_listed(tmp_path: Path, watch: str) -> None:
     make(tmp_path, "repo")
     (tmp_path / TOP / "empty-namespace" / "deeper").mkdir(parents=True)
     (tmp_path / TOP / "repo" / "_manifests").mkdir()
     (tmp_path / TOP / ".~stray.partial").mkdir()
     assert LocalCatalog(str(tmp_path)).names() == ["repo"]
     assert LocalCatalog(str(tmp_path / "nothing")).names() == []
+
+
+def test_network_filesystems_are_watched_by_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "_filesystem_type", lambda path: "nfs4")
+    assert isinstance(local._change_watch("/srv/registry"), local._MtimeWatch)

@@ -74,7 +74,11 @@ class StorageRegistry:
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
         if self._local_catalog is not None:
-            names = await asyncio.to_thread(self._local_catalog.names)
+            # Checking a cached scan is quick enough for the loop; a scan is not.
+            cached = self._local_catalog.cached()
+            names = (
+                cached if cached is not None else await asyncio.to_thread(self._local_catalog.names)
+            )
         else:
             names = await self._walk_catalog()
         if last is not None:
