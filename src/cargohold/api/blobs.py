@@ -1,20 +1,17 @@
 """``GET``/``HEAD``/``DELETE /v2/<name>/blobs/<digest>``.
 
 Blob bodies never pass through memory whole: small blobs on a local disk are
-read inline (cheaper than any hand-off), larger ones go out with sendfile,
-object stores answer with a redirect, and anything else streams in bounded
-chunks.
+read inline (cheaper than any hand-off), larger ones are copied to the socket
+by a thread in small pieces (``filesend.py``), object stores answer with a
+redirect, and anything else streams in bounded chunks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from cargohold.api.context import Api
+from cargohold.api.filesend import LocalFileResponse
 from cargohold.api.http import ByteRange, not_modified, parse_range
 from cargohold.descriptor import OCTET_STREAM
 from cargohold.digest import Digest
@@ -71,7 +68,7 @@ async def get_blob(
             body = _read_inline(local, offset, length)
             if body is not None:
                 return web.Response(status=status, headers=headers, body=body)
-        return SendfileResponse(local, offset, length, status=status, headers=headers)
+        return LocalFileResponse(local, offset, length, status=status, headers=headers)
 
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
@@ -98,44 +95,3 @@ def _read_inline(path: str, offset: int, length: int) -> bytes | None:
     except FileNotFoundError:
         return None
     return data if len(data) == length else None
-
-
-class SendfileResponse(web.StreamResponse):
-    """A byte range of a local file, sent by the kernel (``sendfile``)."""
-
-    def __init__(
-        self, path: str, offset: int, length: int, *, status: int, headers: dict[str, str]
-    ) -> None:
-        super().__init__(status=status, headers=headers)
-        self._path = path
-        self._offset = offset
-        self._length = length
-        self.content_length = length
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            fobj = open(self._path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise web.HTTPNotFound() from None
-        try:
-            writer = await super().prepare(request)
-            transport = request.transport
-            if transport is None or self._length == 0:
-                await super().write_eof()
-                return writer
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.sendfile(transport, fobj, self._offset, self._length)
-            except NotImplementedError:
-                os.lseek(fobj.fileno(), self._offset, os.SEEK_SET)
-                remaining = self._length
-                while remaining > 0:
-                    chunk = fobj.read(min(remaining, 1 << 20))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-                    await super().write(chunk)
-            await super().write_eof()
-            return writer
-        finally:
-            fobj.close()
