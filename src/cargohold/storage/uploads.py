@@ -19,8 +19,10 @@ A mismatch removes the upload: nothing is moved into ``blobs/``, nothing linked.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -33,6 +35,11 @@ from cargohold.storage.paths import BlobData, UploadData, UploadDir, path_for
 
 if TYPE_CHECKING:
     from cargohold.storage.linkedblobstore import LinkedBlobStore
+
+
+#: Pieces at least this big are hashed in a thread, alongside the write.
+HASH_OFFLOAD = 256 * 1024
+_HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hash")
 
 
 class HasherCache:
@@ -75,6 +82,7 @@ class BlobUpload:
         self._digester = digester
         self._hashers = hashers
         self._finished = False
+        self._hashing: asyncio.Future[None] | None = None
 
     @property
     def id(self) -> str:
@@ -89,26 +97,41 @@ class BlobUpload:
         return self._writer.size
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
-        written = await self._writer.write(data)
-        if self._digester is not None:
-            self._digester.update(data)
-        return written
+        digester = self._digester
+        if digester is not None:
+            await self._hashed()  # the previous piece goes into the digester first
+            if isinstance(data, bytes) and len(data) >= HASH_OFFLOAD:
+                # Hash in a thread while this piece is written and the next one
+                # arrives: hashing and writing each take a third of a push's time.
+                loop = asyncio.get_running_loop()
+                self._hashing = loop.run_in_executor(_HASH_POOL, digester.update, data)
+            else:
+                digester.update(data)  # small, or a buffer the caller may reuse
+        return await self._writer.write(data)
+
+    async def _hashed(self) -> None:
+        hashing, self._hashing = self._hashing, None
+        if hashing is not None:
+            await hashing
 
     async def close(self) -> None:
         if self._finished:
             return
         self._finished = True
+        await self._hashed()
         await self._writer.close()
         if self._digester is not None:
             self._hashers.keep(self._store.name, self._id, self._digester)
 
     async def cancel(self) -> None:
         self._finished = True
+        await self._hashed()
         await self._writer.close()
         await self._remove()
 
     async def commit(self, expected: Digest, size: int | None = None) -> Descriptor:
         self._finished = True
+        await self._hashed()
         store, driver = self._store, self._store.blobs.driver
         await self._writer.commit()
         await self._writer.close()
