@@ -4,23 +4,18 @@
 itself with this module (``python -m cargohold.supervisor N --[no-]fast-path
 CONFIG``), which imports next to nothing: each worker it forks imports the
 server by itself, so memory is spent once per worker and never on the
-supervisor. It forwards SIGINT and SIGTERM to the workers and starts a new
-worker when one dies, unless it died right after starting (it would only die
-again: a port taken, a certificate gone).
+supervisor (it avoids even ``logging``). It forwards SIGINT and SIGTERM to the
+workers and starts a new worker when one dies, unless it died right after
+starting (it would only die again: a port taken, a certificate gone).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import signal
 import sys
 import time
-import traceback
 from types import FrameType
-
-log = logging.getLogger("cargohold.supervisor")
 
 #: A worker that dies sooner than this after its start is not restarted.
 MIN_LIFETIME = 5.0
@@ -39,10 +34,20 @@ def _fork_worker(config_path: str | None, fast_path: bool) -> int:
         run_worker(config_path, fast_path)
         status = 0
     except BaseException:
+        import traceback
+
         traceback.print_exc()
     finally:
+        import logging
+
         logging.shutdown()
         os._exit(status)
+
+
+def _say(message: str) -> None:
+    # One line on stderr; the supervisor does without the logging module to stay small.
+    sys.stderr.write(f"cargohold: {message}\n")
+    sys.stderr.flush()
 
 
 def supervise(workers: int, config_path: str | None, fast_path: bool) -> int:
@@ -54,8 +59,10 @@ def supervise(workers: int, config_path: str | None, fast_path: bool) -> int:
         nonlocal stopping
         stopping = True
         for pid in started:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue  # it died on its own meanwhile
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -72,18 +79,17 @@ def supervise(workers: int, config_path: str | None, fast_path: bool) -> int:
             continue
         code = os.waitstatus_to_exitcode(wait_status)
         if time.monotonic() - born < MIN_LIFETIME:
-            log.error("worker %d exited with %d right after starting; stopping", pid, code)
+            _say(f"worker {pid} exited with {code} right after starting; stopping")
             status = 1
             stop(signal.SIGTERM, None)
             continue
-        log.warning("worker %d exited with %d; starting another", pid, code)
+        _say(f"worker {pid} exited with {code}; starting another")
         started[_fork_worker(config_path, fast_path)] = time.monotonic()
     return status
 
 
 def main(argv: list[str]) -> int:
     workers, fast, config_path = argv
-    logging.basicConfig(format="cargohold: %(message)s", level=logging.WARNING)
     return supervise(int(workers), config_path or None, fast == "--fast-path")
 
 
