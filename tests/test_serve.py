@@ -193,3 +193,47 @@ def test_an_unwritable_filesystem_root_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.decode().startswith("cargohold: config: storage.filesystem: cannot create")
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path),
+    }
+    with running(
+        cargohold_argv("serve", "--workers", "2"), f"http://127.0.0.1:{port}/v2/", env=env
+    ) as server:
+        deadline = time.monotonic() + 10
+        while len(children(server.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(5.5)  # older than the supervisor's "died right after starting"
+        victim = children(server.pid)[0]
+        os.kill(victim, 9)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = children(server.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.05)
+        assert len(children(server.pid)) == 2
+        assert victim not in children(server.pid)
+        for _ in range(10):
+            assert get(f"http://127.0.0.1:{port}/v2/")[0] == 200
+
+
+def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(f"version: 0.1\nstorage: {{filesystem: {{rootdirectory: {tmp_path}}}}}\n")
+    port = free_port()
+    server = subprocess.Popen(
+        cargohold_argv("serve", str(config), "--workers", "2"),
+        env={**os.environ, "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}"},
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(0.5)  # the command line has read the file; the workers read it again
+    config.unlink()
+    assert server.wait(timeout=30) == 1
+    assert server.stderr is not None
+    with server.stderr:
+        assert b"right after starting" in server.stderr.read()
