@@ -231,7 +231,12 @@ def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
         env={**os.environ, "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}"},
         stderr=subprocess.PIPE,
     )
-    time.sleep(0.5)  # the command line has read the file; the workers read it again
+    # Once the command line has become the supervisor it has read the file; the
+    # workers it forks read it again, and find nothing.
+    deadline = time.monotonic() + 30
+    while b"cargohold.supervisor" not in Path(f"/proc/{server.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "serve never became the supervisor"
+        time.sleep(0.01)
     config.unlink()
     assert server.wait(timeout=30) == 1
     assert server.stderr is not None

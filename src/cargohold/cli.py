@@ -114,6 +114,12 @@ def gc(
             f"{len(result.marked)} blobs marked, {len(result.deleted_blobs)} blobs and "
             f"{len(result.deleted_manifests)} manifests {verb}"
         )
+        if result.cache_stale:
+            raise fail(
+                "the blob descriptor cache (Redis) stopped answering during the sweep: "
+                "registries may report deleted blobs as present until the entries expire "
+                "(delete the blobs::<digest> keys of the blobs listed above to end it now)"
+            )
 
     try:
         asyncio.run(run())

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from cargohold.api import auth, blobs, listing, manifests, uploads
+from cargohold.api import auth, blobs, health, listing, manifests, uploads
 from cargohold.api.context import Api
 from cargohold.api.errcode import NAME_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED
 from cargohold.api.routes import METHODS, Endpoint, Route, match
@@ -111,7 +111,8 @@ class Dispatcher:
     With access control (``auth``), every request on a route is authorized
     before anything else is looked at, as in Distribution: a refused request
     learns nothing, not even whether its method exists. The token endpoint
-    (``tokenserver``) sits beside the API, outside any ``http.prefix``.
+    (``tokenserver``) and ``/debug/health`` (``health.py``) sit beside the API,
+    outside any ``http.prefix`` and access control.
     """
 
     def __init__(
@@ -120,17 +121,21 @@ class Dispatcher:
         prefix: str = "",
         access: AccessController | None = None,
         issuer: TokenIssuer | None = None,
+        checks: health.Health | None = None,
     ) -> None:
         self.api = api
         self.prefix = prefix.rstrip("/")
         self.access = access
         self.issuer = issuer
+        self.checks = checks
         self._token_path = issuer.path.rstrip("/") if issuer is not None else None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         api = self.api
         # The path as sent, still percent-encoded: see routes.py.
         path = request.raw_path.partition("?")[0]
+        if path == health.PATH and self.checks is not None:
+            return await self.checks.handle(request)
         if self.issuer is not None and path.rstrip("/") == self._token_path:
             return await auth.token_endpoint(api, self.issuer, request)
         if self.prefix:
@@ -256,10 +261,12 @@ def create_app(config: Config, registry: Namespace | None = None) -> web.Applica
     app[API_KEY] = api
     # The bound coroutine method, not the instance: aiohttp deprecates (and warns about)
     # handlers that are not coroutine functions, and an instance with ``__call__`` is not one.
+    checks = health.build_health(config, api.registry, api.headers())
     dispatcher = Dispatcher(
-        api, api.prefix, build_access_controller(config), build_token_issuer(config)
+        api, api.prefix, build_access_controller(config), build_token_issuer(config), checks
     )
     app.router.add_route("*", "/{tail:.*}", dispatcher.__call__)
+    app.cleanup_ctx.append(checks.running)
 
     async def close_registry(app: web.Application) -> None:
         close = getattr(api.registry, "close", None)

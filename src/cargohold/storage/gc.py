@@ -15,17 +15,27 @@ As Distribution's ``registry garbage-collect``:
 Run it while no one pushes (read-only mode, or the registry stopped): a blob
 uploaded between mark and sweep, before its manifest arrives, is unreferenced
 and would be collected.
+
+A shared cache (Redis) outlives this process, and registries trust its entries
+for repository membership, so an entry left for a swept blob says "layer already
+exists" to every client (Distribution's known bug after a collection). A clear
+that cannot reach Redis waits in the cache's in-memory journal, which dies with
+this process. So the sweep refuses to start while the shared cache does not
+answer (``CacheUnreachable``), and after it the journal is drained with a ping;
+if that fails, ``Collection.cache_stale`` says so.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
 from cargohold.digest import Digest
 from cargohold.errors import (
     BlobUnknown,
+    CargoholdError,
     DigestInvalid,
     ManifestInvalid,
     ManifestUnknown,
@@ -46,6 +56,10 @@ from cargohold.storage.registry import StorageRegistry
 log = logging.getLogger("cargohold.gc")
 
 
+class CacheUnreachable(CargoholdError):
+    """The shared blob descriptor cache does not answer, so nothing was swept."""
+
+
 @dataclass
 class Collection:
     """What a collection found and did (or, in a dry run, would do)."""
@@ -54,6 +68,9 @@ class Collection:
     deleted_blobs: list[Digest] = field(default_factory=list)
     deleted_manifests: list[tuple[str, Digest]] = field(default_factory=list)
     deleted_links: list[tuple[str, Digest]] = field(default_factory=list)
+    #: The shared cache did not acknowledge every clear: until its entries expire,
+    #: registries may still report swept blobs as present.
+    cache_stale: bool = False
 
 
 @dataclass
@@ -89,8 +106,24 @@ async def collect_garbage(
         result.deleted_links.extend((name, d) for d in sorted(digests & swept))
 
     if not dry_run:
+        if not await _cache_answers(registry):
+            raise CacheUnreachable(
+                "the shared blob descriptor cache (Redis) does not answer; nothing was "
+                "deleted, since its entries for swept blobs could not be cleared"
+            )
         await _delete(registry, result)
+        # Clears that failed wait in the cache's journal; the ping replays them.
+        result.cache_stale = not await _cache_answers(registry)
     return result
+
+
+async def _cache_answers(registry: StorageRegistry) -> bool:
+    """Whether the shared cache answers now, every clear sent so far included."""
+    cache = registry.blobs.cache
+    ping: Callable[[], Awaitable[bool]] | None = getattr(cache, "ping", None)
+    if cache is None or not cache.shared or ping is None:
+        return True  # an in-process cache dies with this process: nothing to leave behind
+    return await ping()
 
 
 async def _delete(registry: StorageRegistry, result: Collection) -> None:
