@@ -8,6 +8,8 @@ redirect, and anything else streams in bounded chunks.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from cargohold.api.context import Api
@@ -15,8 +17,10 @@ from cargohold.api.filesend import LocalFileResponse
 from cargohold.api.http import ByteRange, not_modified, parse_range
 from cargohold.descriptor import OCTET_STREAM
 from cargohold.digest import Digest
-from cargohold.errors import RangeInvalid
+from cargohold.errors import RangeInvalid, StorageDriverError
 from cargohold.registry import Repository
+
+log = logging.getLogger("cargohold.api")
 
 #: Blobs up to this size are read in one call and sent as the body.
 INLINE_LIMIT = 256 * 1024
@@ -70,11 +74,23 @@ async def get_blob(
                 return web.Response(status=status, headers=headers, body=body)
         return LocalFileResponse(local, offset, length, status=status, headers=headers)
 
+    # Opened before the status line goes out, so that a missing blob or an
+    # unreachable store still gets its own error reply.
+    chunks = await repo.blobs.open(digest, offset, length)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     await response.prepare(request)
-    async for chunk in await repo.blobs.open(digest, offset, length):
-        await response.write(chunk)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except StorageDriverError as exc:
+        # Part of the body is out: no error reply can follow (one returned now would be
+        # written inside the body, on a connection the client keeps waiting on for the
+        # missing bytes). Cutting the connection shows the client a short body.
+        log.warning("storage failed while sending blob %s: %s", digest, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
 

@@ -69,6 +69,8 @@ MIN_PART = 5 * MiB
 MAX_PART = 5 << 30
 #: The most keys one list or delete request handles.
 LIST_MAX = 1000
+#: The longest a SigV4 presigned URL may stay valid (7 days); it must be at least 1 s.
+MAX_EXPIRY = 7 * 24 * 3600
 
 _HIDDEN = "~"  # in every bookkeeping key; never in a valid driver path
 _UPLOAD_ID = "cargohold-upload-id"  # pending-object metadata: the upload it follows
@@ -196,6 +198,15 @@ class S3Driver(StorageDriver):
         ):
             if not MIN_PART <= value <= MAX_PART:
                 raise ConfigError(f"storage.s3.{key}", f"must be between {MIN_PART} and {MAX_PART}")
+        if not 1 <= redirectexpiry <= MAX_EXPIRY:
+            # A URL signed for 0 s is refused by the object store, so every pull would fail.
+            # The usual way to get there: config.yml's `redirectexpiry: 600` is a Go duration,
+            # and a bare number is nanoseconds.
+            raise ConfigError(
+                "storage.s3.redirectexpiry",
+                f"must be between 1s and 168h, not {redirectexpiry:g} s "
+                "(a bare number is nanoseconds: write 20m)",
+            )
         self.bucket = bucket
         self.chunksize = chunksize
         self.copy_chunksize = multipartcopychunksize
