@@ -8,9 +8,10 @@ ever costs a miss.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,11 @@ from redis.asyncio import BlockingConnectionPool, SSLConnection
 
 from cargohold.config import Redis as RedisConfig
 from cargohold.descriptor import OCTET_STREAM, Descriptor
-from cargohold.errors import ConfigError
+from cargohold.errors import BlobUnknown, ConfigError
+from cargohold.manifest.mediatypes import OCI_MANIFEST
 from cargohold.storage.cache.redis import RedisBlobDescriptorCache
+from cargohold.storage.driver.inmemory import InMemoryDriver
+from cargohold.storage.registry import RegistryOptions, StorageRegistry
 from tests.storage.cache_suite import (
     CONFIG,
     LAYER,
@@ -573,3 +577,72 @@ async def test_a_client_handed_in_is_used_and_left_open(redis_db: RedisServer) -
     await cache.close()
     assert await client.ping() is True
     await client.aclose()
+
+
+# -- what the storage layer puts in it -------------------------------------------------
+
+
+def _registry(driver: InMemoryDriver, cache: RedisBlobDescriptorCache) -> StorageRegistry:
+    return StorageRegistry(driver, cache=cache, options=RegistryOptions(delete_enabled=True))
+
+
+async def test_a_manifest_digest_never_enters_the_repository_blob_set(
+    cache: RedisBlobDescriptorCache, raw: redis.Redis
+) -> None:
+    # Distribution answers the blob endpoints from this set: a manifest digest in it
+    # would make HEAD /v2/<name>/blobs/<manifest digest> a 200 on either registry.
+    repo = _registry(InMemoryDriver(), cache).repository("shared/app")
+    config = await repo.blobs.put(b"{}", CONFIG)
+    payload = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": str(config.digest), "size": 2},
+            "layers": [],
+        }
+    ).encode()
+    stored = await repo.manifests.put(payload, OCI_MANIFEST, ["v1"])
+    assert await repo.manifests.exists(stored.digest)
+
+    members = raw.smembers("repository::shared/app::blobs")
+    assert members == {str(config.digest)}
+    with pytest.raises(BlobUnknown):
+        await repo.blobs.stat(stored.digest)
+
+
+class _DeleteAfterLinkRead(InMemoryDriver):
+    """Deletes a link through another registry right after this driver first reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_link_read: Callable[[], Awaitable[None]] | None = None
+
+    async def get_content(self, path: str) -> bytes:
+        content = await super().get_content(path)
+        hook, self.on_link_read = self.on_link_read, None
+        if hook is not None and path.endswith("/link"):
+            await hook()
+        return content
+
+
+async def test_a_delete_racing_a_stat_leaves_no_stale_entry(
+    cache: RedisBlobDescriptorCache, raw: redis.Redis
+) -> None:
+    # Registry B reads the link, A deletes it and clears the entry, then B writes the
+    # entry it looked up: without a second look, the deleted blob would stay "linked".
+    driver = _DeleteAfterLinkRead()
+    a = _registry(driver, cache).repository("race/app")
+    b = _registry(driver, cache).repository("race/app")
+    digest = (await a.blobs.put(b"soon deleted")).digest
+    await cache.clear_linked("race/app", digest)  # B must look in storage
+
+    async def delete_through_a() -> None:
+        await a.blobs.delete(digest)
+
+    driver.on_link_read = delete_through_a
+    with pytest.raises(BlobUnknown):
+        await b.blobs.stat(digest)
+    assert not raw.sismember("repository::race/app::blobs", str(digest))
+    assert await cache.get_linked("race/app", digest) is None
+    with pytest.raises(BlobUnknown):
+        await b.blobs.stat(digest)

@@ -63,11 +63,15 @@ class LinkedBlobStore:
         link_specs: Sequence[LinkSpec] = (LayerLink,),
         delete_enabled: bool = False,
         hashers: HasherCache | None = None,
+        cache_links: bool = True,
     ) -> None:
         self.name = name
         self._blobs = blobs
         self._driver: StorageDriver = blobs.driver
         self._cache: BlobDescriptorCache | None = blobs.cache
+        # Where this store's links are remembered; clearing always goes to the cache,
+        # which may hold entries an older release wrote.
+        self._link_cache = self._cache if cache_links else None
         self._link_specs = tuple(link_specs)
         self._delete_enabled = delete_enabled
         self._hashers = hashers if hashers is not None else HasherCache()
@@ -88,7 +92,7 @@ class LinkedBlobStore:
         raise BlobUnknown(digest)
 
     async def stat(self, digest: Digest) -> Descriptor:
-        cache = self._cache
+        cache = self._link_cache
         if cache is not None and cache.shared:
             cached = await cache.get_linked(self.name, digest)
             if cached is not None:
@@ -102,6 +106,14 @@ class LinkedBlobStore:
             descriptor = Descriptor(descriptor.media_type, digest, descriptor.size)
         if cache is not None:
             await cache.set_linked(self.name, descriptor)
+            # A delete (here or in another process) between the link read above and the
+            # cache write would clear the entry before it was written, leaving a stale one
+            # behind. Reading the link again after the write closes that window.
+            try:
+                await self._linked_digest(digest)
+            except BlobUnknown:
+                await cache.clear_linked(self.name, digest)
+                raise
         return descriptor
 
     async def exists(self, digest: Digest) -> bool:
@@ -144,8 +156,8 @@ class LinkedBlobStore:
 
     async def linked(self, descriptor: Descriptor) -> None:
         """Record in the cache that a batch linked ``descriptor`` here."""
-        if self._cache is not None:
-            await self._cache.set_linked(self.name, descriptor)
+        if self._link_cache is not None:
+            await self._link_cache.set_linked(self.name, descriptor)
 
     async def put(self, content: bytes, media_type: str = OCTET_STREAM) -> Descriptor:
         descriptor = await self._blobs.put(content, media_type)
@@ -223,9 +235,18 @@ class ManifestBlobStore(LinkedBlobStore):
     Distribution also looks under ``_layers``, for manifests its 2.1.0 release
     linked there by mistake; that lets a manifest endpoint serve (and delete) a
     plain layer, so cargohold looks at revisions only.
+
+    Its links stay out of the descriptor cache: Distribution's repository set
+    (``repository::<name>::blobs``) answers the blob endpoints, so a manifest
+    digest there would make ``HEAD /v2/<name>/blobs/<manifest digest>`` a 200,
+    on cargohold and on a Go registry sharing the Redis alike.
     """
 
     def __init__(self, name: str, blobs: GlobalBlobStore, *, delete_enabled: bool) -> None:
         super().__init__(
-            name, blobs, link_specs=(ManifestRevisionLink,), delete_enabled=delete_enabled
+            name,
+            blobs,
+            link_specs=(ManifestRevisionLink,),
+            delete_enabled=delete_enabled,
+            cache_links=False,
         )
