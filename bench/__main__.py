@@ -6,6 +6,11 @@ same content, then runs every workload against both, interleaved: in even
 rounds cargohold first, in odd rounds the Go registry first. Prints per
 workload the median of each, the ratio (> 1 means cargohold is better) and
 each server's peak RSS; writes every raw sample to JSON.
+
+``--s3`` runs the workloads with both servers on one SeaweedFS (``bench.s3``),
+``--s3 --redis`` compares the Redis blob descriptor cache with none
+(``bench.rediscache``), ``--copy`` compares ``cargohold copy`` with
+``skopeo copy`` (``bench.imagecopy``).
 """
 
 from __future__ import annotations
@@ -24,11 +29,18 @@ from typing import Any
 from bench import fixtures, report, runner, servers
 from bench.client import BenchError
 from bench.rawhttp import HttpError
-from bench.runner import Sample
-from bench.servers import CARGOHOLD, GO, Server
+from bench.runner import Sample, say
+from bench.servers import CARGOHOLD, GO
 from bench.workloads import Context, Params, Workload, all_workloads
 
-DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+RESULTS = Path(__file__).resolve().parent / "results"
+#: Where each mode writes its results unless --json says otherwise.
+DEFAULT_JSON = {
+    "filesystem": RESULTS / "latest.json",
+    "s3": RESULTS / "s3.json",
+    "redis": RESULTS / "s3-redis.json",
+    "copy": RESULTS / "copy.json",
+}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -37,11 +49,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         prog="python -m bench",
         description="cargohold against CNCF Distribution (docker-registry), side by side.",
     )
-    parser.add_argument("--quick", action="store_true", help="1 round, short runs (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="1 round, short runs")
     parser.add_argument("--rounds", type=int, help="rounds (default 3, or 1 with --quick)")
     parser.add_argument("--only", help=f"comma-separated workloads: {','.join(names)}")
     parser.add_argument(
-        "--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})"
+        "--json",
+        type=Path,
+        help=f"results file (default {DEFAULT_JSON['filesystem']}, or s3.json, s3-redis.json,"
+        " copy.json beside it for the other modes)",
     )
     parser.add_argument(
         "--calibrate",
@@ -49,10 +64,32 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="also run every workload against a trivial server, to show the clients' capacity",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    parser.add_argument("--s3", action="store_true", help="S3 storage (not yet)")
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="both servers on one SeaweedFS, redirects on and off",
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="with --s3: HEAD blob and GET manifest with and without the Redis cache",
+    )
+    parser.add_argument(
+        "--copy",
+        action="store_true",
+        help="cargohold copy against skopeo copy of a 1 GiB image between two registries",
+    )
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.redis and not args.s3:
+        parser.error("--redis compares caches on S3 storage: use --s3 --redis")
+    if args.copy and (args.s3 or args.only or args.calibrate):
+        parser.error("--copy takes no --s3, --only or --calibrate")
+    if args.calibrate and args.s3:
+        parser.error("--calibrate goes with the filesystem comparison only")
+    if args.redis and args.only:
+        parser.error("--redis runs head-blob and get-manifest; it takes no --only")
     if args.only:
         unknown = set(args.only.split(",")) - set(names)
         if unknown:
@@ -70,50 +107,27 @@ def _select(only: str | None) -> list[Workload]:
     return workloads
 
 
-def _require_tools() -> None:
-    missing = [tool for tool in ("wrk", "ab", "docker-registry") if shutil.which(tool) is None]
+def _mode(args: argparse.Namespace) -> str:
+    if args.copy:
+        return "copy"
+    if args.s3:
+        return "redis" if args.redis else "s3"
+    return "filesystem"
+
+
+def _require_tools(mode: str) -> None:
+    needed = {
+        "filesystem": ("wrk", "ab", "docker-registry"),
+        "s3": ("wrk", "ab", "docker-registry"),
+        "redis": ("wrk", "ab", "docker-registry", "redis-server"),
+        "copy": ("skopeo",),
+    }[mode]
+    missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         raise SystemExit(
             f"bench: missing {', '.join(missing)} (Debian packages wrk, apache2-utils,"
-            " docker-registry: run `make debs` as root)"
+            " docker-registry, redis-server, skopeo: run `make debs` as root)"
         )
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _setup(server: Server, content: fixtures.Content) -> float:
-    started = time.perf_counter()
-    fixtures.populate(server.url, content)
-    fixtures.check(server.url, content)
-    seconds = time.perf_counter() - started
-    _say(f"bench: {server.name}: set up and checked in {seconds:.1f} s")
-    return seconds
-
-
-def _rounds(
-    ctx: Context, workloads: list[Workload], pair: dict[str, Server], rounds: int
-) -> dict[str, dict[str, list[Sample]]]:
-    samples: dict[str, dict[str, list[Sample]]] = {
-        w.name: {CARGOHOLD: [], GO: []} for w in workloads
-    }
-    for number in range(rounds):
-        ctx.round = number
-        order = (CARGOHOLD, GO) if number % 2 == 0 else (GO, CARGOHOLD)
-        for index, workload in enumerate(workloads):
-            workload.prepare(ctx, index)
-            for name in order:
-                sample = runner.timed(ctx, workload, pair[name])
-                samples[workload.name][name].append(sample)
-                _say(
-                    f"bench: round {number + 1}/{rounds} {workload.name:16} {name:9}"
-                    f" {sample.value:10,.1f} {workload.unit:5}"
-                    f"  cpu client {sample.client_cpu:3.0f} %"
-                    f" server {sample.server_cpu:3.0f} % softirq {sample.irq_cpu:3.0f} %"
-                    f" other {sample.other_cpu:3.0f} %"
-                )
-    return samples
 
 
 def _calibrate(
@@ -130,14 +144,14 @@ def _calibrate(
                 "client_cpu": sample.client_cpu,
                 "server_cpu": sample.server_cpu,
             }
-            _say(
+            say(
                 f"bench: calibration {workload.name:16} {sample.value:10,.1f} {workload.unit:5}"
                 f"  cpu client {sample.client_cpu:3.0f} % trivial server {sample.server_cpu:3.0f} %"
             )
     return found
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, json_path: Path) -> int:
     began = time.perf_counter()
     quick = bool(args.quick)
     rounds = args.rounds or (1 if quick else 3)
@@ -145,21 +159,22 @@ def run(args: argparse.Namespace) -> int:
     workloads = _select(args.only)
     document: dict[str, Any] = report.environment()
     document.update(quick=quick, rounds=rounds, params=vars(params))
-    _say(f"bench: {rounds} round(s) of {len(workloads)} workload(s); generating content")
+    say(f"bench: {rounds} round(s) of {len(workloads)} workload(s); generating content")
     content = fixtures.Content.generate()
     with servers.workdir(args.keep) as workdir, contextlib.ExitStack() as stack:
         pair = {name: stack.enter_context(servers.start(name, workdir)) for name in (CARGOHOLD, GO)}
-        document["setup_seconds"] = {name: _setup(server, content) for name, server in pair.items()}
+        document["setup_seconds"] = {
+            name: runner.setup(server, content) for name, server in pair.items()
+        }
         ctx = Context(content=content, params=params, scratch=workdir)
-        samples = _rounds(ctx, workloads, pair, rounds)
+        samples = runner.interleave(ctx, workloads, pair, rounds)
         if args.calibrate:
             started = time.perf_counter()
             document["calibration"] = _calibrate(ctx, workloads, workdir)
             document["calibration_seconds"] = time.perf_counter() - started
         stack.close()  # stop the servers before removing their roots
         document["total_seconds"] = time.perf_counter() - began
-        _report(args.json, document, workloads, samples)
-        _say(f"bench: removing {workdir}")
+        _report(json_path, document, workloads, samples)
     return 0
 
 
@@ -169,12 +184,8 @@ def _report(
     workloads: list[Workload],
     samples: dict[str, dict[str, list[Sample]]],
 ) -> None:
-    summary = report.summarise(workloads, samples)
-    document["workloads"] = summary
-    document["rss_peak_kib"] = {
-        name: max((entry["rss_peak_kib"][name] for entry in summary.values()), default=0)
-        for name in (CARGOHOLD, GO)
-    }
+    document.update(report.summarise_run(workloads, samples))
+    summary = document["workloads"]
     report.write_json(path, document)
     calibration = document.get("calibration")
     capacity = (
@@ -194,18 +205,30 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    if args.s3:
-        _say("bench: --s3: not yet (the benchmark compares filesystem storage only)")
-        return 2
-    _require_tools()
+    mode = _mode(args)
+    _require_tools(mode)
+    json_path = args.json or DEFAULT_JSON[mode]
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run(args)
+        # Imported when wanted: the S3 modes pull in botocore and the tests' helpers.
+        if mode == "copy":
+            from bench import imagecopy
+
+            return imagecopy.run(args, json_path)
+        if mode == "redis":
+            from bench import rediscache
+
+            return rediscache.run(args, json_path)
+        if mode == "s3":
+            from bench import s3
+
+            return s3.run(args, json_path, _select(args.only))
+        return run(args, json_path)
     except (BenchError, HttpError) as exc:
-        _say(f"bench: FAILED: {exc}")
+        say(f"bench: FAILED: {exc}")
         return 1
     except KeyboardInterrupt:
-        _say("bench: interrupted")
+        say("bench: interrupted")
         return 130
 
 

@@ -189,17 +189,27 @@ def push_chunked(url: str, name: str, data: memoryview, digest: str, chunk: int)
         expect(conn.request("PUT", path), 201, f"PUT blob {digest} (chunked)")
 
 
-def pull(url: str, path: str, times: int) -> int:
-    """GET ``path`` ``times`` times, one connection each, draining the body; total bytes."""
+def pull(url: str, path: str, times: int, follow: bool = False) -> int:
+    """GET ``path`` ``times`` times, one connection each, draining the body; total bytes.
+
+    With ``follow`` a 307 is followed (one new connection to its Location).
+    """
     host, port, _ = split_url(url)
     total = 0
     for _ in range(times):
         with Connection(host, port) as conn:
-            total += expect(conn.request("GET", path, drain=True), 200, f"GET {path}").length
+            reply = conn.request("GET", path, drain=True)
+        if follow and reply.status == 307:
+            target_host, target_port, target = split_url(reply.headers["location"])
+            with Connection(target_host, target_port) as conn:
+                reply = conn.request("GET", target, drain=True)
+        total += expect(reply, 200, f"GET {path}").length
     return total
 
 
-def pull_streams(url: str, path: str, streams: int, times: int) -> tuple[int, float]:
+def pull_streams(
+    url: str, path: str, streams: int, times: int, follow: bool = False
+) -> tuple[int, float]:
     """``streams`` threads each pulling ``path`` ``times`` times; (total bytes, wall seconds)."""
     totals = [0] * streams
     errors: list[BaseException] = []
@@ -208,7 +218,7 @@ def pull_streams(url: str, path: str, streams: int, times: int) -> tuple[int, fl
     def work(index: int) -> None:
         barrier.wait()
         try:
-            totals[index] = pull(url, path, times)
+            totals[index] = pull(url, path, times, follow)
         except BaseException as exc:
             errors.append(exc)
 

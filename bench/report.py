@@ -13,6 +13,7 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def summarise(
             "cpu_percent_median": {
                 name: {
                     part: median(by_server[name], f"{part}_cpu")
-                    for part in ("client", "server", "irq", "other")
+                    for part in ("client", "server", "backend", "irq", "other")
                 }
                 for name in by_server
             },
@@ -110,7 +111,21 @@ def summarise(
     return out
 
 
-def _fmt(value: float) -> str:
+def summarise_run(
+    workloads: list[Workload], samples: dict[str, dict[str, list[Sample]]]
+) -> dict[str, Any]:
+    """``summarise``, plus each server's peak RSS over all the workloads."""
+    summary = summarise(workloads, samples)
+    return {
+        "workloads": summary,
+        "rss_peak_kib": {
+            name: max((entry["rss_peak_kib"][name] for entry in summary.values()), default=0)
+            for name in (CARGOHOLD, GO)
+        },
+    }
+
+
+def fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
@@ -122,14 +137,14 @@ def table(summary: dict[str, Any], calibration: dict[str, float] | None = None) 
         rows.append(
             (
                 entry["title"],
-                _fmt(entry["median"][CARGOHOLD]),
-                _fmt(entry["median"][GO]),
+                fmt(entry["median"][CARGOHOLD]),
+                fmt(entry["median"][GO]),
                 entry["unit"],
                 f"{entry['ratio']:.2f}" if entry["ratio"] is not None else "-",
                 f"{rss[CARGOHOLD] / MIB_KIB:.0f} / {rss[GO] / MIB_KIB:.0f}",
             )
         )
-    lines = _columns(rows, right=(1, 2, 4, 5))
+    lines = columns(rows, right=(1, 2, 4, 5))
     peaks = {
         name: max(entry["rss_peak_kib"][name] for entry in summary.values())
         for name in (CARGOHOLD, GO)
@@ -143,27 +158,36 @@ def table(summary: dict[str, Any], calibration: dict[str, float] | None = None) 
             f" {peaks[GO] / peaks[CARGOHOLD]:.2f}"
         )
     lines += ["", "CPU during the timed runs, median % of one core (the machine has 200 %):"]
-    cpu_rows = [("workload", "client c / Go", "server c / Go", "softirq c / Go", "other c / Go")]
+    parts = ["client", "server", "irq", "other"]
+    if any(e["cpu_percent_median"][GO].get("backend") for e in summary.values()):
+        parts.insert(2, "backend")  # SeaweedFS (and redis-server)
+    cpu_rows = [("workload", *(f"{_CPU_TITLES[part]} c / Go" for part in parts))]
     if calibration is not None:
         cpu_rows[0] += ("client vs trivial server",)
     for name, entry in summary.items():
         cpu = entry["cpu_percent_median"]
         row = (
             name,
-            *(
-                f"{cpu[CARGOHOLD][part]:.0f} / {cpu[GO][part]:.0f}"
-                for part in ("client", "server", "irq", "other")
-            ),
+            *(f"{cpu[CARGOHOLD][part]:.0f} / {cpu[GO][part]:.0f}" for part in parts),
         )
         if calibration is not None:
             capacity = calibration.get(name)
-            row += (f"{_fmt(capacity)} {entry['unit']}" if capacity else "-",)
+            row += (f"{fmt(capacity)} {entry['unit']}" if capacity else "-",)
         cpu_rows.append(row)
-    lines += _columns(cpu_rows, right=(1, 2, 3, 4, 5))
+    lines += columns(cpu_rows, right=tuple(range(1, len(cpu_rows[0]))))
     return "\n".join(lines)
 
 
-def _columns(rows: list[tuple[str, ...]], right: tuple[int, ...]) -> list[str]:
+_CPU_TITLES = {
+    "client": "client",
+    "server": "server",
+    "backend": "backend",
+    "irq": "softirq",
+    "other": "other",
+}
+
+
+def columns(rows: Sequence[tuple[str, ...]], right: tuple[int, ...]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for index, row in enumerate(rows):

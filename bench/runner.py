@@ -12,20 +12,26 @@ would take longer every round.)
 CPU is given as a percentage of one core: the client's (this process and the
 load generators it ran), the server's (its whole process tree), the kernel's
 interrupt and softirq time (loopback TCP is mostly processed there, charged
-to neither process) and "other" (everything else the machine was busy with,
-such as other users of the machine), so a reader can see whether the load
-generator or a neighbour, rather than the server, set the pace.
+to neither process), the backends' (SeaweedFS and redis-server in the S3
+modes) and "other" (everything else the machine was busy with, such as other
+users of the machine), so a reader can see whether the load generator, the
+storage or a neighbour, rather than the server, set the pace.
+
+``interleave`` runs every workload against both servers round after round:
+cargohold first in even rounds, the Go registry first in odd ones.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import procs
-from bench.servers import Server
+from bench import fixtures, procs
+from bench.fixtures import Content
+from bench.servers import CARGOHOLD, GO, Server
 from bench.workloads import Context, Workload
 
 
@@ -42,12 +48,14 @@ class Sample:
     #: Untimed: writing dirty pages out, then reading the server's files.
     sync_seconds: float
     touch_seconds: float
+    #: SeaweedFS and redis-server, when the servers store there.
+    backend_cpu: float = 0.0
 
     def to_json(self) -> dict[str, float | int]:
         return asdict(self)
 
 
-def _system_seconds() -> tuple[float, float]:
+def system_seconds() -> tuple[float, float]:
     """CPU seconds the machine has been busy, and how many of them in (soft) interrupts."""
     with open("/proc/stat") as file:
         fields = [int(value) for value in file.readline().split()[1:]]
@@ -89,17 +97,19 @@ def timed(ctx: Context, workload: Workload, server: Server) -> Sample:
     touched = time.perf_counter()
     workload.ready(ctx, server)
     server_before = procs.cpu_seconds(server.pid)
+    backend_before = sum(procs.cpu_seconds(pid) for pid in ctx.backend_pids)
     client_before = procs.self_cpu_seconds() + procs.children_cpu_seconds()
-    busy_before, irq_before = _system_seconds()
+    busy_before, irq_before = system_seconds()
     started = time.perf_counter()
     with procs.sample_rss(server.pid) as rss:
         measured = workload.run(ctx, server)
     wall = time.perf_counter() - started
     server_cpu = procs.cpu_seconds(server.pid) - server_before
+    backend_cpu = sum(procs.cpu_seconds(pid) for pid in ctx.backend_pids) - backend_before
     client_cpu = procs.self_cpu_seconds() + procs.children_cpu_seconds() - client_before
-    busy_after, irq_after = _system_seconds()
+    busy_after, irq_after = system_seconds()
     busy, irq = busy_after - busy_before, irq_after - irq_before
-    other = max(0.0, busy - irq - server_cpu - client_cpu)
+    other = max(0.0, busy - irq - server_cpu - client_cpu - backend_cpu)
     # The load may be shorter than the call (the PUT client's processes start first):
     # client and server CPU are spread over the load, less the client's start-up.
     seconds = measured.seconds
@@ -115,4 +125,54 @@ def timed(ctx: Context, workload: Workload, server: Server) -> Sample:
         rss_peak_kib=rss.peak_kib,
         sync_seconds=synced - prepared,
         touch_seconds=touched - synced,
+        backend_cpu=100 * backend_cpu / seconds,
     )
+
+
+def say(message: str) -> None:
+    """A progress line on stderr (stdout carries the tables)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def setup(server: Server, content: Content, full: bool = True) -> float:
+    """Give ``server`` the fixtures and read them back; the seconds it took."""
+    started = time.perf_counter()
+    fixtures.populate(server.url, content, full)
+    fixtures.check(server.url, content, full)
+    seconds = time.perf_counter() - started
+    say(f"bench: {server.name}: set up and checked in {seconds:.1f} s")
+    return seconds
+
+
+def interleave(
+    ctx: Context,
+    workloads: list[Workload],
+    pair: dict[str, Server],
+    rounds: int,
+    first_round: int = 0,
+) -> dict[str, dict[str, list[Sample]]]:
+    """Rounds ``first_round`` ... of every workload against both servers; the samples.
+
+    Rounds are numbered on across calls (``first_round``) so that a second set of
+    rounds on the same storage pushes new blobs and PUTs new manifests.
+    """
+    samples: dict[str, dict[str, list[Sample]]] = {
+        w.name: {CARGOHOLD: [], GO: []} for w in workloads
+    }
+    for number in range(first_round, first_round + rounds):
+        ctx.round = number
+        order = (CARGOHOLD, GO) if number % 2 == 0 else (GO, CARGOHOLD)
+        for index, workload in enumerate(workloads):
+            workload.prepare(ctx, index)
+            for name in order:
+                sample = timed(ctx, workload, pair[name])
+                samples[workload.name][name].append(sample)
+                backend = f" backend {sample.backend_cpu:3.0f} %" if ctx.backend_pids else ""
+                say(
+                    f"bench: round {number - first_round + 1}/{rounds} {workload.name:16}"
+                    f" {name:9} {sample.value:10,.1f} {workload.unit:5}"
+                    f"  cpu client {sample.client_cpu:3.0f} %"
+                    f" server {sample.server_cpu:3.0f} %{backend}"
+                    f" softirq {sample.irq_cpu:3.0f} % other {sample.other_cpu:3.0f} %"
+                )
+    return samples

@@ -1,8 +1,10 @@
 """The two registries under test, each on a free loopback port with a fresh root.
 
-Both get the same configuration: filesystem storage, deletes enabled, log level
-error and no access log. cargohold runs with its default number of workers (one
-per CPU); the Go registry is Debian's ``docker-registry`` (CNCF Distribution 2.8).
+Both get the same configuration: filesystem storage (or the S3 or cache settings
+of the other modes), deletes enabled, upload purging off, log level error and no
+access log.
+cargohold runs with its default number of workers (one per CPU); the Go
+registry is Debian's ``docker-registry`` (CNCF Distribution 2.8).
 Each server starts in its own session so that stopping it (SIGTERM, then
 SIGKILL for the whole process group) also stops any worker it forked.
 """
@@ -10,7 +12,6 @@ SIGKILL for the whole process group) also stops any worker it forked.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -25,25 +26,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 CARGOHOLD = "cargohold"
 GO = "go"
 TRIVIAL = "trivial"
 
-_CONFIG = """\
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-"""
+#: Redis pool settings from Distribution's documented example: Go 2.8 keeps no idle
+#: connection by default (it would dial Redis for every cache lookup).
+REDIS_POOL = {"maxidle": 16, "maxactive": 64, "idletimeout": "300s"}
+
+
+def filesystem_storage(root: Path) -> dict[str, Any]:
+    """The ``storage`` section of the default comparison: a local directory."""
+    return {"filesystem": {"rootdirectory": str(root)}}
+
+
+def config_text(port: int, storage: dict[str, Any], redis: dict[str, Any] | None = None) -> str:
+    """The ``config.yml`` both registries read: ``storage`` plus the shared settings.
+
+    ``redis`` is the ``redis`` section (``addr``, ``db``), given the pool settings.
+    """
+    config: dict[str, Any] = {
+        "version": "0.1",
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        # No upload purging: Go's purger first runs at a random minute of the first hour,
+        # walks every repository (it would land in some timed run), and on SeaweedFS
+        # Distribution 2.8's purger panics on the empty "directory/" keys S3 listings
+        # return, killing the registry.
+        "storage": {
+            **storage,
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    if redis is not None:
+        config["redis"] = {**redis, "pool": REDIS_POOL}
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 @dataclass(frozen=True)
@@ -117,27 +139,54 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
     process.wait()
 
 
+def _environment(name: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if name == GO:
+        # With AWS_CA_BUNDLE set, aws-sdk-go v1 refuses the HTTP transport Distribution
+        # builds ("LoadCustomCABundleError") and the Go registry panics on S3 storage.
+        env.pop("AWS_CA_BUNDLE", None)
+    return env
+
+
 @contextmanager
-def start(name: str, workdir: Path) -> Iterator[Server]:
-    """Start registry ``name`` (CARGOHOLD or GO) with a fresh root under ``workdir``."""
-    root = workdir / f"{name}-root"
-    root.mkdir()
+def start(
+    name: str,
+    workdir: Path,
+    *,
+    label: str | None = None,
+    storage: dict[str, Any] | None = None,
+    root: Path | None = None,
+    redis: dict[str, Any] | None = None,
+) -> Iterator[Server]:
+    """Start registry ``name`` (CARGOHOLD or GO) on a free port.
+
+    By default with a fresh filesystem root under ``workdir``; ``storage`` replaces
+    that section (``root`` is then what the runner reads to warm the page cache).
+    ``label`` (default ``name``) names the config and log files, so that several
+    servers of one kind can run side by side.
+    """
+    label = label or name
+    if storage is None:
+        root = workdir / f"{label}-root"
+        root.mkdir()
+        storage = filesystem_storage(root)
     port = free_port()
-    config = workdir / f"{name}-config.yml"
-    config.write_text(_CONFIG.format(root=json.dumps(str(root)), port=port))
+    config = workdir / f"{label}-config.yml"
+    config.write_text(config_text(port, storage, redis))
     executable = cargohold_executable() if name == CARGOHOLD else go_executable()
-    log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed below
+    log = open(workdir / f"{label}.log", "ab")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [executable, "serve", str(config)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=_environment(name),
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process)
-        yield Server(name, url, root, process)
+        yield Server(name, url, root or workdir, process)
     finally:
         _stop(process)
         log.close()
@@ -175,4 +224,5 @@ def workdir(keep: bool = False) -> Iterator[Path]:
         if keep:
             print(f"bench: kept {path}", file=sys.stderr)
         else:
+            print(f"bench: removing {path}", file=sys.stderr)
             shutil.rmtree(path, ignore_errors=True)

@@ -3,6 +3,13 @@
 A workload's ``prepare`` runs once per round before the two timed runs (it
 makes a distinct blob and computes its digest, so nothing is deduplicated and
 no hashing is timed); ``run`` is the timed part and returns the measured rate.
+
+On S3 storage with redirects on (``Context.redirect``), a server may answer a
+blob GET or HEAD with a 307 to SeaweedFS: the pulls follow it (one connection to
+the registry, one to SeaweedFS, per pull), while the small-blob request rates
+count the registry's own replies, whatever their status, as long as every reply
+has the status and length the check before the run saw, and the check found
+that the redirect leads to the right bytes.
 """
 
 from __future__ import annotations
@@ -31,10 +38,18 @@ class Params:
     #: Manifests PUT per run: a count, not a time, so that both servers end with
     #: the same manifests (the catalog and tags workloads then see the same state).
     put_count: int = 3000
+    #: Requests of a workload that sends them one at a time (the catalog on S3).
+    sequential_count: int = 5
 
     @classmethod
     def quick(cls) -> Params:
-        return cls(rate_seconds=3.0, pulls_one_stream=4, pulls_per_stream=2, put_count=1000)
+        return cls(
+            rate_seconds=3.0,
+            pulls_one_stream=4,
+            pulls_per_stream=2,
+            put_count=1000,
+            sequential_count=2,
+        )
 
 
 @dataclass
@@ -47,6 +62,10 @@ class Context:
     warm_paths: dict[str, list[str]] = field(default_factory=dict)
     #: The blob the push workloads send this round, and its digest.
     push_digest: str = ""
+    #: Blob reads may be answered with a redirect to the storage (S3, redirect on).
+    redirect: bool = False
+    #: Processes the servers depend on (SeaweedFS, redis-server): their CPU is shown apart.
+    backend_pids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -113,7 +132,9 @@ class Pull(Workload):
         p = ctx.params
         times = p.pulls_one_stream if self.streams == 1 else p.pulls_per_stream
         path = ctx.content.path("big")
-        total, seconds = rawhttp.pull_streams(server.url, path, self.streams, times)
+        total, seconds = rawhttp.pull_streams(
+            server.url, path, self.streams, times, follow=ctx.redirect
+        )
         expected = fixtures.BIG_SIZE * self.streams * times
         if total != expected:
             raise rawhttp.HttpError(f"pulled {total} bytes, expected {expected}")
@@ -123,11 +144,46 @@ class Pull(Workload):
 class HeadBlob(Workload):
     name = "head-blob"
     title = "HEAD small blob, 64 connections (ab)"
+    redirected = False
+
+    def ready(self, ctx: Context, server: Server) -> None:
+        reply = _checked_reply(ctx, server, "HEAD", ctx.content.path("small"), {}, None)
+        self.redirected = reply.status == 307
 
     def run(self, ctx: Context, server: Server) -> Measured:
         seconds = ctx.params.rate_seconds
-        rate = loadgen.ab_head(server.url, ctx.content.path("small"), 64, seconds)
+        path = ctx.content.path("small")
+        rate = loadgen.ab_head(server.url, path, 64, seconds, redirects=self.redirected)
         return Measured(rate, seconds)
+
+
+def _checked_reply(
+    ctx: Context,
+    server: Server,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    wanted: bytes | None,
+) -> rawhttp.Response:
+    """One request before the run: a 200 with ``wanted`` as body (if given), or,
+    when redirects are allowed, a 307 whose target answers that way."""
+    host, port, _ = rawhttp.split_url(server.url)
+    with rawhttp.Connection(host, port) as conn:
+        reply = conn.request(method, path, headers)
+    served = reply
+    if reply.status == 307 and ctx.redirect:
+        target_host, target_port, target = rawhttp.split_url(reply.headers["location"])
+        with rawhttp.Connection(target_host, target_port) as conn:
+            served = conn.request(method, target, headers)
+    rawhttp.expect(served, 200, f"{method} {path}")
+    if server.name == TRIVIAL:
+        return reply
+    if method == "HEAD" and served.headers.get("content-length") != str(fixtures.SMALL_SIZE):
+        length = served.headers.get("content-length")
+        raise rawhttp.HttpError(f"HEAD {path}: Content-Length {length}")
+    if wanted is not None and served.body != wanted:
+        raise rawhttp.HttpError(f"{method} {path}: the body differs from what was pushed")
+    return reply
 
 
 class WrkGet(Workload):
@@ -138,17 +194,15 @@ class WrkGet(Workload):
         self.connections = connections
         self.headers = {"Accept": accept} if accept else {}
         self.body_length = 0
+        self.status: int | None = None
 
     def ready(self, ctx: Context, server: Server) -> None:
-        # wrk then requires every reply to carry a body of this length.
+        # wrk then requires every reply to carry this status and a body of this length.
         path = ctx.content.path(self.key)
-        host, port, _ = rawhttp.split_url(server.url)
-        with rawhttp.Connection(host, port) as conn:
-            reply = rawhttp.expect(conn.request("GET", path, self.headers), 200, f"GET {path}")
         wanted = {"blob4k": ctx.content.blob4k, "manifest": ctx.content.image}.get(self.key)
-        if wanted is not None and server.name != TRIVIAL and reply.body != wanted:
-            raise rawhttp.HttpError(f"GET {path}: the body differs from what was pushed")
+        reply = _checked_reply(ctx, server, "GET", path, self.headers, wanted)
         self.body_length = len(reply.body)
+        self.status = reply.status
 
     def run(self, ctx: Context, server: Server) -> Measured:
         seconds = ctx.params.rate_seconds
@@ -161,8 +215,38 @@ class WrkGet(Workload):
             ctx.scratch,
             headers=self.headers,
             body_length=self.body_length,
+            status=self.status,
         )
         return Measured(rate, seconds)
+
+
+class SequentialGet(Workload):
+    """GET one path ``sequential_count`` times, one after another on one connection.
+
+    For requests that take seconds (the catalog on S3 walks every repository
+    with listings), where a timed wrk run would end before the first reply.
+    """
+
+    def __init__(self, name: str, title: str, key: str) -> None:
+        self.name, self.title, self.key = name, title, key
+        self.body_length = 0
+
+    def ready(self, ctx: Context, server: Server) -> None:
+        path = ctx.content.path(self.key)
+        self.body_length = len(_checked_reply(ctx, server, "GET", path, {}, None).body)
+
+    def run(self, ctx: Context, server: Server) -> Measured:
+        count = ctx.params.sequential_count
+        path = ctx.content.path(self.key)
+        host, port, _ = rawhttp.split_url(server.url)
+        with rawhttp.Connection(host, port) as conn:
+            started = time.perf_counter()
+            for _ in range(count):
+                reply = rawhttp.expect(conn.request("GET", path), 200, f"GET {path}")
+                if len(reply.body) != self.body_length:
+                    raise rawhttp.HttpError(f"GET {path}: {len(reply.body)} bytes, not the same")
+            seconds = time.perf_counter() - started
+        return Measured(count / seconds, seconds)
 
 
 class PutManifests(Workload):
@@ -186,6 +270,13 @@ class PutManifests(Workload):
             layer,
         )
         return Measured(rate, seconds, startup_cpu)
+
+
+def catalog_one_at_a_time() -> Workload:
+    """The catalog workload where one request takes seconds (S3)."""
+    return SequentialGet(
+        "catalog", "catalog ?n=1000, 1000 repositories, one request at a time", "catalog"
+    )
 
 
 def all_workloads() -> list[Workload]:
