@@ -21,6 +21,7 @@ import pytest
 
 from cargohold.storage.driver.s3 import S3Driver
 from cargohold.storage.registry import StorageRegistry
+from tests.s3.operations import record_operations
 
 REPOSITORIES = "/docker/registry/v2/repositories"
 LINK = b"sha256:" + b"0" * 64  # the content does not matter to the catalog
@@ -61,13 +62,7 @@ async def fill(driver: S3Driver, names: Sequence[str], numbers: range) -> None:
 
 async def operations_of(driver: S3Driver) -> list[str]:
     """The S3 operations ``driver`` sends from now on, by name, as they are sent."""
-    sent: list[str] = []
-
-    def record(model: Any, **_: Any) -> None:
-        sent.append(model.name)
-
-    (await driver._s3()).meta.events.register("before-call.s3", record)
-    return sent
+    return await record_operations(driver)
 
 
 async def flat_listing(driver: S3Driver) -> tuple[int, int, float]:

@@ -36,6 +36,7 @@ from tests.s3.conftest import (
     registry_config,
     sha256,
 )
+from tests.s3.operations import watch_operations
 from tests.support.redis import RedisServer
 from tests.support.seaweed import SeaweedS3
 
@@ -217,16 +218,15 @@ async def test_a_store_killed_during_the_closing_put_leaves_no_blob_behind(
     operation, matches = KILL_POINTS[kill_point]
     killed: list[str] = []
 
-    def kill(params: dict[str, Any], **_: Any) -> None:
-        if not killed and matches(params["Key"]):
-            killed.append(params["Key"])
+    def kill(sent: str, key: str) -> None:
+        if not killed and sent == operation and matches(key):
+            killed.append(key)
             object_store.kill()
 
     driver = driver_of(registry)
-    events = (await driver._s3()).meta.events
-    events.register(f"before-parameter-build.s3.{operation}", kill)
+    stop_watching = await watch_operations(driver, kill)
     reply = await registry.put(closing, data=io.BytesIO(data[6 * MiB :]))
-    events.unregister(f"before-parameter-build.s3.{operation}", kill)
+    stop_watching()
     assert killed, f"the closing PUT never sent {operation}"
     assert reply.status == 503, await reply.text()
     assert error_codes(await reply.read()) == ["UNAVAILABLE"]

@@ -13,8 +13,9 @@ import pytest
 
 from cargohold.config import S3Parameters
 from cargohold.errors import PathNotFound, StorageUnavailable
-from cargohold.storage.driver import create_driver, s3
+from cargohold.storage.driver import create_driver, s3, s3objects
 from cargohold.storage.driver.s3 import S3Driver
+from tests.s3.operations import record_operations
 from tests.storage.driver_suite import DriverSuite, MiB, random_bytes, random_path, walk_paths
 from tests.support.seaweed import SeaweedS3
 from tests.support.servers import free_port
@@ -30,17 +31,6 @@ async def driver(s3_parameters: dict[str, Any]) -> AsyncIterator[S3Driver]:
 
 class TestS3Driver(DriverSuite):
     """The conformance suite, on the ``driver`` fixture above."""
-
-
-async def record_operations(driver: S3Driver) -> list[str]:
-    """The names of the S3 operations ``driver`` sends from now on, appended as they go."""
-    calls: list[str] = []
-
-    def record(model: Any, **_: Any) -> None:
-        calls.append(model.name)
-
-    (await driver._s3()).meta.events.register("before-call.s3", record)
-    return calls
 
 
 def stored_keys(server: SeaweedS3, prefix: str) -> list[str]:
@@ -435,3 +425,132 @@ async def test_every_provider_failure_is_storage_unavailable(
         with pytest.raises(StorageUnavailable):
             await attempt
     await driver.close()
+
+
+# -- the direct path -----------------------------------------------------------------------
+
+
+async def botocore_operations(driver: S3Driver) -> list[str]:
+    """The operations ``driver`` sends through aiobotocore from now on."""
+    calls: list[str] = []
+    await driver._objects()
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    (await driver._s3()).meta.events.register("before-parameter-build.s3", record)
+    return calls
+
+
+async def test_reads_and_writes_of_objects_go_around_botocore(driver: S3Driver) -> None:
+    path, content = random_path(), random_bytes(3 * MiB + 5)
+    through_botocore = await botocore_operations(driver)
+    sent = await record_operations(driver)
+    await driver.put_content(path, content)
+    assert await driver.get_content(path) == content
+    assert (await driver.stat(path)).size == len(content)
+    assert b"".join([chunk async for chunk in await driver.reader(path, 7)]) == content[7:]
+    async with await driver.writer(path + "-upload") as writer:
+        await writer.write(b"pending")
+    async with await driver.writer(path + "-upload", append=True) as writer:
+        await writer.write(b" and more")
+        await writer.commit()
+    assert await driver.get_content(path + "-upload") == b"pending and more"
+    assert set(sent) >= {"PutObject", "GetObject", "HeadObject"}
+    assert not {"PutObject", "GetObject", "HeadObject"} & set(through_botocore), through_botocore
+
+
+@pytest.mark.parametrize(
+    "root",
+    [
+        "/with space/and+plus",
+        "/tilde~colon:semi;comma,",
+        "/unicode é中文🐳",
+        "/percent%41%2F&=!'()*$@",
+    ],
+)
+async def test_keys_with_any_characters_are_signed_and_stored_as_they_are(
+    seaweedfs: SeaweedS3, s3_parameters: dict[str, Any], root: str
+) -> None:
+    # Driver paths are [A-Za-z0-9._-]; the root directory, and so a key, may hold anything.
+    root = s3_parameters["rootdirectory"] + root
+    driver = S3Driver(**{**s3_parameters, "rootdirectory": root})
+    content = random_bytes(100_000)
+    await driver.put_content("/dir/file", content)
+    assert stored_keys(seaweedfs, root.lstrip("/")) == [root.lstrip("/") + "/dir/file"]
+    assert await driver.get_content("/dir/file") == content
+    assert (await driver.stat("/dir/file")).size == len(content)
+    assert b"".join([c async for c in await driver.reader("/dir/file", 99_000)]) == content[99_000:]
+    async with await driver.writer("/dir/upload") as writer:  # the pending object: "~" in it
+        await writer.write(b"resumable")
+    async with await driver.writer("/dir/upload", append=True) as writer:
+        assert writer.size == len(b"resumable")
+        await writer.commit()
+    assert await driver.list("/dir") == ["/dir/file", "/dir/upload"]
+    await driver.delete("/dir")
+    with pytest.raises(PathNotFound):
+        await driver.get_content("/dir/file")
+    await driver.close()
+
+
+@pytest.fixture
+def credentials_from_the_environment(
+    seaweedfs: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> dict[str, Any]:
+    """Driver parameters without keys; the keys are in AWS's environment variables."""
+    for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.accesskey)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secretkey)
+    return seaweedfs.parameters(
+        rootdirectory=f"/t-{secrets.token_hex(6)}", accesskey="", secretkey=""
+    )
+
+
+async def test_without_keys_the_standard_credential_chain_signs(
+    credentials_from_the_environment: dict[str, Any],
+) -> None:
+    driver = S3Driver(**credentials_from_the_environment)
+    await driver.put_content("/file", b"signed with the environment's keys")
+    assert await driver.get_content("/file") == b"signed with the environment's keys"
+    assert isinstance(await driver._objects(), s3objects.HTTPObjects)
+    await driver.close()
+
+
+async def test_credentials_are_resolved_for_each_request(
+    credentials_from_the_environment: dict[str, Any], seaweedfs: SeaweedS3
+) -> None:
+    # What a refresh does (instance roles, assumed roles): the chain's credentials change.
+    from aiobotocore.credentials import AioCredentials
+
+    driver = S3Driver(**credentials_from_the_environment)
+    await driver.put_content("/file", b"x")
+    session = driver._session
+    assert session is not None
+    resolved = await session.get_credentials()
+    session._credentials = AioCredentials(seaweedfs.accesskey, "rotated away")
+    with pytest.raises(StorageUnavailable, match="SignatureDoesNotMatch"):
+        await driver.get_content("/file")
+    session._credentials = resolved
+    assert await driver.get_content("/file") == b"x"
+    await driver.close()
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://127.0.0.1:8333",
+        "https://S3.Example.COM:443",
+        "http://s3.example.com:80",
+        "https://s3.example.com:8443",
+        "http://[::1]:9000",
+        "https://[2001:db8::1]",
+    ],
+)
+def test_the_host_header_is_botocores(origin: str) -> None:
+    from botocore.auth import _host_from_url
+
+    assert s3objects.host_header(origin) == _host_from_url(origin + "/bucket/key")

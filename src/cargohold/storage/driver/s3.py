@@ -28,6 +28,9 @@ or above ``multipartcopythresholdsize`` parallel UploadPartCopy requests of
 ``multipartcopychunksize``; appending to committed content copies it into the
 upload the same way. ``list`` and ``walk`` read one level per delimiter listing.
 
+GetObject, HeadObject and PutObject, the requests of every pull and push, go
+through ``s3objects.py``, which sends them without botocore's per-call cost.
+
 Every provider error becomes a driver error (``errors.py``): a missing key is
 ``PathNotFound``; a refused, failed or unreachable request is
 ``StorageUnavailable`` with a short reason.
@@ -37,17 +40,20 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import io
+import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.utils import get_environ_proxies
 
 from cargohold.errors import (
     ConfigError,
@@ -57,10 +63,26 @@ from cargohold.errors import (
     StorageUnavailable,
 )
 from cargohold.storage.driver.base import Descend, FileInfo, FileWriter, StorageDriver, join
+from cargohold.storage.driver.s3objects import (
+    ATTEMPTS,
+    KEEPALIVE,
+    BotoObjects,
+    Download,
+    Head,
+    HTTPObjects,
+    Objects,
+    error_code,
+    error_status,
+    probe,
+    put_headers,
+    sliced_body,
+    verifying_context,
+)
+from cargohold.storage.driver.sigv4 import Credentials
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 MiB = 1 << 20
 #: S3's smallest part, except for the last part of an upload.
@@ -98,14 +120,6 @@ _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, O
 def _pending_key(key: str) -> str:
     head, slash, leaf = key.rpartition("/")
     return f"{head}{slash}.{_HIDDEN}{leaf}.pending"
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
 def _copy_ranges(size: int, chunk: int) -> list[tuple[int, int]]:
@@ -233,15 +247,21 @@ class S3Driver(StorageDriver):
                 pool=max(32, self.copy_concurrency),
             ),
         }
+        # None: botocore's standard chain (environment, shared files, instance role)
+        self._credentials: Credentials | None = None
         if accesskey and secretkey:
+            self._credentials = Credentials(accesskey, secretkey, sessiontoken or None)
             self._client_args.update(
                 aws_access_key_id=accesskey,
                 aws_secret_access_key=secretkey,
                 aws_session_token=sessiontoken or None,
             )
-        # else: botocore's standard chain (environment, shared files, instance role)
+        self._skipverify = skipverify
+        self._useragent = useragent or "cargohold"
+        self._session: AioSession | None = None
         self._client: S3Client | None = None
         self._exit_stack: AsyncExitStack | None = None
+        self._objects_io: Objects | None = None
         self._lock = asyncio.Lock()
 
     # -- the client ---------------------------------------------------------------------
@@ -252,12 +272,88 @@ class S3Driver(StorageDriver):
             async with self._lock:
                 if self._client is None:
                     stack = AsyncExitStack()
-                    creator = get_session().create_client("s3", **self._client_args)
+                    self._session = get_session()
+                    creator = self._session.create_client("s3", **self._client_args)
                     self._client = await stack.enter_async_context(creator)
                     self._exit_stack = stack
         return self._client
 
+    async def _objects(self) -> Objects:
+        """GetObject, HeadObject, PutObject: over HTTP where botocore would sign them with SigV4."""
+        if self._objects_io is None:
+            client = await self._s3()
+            async with self._lock:
+                if self._objects_io is None:
+                    self._objects_io = await self._open_objects(client)
+        return self._objects_io
+
+    async def _open_objects(self, client: S3Client) -> Objects:
+        botocore = BotoObjects(client, self.bucket, self._object_args)
+        probed = await probe(client, self.bucket)
+        if probed is None:
+            return botocore  # not SigV4 (v4auth: false), or something probe does not know
+        origin, prefix, signer = probed
+        # Attributes botocore sets on its Config at run time (the stubs do not list them).
+        config: Any = client.meta.config
+        ssl_context: ssl.SSLContext | bool = False
+        if origin.startswith("https:") and not self._skipverify:
+            ssl_context = await asyncio.to_thread(verifying_context, self._ca_bundle())
+        connector = aiohttp.TCPConnector(
+            limit=config.max_pool_connections or 10,
+            ssl=ssl_context,
+            keepalive_timeout=KEEPALIVE,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                sock_connect=config.connect_timeout, sock_read=config.read_timeout
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("Content-Type",),
+        )
+        return HTTPObjects(
+            session=session,
+            origin=origin,
+            prefix=prefix,
+            signer=signer,
+            credentials=self._credentials_source(),
+            attempts=(config.retries or {}).get("total_max_attempts") or ATTEMPTS,
+            put_headers=put_headers(self._object_args),
+            useragent=self._useragent,
+            proxy=get_environ_proxies(origin).get(urlsplit(origin).scheme),
+            botocore=botocore,
+        )
+
+    def _ca_bundle(self) -> str | bool:
+        """The CA bundle botocore would verify with: configured, REQUESTS_CA_BUNDLE, or its own."""
+        assert self._session is not None
+        configured = self._session.get_config_variable("ca_bundle")
+        return str(configured or os.environ.get("REQUESTS_CA_BUNDLE") or "") or True
+
+    def _credentials_source(self) -> Callable[[], Awaitable[Credentials]]:
+        """Credentials for each request: the configured keys, or the chain's, refreshed as due."""
+        if (fixed := self._credentials) is not None:
+
+            async def configured() -> Credentials:
+                return fixed
+
+            return configured
+        session = self._session
+        assert session is not None
+
+        async def resolved() -> Credentials:
+            chain = await session.get_credentials()  # resolved once, cached by the session
+            if chain is None:
+                raise NoCredentialsError()
+            frozen = await chain.get_frozen_credentials()
+            return Credentials(frozen.access_key or "", frozen.secret_key or "", frozen.token)
+
+        return resolved
+
     async def close(self) -> None:
+        objects, self._objects_io = self._objects_io, None
+        if objects is not None:
+            await objects.close()
         stack, self._exit_stack, self._client = self._exit_stack, None, None
         if stack is not None:
             await stack.aclose()
@@ -268,12 +364,12 @@ class S3Driver(StorageDriver):
         try:
             await (await self._s3()).head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            if _code(exc) in _NOT_FOUND or _code(exc) == "NoSuchBucket":
+            if error_code(exc) in _NOT_FOUND or error_code(exc) == "NoSuchBucket":
                 reason = f"{where} does not exist"
-            elif _code(exc) in _DENIED:
+            elif error_code(exc) in _DENIED:
                 reason = f"access to {where} denied: check accesskey and secretkey"
             else:
-                reason = f"{where}: {_code(exc) or _status(exc)}"
+                reason = f"{where}: {error_code(exc) or error_status(exc)}"
             raise StorageUnavailable("/", self.name, reason) from exc
         except _TRANSPORT_ERRORS as exc:
             raise StorageUnavailable("/", self.name, f"cannot reach {where}: {exc}") from exc
@@ -289,7 +385,7 @@ class S3Driver(StorageDriver):
             raise StorageUnavailable(path, self.name, f"{type(exc).__name__}: {exc}") from exc
 
     def _client_error(self, path: str, exc: ClientError) -> StorageDriverError:
-        code, status = _code(exc), _status(exc)
+        code, status = error_code(exc), error_status(exc)
         if code in _NOT_FOUND:
             return PathNotFound(path, self.name)
         if code == "NoSuchBucket":
@@ -310,25 +406,26 @@ class S3Driver(StorageDriver):
         key = self._key(path)
         return key if path == "/" else key + "/"
 
-    async def _head(self, path: str, key: str) -> HeadObjectOutputTypeDef | None:
-        """The object's metadata, or None when there is no such object."""
-        client = await self._s3()
+    async def _head(self, path: str, key: str) -> Head | None:
+        """The object's size and time, or None when there is no such object."""
         with self._errors(path):
+            objects = await self._objects()
             try:
-                return await client.head_object(Bucket=self.bucket, Key=key)
+                return await objects.head(key)
             except ClientError as exc:
-                if _code(exc) in _NOT_FOUND:
+                if error_code(exc) in _NOT_FOUND:
                     return None
                 raise
 
     # -- the driver -----------------------------------------------------------------------
 
     async def _get_content(self, path: str) -> bytes:
-        client = await self._s3()
         with self._errors(path):
-            response = await client.get_object(Bucket=self.bucket, Key=self._key(path))
-            async with response["Body"] as body:
-                return await body.read()
+            download = await (await self._objects()).get(self._key(path))
+            try:
+                return await download.read()
+            finally:
+                download.close()
 
     async def _put_content(self, path: str, content: bytes) -> None:
         await self._put(path, self._key(path), content)
@@ -340,34 +437,27 @@ class S3Driver(StorageDriver):
         content: bytes | bytearray,
         metadata: dict[str, str] | None = None,
     ) -> None:
-        client = await self._s3()
         with self._errors(path):
-            await client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=_body(content),
-                Metadata=metadata or {},
-                **self._object_args,
-            )
+            await (await self._objects()).put(key, content, metadata or {})
 
     async def _reader(self, path: str, offset: int, chunk_size: int) -> AsyncIterator[bytes]:
-        client, key = await self._s3(), self._key(path)
+        key = self._key(path)
         # One GET from the offset, streamed: a single response is one version of
         # the object, where a series of ranged GETs could mix two.
-        ranged: dict[str, Any] = {"Range": f"bytes={offset}-"} if offset else {}
         with self._errors(path):
+            objects = await self._objects()
             try:
-                response = await client.get_object(Bucket=self.bucket, Key=key, **ranged)
+                download = await objects.get(key, offset)
             except ClientError as exc:
-                if _code(exc) != "InvalidRange":
+                if error_code(exc) != "InvalidRange":
                     raise
-                size = (await client.head_object(Bucket=self.bucket, Key=key))["ContentLength"]
+                size = (await objects.head(key)).size
                 if offset != size:
                     raise InvalidOffset(path, self.name, offset, f"beyond the size {size}") from exc
                 return _nothing()
-        return self._chunks(path, response["Body"], chunk_size)
+        return self._chunks(path, download, chunk_size)
 
-    async def _chunks(self, path: str, body: Any, chunk_size: int) -> AsyncIterator[bytes]:
+    async def _chunks(self, path: str, body: Download, chunk_size: int) -> AsyncIterator[bytes]:
         """Exactly ``chunk_size`` bytes per chunk (the last may be shorter)."""
         try:
             pending = bytearray()
@@ -402,7 +492,7 @@ class S3Driver(StorageDriver):
             return FileInfo(path, 0, _NO_TIME, is_dir=True)
         key = self._key(path)
         if head := await self._head(path, key):
-            return FileInfo(path, head["ContentLength"], head["LastModified"], is_dir=False)
+            return FileInfo(path, head.size, head.modified, is_dir=False)
         client = await self._s3()
         with self._errors(path):
             below = await client.list_objects_v2(Bucket=self.bucket, Prefix=key + "/", MaxKeys=1)
@@ -452,7 +542,7 @@ class S3Driver(StorageDriver):
         head = await self._head(source, self._key(source))
         if head is None:
             raise PathNotFound(source, self.name)
-        size = head["ContentLength"]
+        size = head.size
         if source == dest:
             return  # copying then deleting would lose the file
         if size <= self.copy_threshold:
@@ -644,23 +734,23 @@ class _S3Writer(FileWriter):
             return
         head = await self._driver._head(self._path, self._key)
         # Committed content is copied into an upload only once something is appended.
-        self._committed_size = self._size = head["ContentLength"] if head else 0
+        self._committed_size = self._size = head.size if head else 0
         self._saved = True
 
     async def _load_pending(self) -> bool:
-        client, driver = await self._driver._s3(), self._driver
+        driver = self._driver
         with driver._errors(self._path):
             try:
-                response = await client.get_object(
-                    Bucket=driver.bucket, Key=_pending_key(self._key)
-                )
+                download = await (await driver._objects()).get(_pending_key(self._key))
             except ClientError as exc:
-                if _code(exc) in _NOT_FOUND:
+                if error_code(exc) in _NOT_FOUND:
                     return False
                 raise
-            async with response["Body"] as body:
-                tail = await body.read()
-        metadata = response.get("Metadata", {})
+            try:
+                tail = await download.read()
+            finally:
+                download.close()
+        metadata = download.metadata
         self._upload_id = metadata.get(_UPLOAD_ID) or None
         offset = int(metadata.get(_OFFSET, "0"))
         self._parts = await self._list_parts() if self._upload_id else []
@@ -748,7 +838,7 @@ class _S3Writer(FileWriter):
         assert self._upload_id is not None
         client, driver = await self._driver._s3(), self._driver
         # The body is a copy, so the buffer goes at once: one part in memory.
-        body, size, self._buffer = _body(self._buffer), len(self._buffer), bytearray()
+        body, size, self._buffer = sliced_body(self._buffer), len(self._buffer), bytearray()
         number = len(self._parts) + 1
         with driver._errors(self._path):
             result = await client.upload_part(
@@ -824,12 +914,6 @@ class _S3Writer(FileWriter):
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield  # pragma: no cover - makes this an async generator
-
-
-def _body(content: bytes | bytearray) -> io.BytesIO:
-    # aiohttp sends a file object in slices between other tasks; raw bytes
-    # over 1 MiB it writes in one go, warning that this stalls the event loop.
-    return io.BytesIO(content)
 
 
 def _completed(parts: list[_Part]) -> list[CompletedPartTypeDef]:

@@ -1,0 +1,544 @@
+"""GetObject, HeadObject and PutObject for the S3 driver, without botocore on the way.
+
+The requests of every pull and push, GetObject, HeadObject and PutObject, skip
+botocore: botocore spends about a millisecond of CPU on each call (event hooks,
+response parsing, endpoint rules), ten times what the HTTP request costs. They
+go over one aiohttp session of the driver's, signed by ``sigv4.py``, to where
+botocore would send them (asked once, see ``probe``), retried as botocore's
+standard mode retries, and their failures become the ``ClientError`` botocore
+would raise. Everything else (listings, copies, deletes, multipart uploads,
+presigned URLs) stays on aiobotocore, and so do those three when the
+configuration asks for what only botocore does (``v4auth: false``) or the
+bucket turns out to be in another region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import io
+import random
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import urlsplit
+from xml.etree import ElementTree
+
+import aiohttp
+from botocore.exceptions import ClientError
+from botocore.httpsession import get_cert_path
+from yarl import URL
+
+from cargohold.storage.driver.sigv4 import EMPTY_SHA256, Credentials, Signer, uri_encode
+
+if TYPE_CHECKING:
+    from botocore.awsrequest import AWSPreparedRequest
+    from botocore.exceptions import _ClientErrorResponseError, _ClientErrorResponseTypeDef
+    from types_aiobotocore_s3 import S3Client
+
+MiB = 1 << 20
+
+#: Total attempts of a request when neither AWS_MAX_ATTEMPTS nor the shared config sets it.
+ATTEMPTS = 3
+#: Seconds an idle pooled connection is kept: AWS closes them after 20 (aiobotocore keeps 12).
+KEEPALIVE = 12
+#: Bodies up to this size go to aiohttp whole and are hashed in the loop; larger ones in slices
+#: (see ``body``) and hashed in a thread.
+_INLINE_BODY = MiB
+_META = "x-amz-meta-"
+# What botocore's standard retry mode retries besides transport failures and 500/502/503/504.
+_TRANSIENT_CODES = frozenset(
+    {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"}
+)
+_TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+_THROTTLED_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+_TRANSPORT_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_PROBE_KEY = "~cargohold-probe"  # never stored: the probe is never sent
+_CREDENTIAL_SCOPE = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What HeadObject tells the driver."""
+
+    size: int
+    modified: datetime
+
+
+class Download(Protocol):
+    """An object's content as it arrives (GetObject); ``close`` when done with it."""
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        """The object's user metadata (``x-amz-meta-*``), by lower-case name."""
+        ...
+
+    async def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left when negative); ``b""`` at the end."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Objects(Protocol):
+    """The requests of every pull and push. Failures raise botocore's ``ClientError``
+    (the service answered) or a transport error, for ``S3Driver._errors``."""
+
+    async def get(self, key: str, offset: int = 0) -> Download: ...
+
+    async def head(self, key: str) -> Head: ...
+
+    async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
+        """Create or replace the object, with the driver's object arguments."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class BotoObjects:
+    """The three operations on aiobotocore: where the HTTP path does not go."""
+
+    def __init__(self, client: S3Client, bucket: str, object_args: dict[str, Any]) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._object_args = object_args
+
+    async def get(self, key: str, offset: int = 0) -> Download:
+        ranged: dict[str, Any] = {"Range": f"bytes={offset}-"} if offset else {}
+        response = await self._client.get_object(Bucket=self._bucket, Key=key, **ranged)
+        return _BotoDownload(response.get("Metadata", {}), response["Body"])
+
+    async def head(self, key: str) -> Head:
+        response = await self._client.head_object(Bucket=self._bucket, Key=key)
+        return Head(response["ContentLength"], response["LastModified"])
+
+    async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
+        await self._client.put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=sliced_body(content),
+            Metadata=dict(metadata),
+            **self._object_args,
+        )
+
+    async def close(self) -> None:
+        pass  # the client is the driver's
+
+
+class _BotoDownload:
+    def __init__(self, metadata: Mapping[str, str], body: Any) -> None:
+        self.metadata = {name.lower(): value for name, value in metadata.items()}
+        self._body = body
+
+    async def read(self, size: int = -1) -> bytes:
+        piece: bytes = await self._body.read(size if size >= 0 else None)
+        return piece
+
+    def close(self) -> None:
+        self._body.close()
+
+
+class _WrongRegion(Exception):
+    """S3's answer may mean that the bucket is in another region: botocore knows what to do."""
+
+
+class HTTPObjects:
+    """GetObject, HeadObject and PutObject over one aiohttp session, signed here.
+
+    They go where botocore sends them (``probe``), with the headers botocore
+    sends, and are retried as botocore's standard retry mode does (attempts,
+    what is retried, backoff, retry quota); an error answer becomes the
+    ``ClientError`` botocore would raise. An answer that botocore takes for a
+    wrong region hands the request to ``botocore``, which finds the bucket's
+    region and follows it there; once S3 names another region, every request
+    goes through ``botocore``.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        origin: str,
+        prefix: str,
+        signer: Signer,
+        credentials: Callable[[], Awaitable[Credentials]],
+        attempts: int,
+        put_headers: Mapping[str, str],
+        useragent: str,
+        proxy: str | None,
+        botocore: BotoObjects,
+    ) -> None:
+        self._session = session
+        self._origin = origin  # scheme://host[:port]
+        self._prefix = prefix  # the path before the key: "/" or "/<bucket>/"
+        self._host = host_header(origin)
+        self._signer = signer
+        self._credentials = credentials
+        self._attempts = max(1, attempts)
+        self._put_headers = dict(put_headers)
+        self._unsigned = {"user-agent": useragent, "accept-encoding": "identity"}
+        self._proxy = proxy
+        self._botocore = botocore
+        self._redirected = False
+        self._quota = _RetryQuota()
+
+    async def get(self, key: str, offset: int = 0) -> Download:
+        if not self._redirected:
+            headers = {"range": f"bytes={offset}-"} if offset else {}
+            try:
+                return _HTTPDownload(await self._send("GetObject", "GET", key, headers))
+            except _WrongRegion:
+                pass
+        return await self._botocore.get(key, offset)
+
+    async def head(self, key: str) -> Head:
+        if not self._redirected:
+            try:
+                response = await self._send("HeadObject", "HEAD", key, {})
+            except _WrongRegion:
+                pass
+            else:
+                response.release()
+                return Head(
+                    int(response.headers["Content-Length"]),
+                    _http_date(response.headers["Last-Modified"]),
+                )
+        return await self._botocore.head(key)
+
+    async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
+        if not self._redirected:
+            headers = dict(self._put_headers)
+            headers.update((_META + name, value) for name, value in metadata.items())
+            try:
+                response = await self._send("PutObject", "PUT", key, headers, content)
+            except _WrongRegion:
+                pass
+            else:
+                response.release()
+                return
+        await self._botocore.put(key, content, metadata)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    def path(self, key: str) -> str:
+        """The object's path in the request (and in the canonical request)."""
+        return self._prefix + uri_encode(key, keep_slash=True)
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    @property
+    def region(self) -> str:
+        return self._signer.region
+
+    async def _send(
+        self,
+        operation: str,
+        method: str,
+        key: str,
+        headers: dict[str, str],
+        content: bytes | bytearray | None = None,
+    ) -> aiohttp.ClientResponse:
+        """A successful response, its body unread; the caller releases it."""
+        path = self.path(key)
+        url = URL(self._origin + path, encoded=True)
+        headers["host"] = self._host
+        payload_hash = EMPTY_SHA256 if content is None else await _sha256(content)
+        attempt = drawn = 0  # drawn: from the retry quota, by the last retry
+        while True:
+            attempt += 1
+            credentials = await self._credentials()
+            signed = self._signer.sign(
+                method, path, headers, credentials, payload_hash=payload_hash
+            )
+            signed.update(self._unsigned)
+            try:
+                response = await self._session.request(
+                    method,
+                    url,
+                    headers=signed,
+                    data=_payload(content),
+                    proxy=self._proxy,
+                    allow_redirects=False,
+                )
+            except _TRANSPORT_FAILURES as exc:
+                timeout = isinstance(exc, asyncio.TimeoutError)
+                drawn = self._quota.timeout if timeout else self._quota.error
+                if not self._retry(attempt, drawn):
+                    raise
+                await asyncio.sleep(backoff(attempt))
+                continue
+            if response.status < 300:
+                self._quota.succeeded(drawn)
+                return response
+            error = await _error(operation, method, response)
+            if _maybe_wrong_region(error):
+                self._redirected = _elsewhere(error, self._signer.region)
+                raise _WrongRegion
+            code = error_code(error)
+            retryable = (
+                code in _THROTTLED_CODES
+                or code in _TRANSIENT_CODES
+                or response.status in _TRANSIENT_STATUS
+            )
+            drawn = self._quota.error
+            if not (retryable and self._retry(attempt, drawn)):
+                raise error
+            await asyncio.sleep(backoff(attempt))
+
+    def _retry(self, attempt: int, cost: int) -> bool:
+        return attempt < self._attempts and self._quota.acquire(cost)
+
+
+class _RetryQuota:
+    """botocore's retry quota: retries draw on a bucket of 500, successes refill it.
+
+    While an object store keeps failing, requests soon stop being retried, so
+    retries do not multiply the load on it.
+    """
+
+    error = 5
+    timeout = 10
+    _capacity = 500
+
+    def __init__(self) -> None:
+        self._available = self._capacity
+
+    def acquire(self, cost: int) -> bool:
+        if cost > self._available:
+            return False
+        self._available -= cost
+        return True
+
+    def succeeded(self, drawn: int) -> None:
+        """A request succeeded: it gives back what its last retry drew, or 1 if not retried."""
+        self._available = min(self._capacity, self._available + (drawn or 1))
+
+
+class _HTTPDownload:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {
+            name.lower()[len(_META) :]: value
+            for name, value in self._response.headers.items()
+            if name.lower().startswith(_META)
+        }
+
+    async def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return await self._response.read()  # and gives the connection back
+        return await self._response.content.read(size)
+
+    def close(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # the connection goes back to the pool
+        else:
+            self._response.close()  # unread bytes are in the way: drop the connection
+
+
+async def probe(client: S3Client, bucket: str) -> tuple[str, str, Signer] | None:
+    """Where botocore sends a GetObject of ``bucket``, and for which region it signs.
+
+    botocore's endpoint rules weigh ``regionendpoint``, ``region``,
+    ``forcepathstyle``, ``secure``, dual-stack, FIPS, acceleration, the bucket's
+    name and the AWS_* settings; asking them once is the one way to agree with
+    them. The request is stopped before it is sent. Returns the origin, the path
+    before the key, and a signer; None when botocore would not sign with SigV4.
+    """
+    probed: list[AWSPreparedRequest] = []
+
+    def stop(request: AWSPreparedRequest, **_: Any) -> None:
+        if request.url is not None and request.url.endswith(uri_encode(_PROBE_KEY)):
+            probed.append(request)
+            raise _Probed
+
+    event = "before-send.s3.GetObject"
+    client.meta.events.register_first(event, stop, unique_id="cargohold-probe")
+    try:
+        await client.get_object(Bucket=bucket, Key=_PROBE_KEY)
+    except _Probed:
+        pass
+    except ClientError:
+        return None  # sent after all: the key is not where probe looks for it
+    finally:
+        client.meta.events.unregister(event, unique_id="cargohold-probe")
+    if not probed or probed[0].url is None:
+        return None
+    request = probed[0]
+    assert request.url is not None
+    authorization = request.headers.get("Authorization", "")
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode()
+    scope = _CREDENTIAL_SCOPE.match(str(authorization))
+    parts = urlsplit(request.url[: -len(uri_encode(_PROBE_KEY))])
+    unexpected = {name.lower() for name in request.headers} - _PROBE_HEADERS
+    if scope is None or parts.query or parts.fragment or unexpected:
+        return None
+    return f"{parts.scheme}://{parts.netloc}", parts.path, Signer(scope.group(1), scope.group(2))
+
+
+# The headers of botocore's probe GetObject that the HTTP path sends as well (others, such
+# as an S3 Express session token, it does not know how to send: botocore keeps those).
+_PROBE_HEADERS = frozenset(
+    {
+        "authorization",
+        "x-amz-date",
+        "x-amz-content-sha256",
+        "x-amz-security-token",
+        "user-agent",
+        "amz-sdk-invocation-id",
+        "amz-sdk-request",
+        "host",
+    }
+)
+
+
+class _Probed(Exception):
+    """Stops botocore's probe request before it is sent."""
+
+
+def host_header(origin: str) -> str:
+    """The Host of requests to ``origin``: lower case, without a default port, as signed."""
+    parts = urlsplit(origin)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return host if parts.port in (None, default) else f"{host}:{parts.port}"
+
+
+def verifying_context(ca_bundle: str | bool) -> ssl.SSLContext:
+    cafile = ca_bundle if isinstance(ca_bundle, str) else get_cert_path(True)
+    return ssl.create_default_context(cafile=cafile)
+
+
+def put_headers(object_args: Mapping[str, Any]) -> dict[str, str]:
+    """``_object_args`` as the headers of a PutObject."""
+    names = {
+        "ContentType": "content-type",
+        "ACL": "x-amz-acl",
+        "ServerSideEncryption": "x-amz-server-side-encryption",
+        "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
+        "StorageClass": "x-amz-storage-class",
+    }
+    return {names[name]: str(value) for name, value in object_args.items()}
+
+
+def _payload(content: bytes | bytearray | None) -> bytes | bytearray | io.BytesIO | None:
+    """A request body for aiohttp, new for each attempt (aiohttp closes a file it sent)."""
+    if content is None or len(content) <= _INLINE_BODY:
+        return content
+    return sliced_body(content)
+
+
+async def _sha256(content: bytes | bytearray) -> str:
+    if len(content) <= _INLINE_BODY:
+        return hashlib.sha256(content).hexdigest()
+    # hashlib lets go of the GIL: a large body does not stall the loop while it is hashed.
+    return await asyncio.to_thread(lambda: hashlib.sha256(content).hexdigest())
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before the next attempt, as botocore's standard mode: jittered, doubling, <= 20."""
+    return random.random() * min(2.0 ** (attempt - 1), 20.0)
+
+
+def _maybe_wrong_region(error: ClientError) -> bool:
+    """Whether botocore's S3 region redirector looks into this answer."""
+    code, status = error_code(error), error_status(error)
+    return (
+        status in (301, 302, 307)
+        or code in ("PermanentRedirect", "IllegalLocationConstraintException")
+        or (code == "AuthorizationHeaderMalformed" and "Region" in error.response["Error"])
+        or (code in ("301", "400") and error.operation_name == "HeadObject")
+    )
+
+
+def _elsewhere(error: ClientError, region: str) -> bool:
+    """Whether the answer says the bucket is not in ``region``."""
+    named = error.response["ResponseMetadata"].get("HTTPHeaders", {}).get("x-amz-bucket-region")
+    named = named or error.response["Error"].get("Region")
+    return error_status(error) in (301, 302, 307) or named not in (None, region)
+
+
+async def _error(operation: str, method: str, response: aiohttp.ClientResponse) -> ClientError:
+    """The ``ClientError`` botocore makes of an error answer; reads and releases the response."""
+    status = response.status
+    try:
+        body = b"" if method == "HEAD" else await response.read()
+    finally:
+        response.release()
+    fields = {"Code": str(status), "Message": http.client.responses.get(status, "")}
+    if body and not (status >= 500 and body.lstrip().startswith(b"<html>")):
+        try:
+            root = ElementTree.fromstring(body)
+        except ElementTree.ParseError:
+            pass
+        else:
+            # S3's <Error> is the root; other services wrap it. Anything else has no code.
+            error = root if root.tag == "Error" else root.find("Error")
+            fields = {"Code": "", "Message": ""}
+            if error is not None:
+                fields.update((child.tag, child.text or "") for child in error if not len(child))
+                for field in ("RequestId", "HostId"):
+                    fields.pop(field, None)
+    parsed: _ClientErrorResponseTypeDef = {
+        "Error": cast("_ClientErrorResponseError", fields),  # botocore keeps every field
+        "ResponseMetadata": {
+            "HTTPStatusCode": status,
+            "HTTPHeaders": {name.lower(): value for name, value in response.headers.items()},
+            "RequestId": response.headers.get("x-amz-request-id", ""),
+            "HostId": response.headers.get("x-amz-id-2", ""),
+            "RetryAttempts": 0,
+        },
+    }
+    return ClientError(parsed, operation)
+
+
+def _http_date(value: str) -> datetime:
+    """``Last-Modified`` (``Wed, 21 Oct 2015 07:28:00 GMT``) as an aware datetime."""
+    parsed = parsedate_to_datetime(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def sliced_body(content: bytes | bytearray) -> io.BytesIO:
+    # aiohttp sends a file object in slices between other tasks; raw bytes
+    # over 1 MiB it writes in one go, warning that this stalls the event loop.
+    return io.BytesIO(content)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def error_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
