@@ -10,6 +10,7 @@ from cargohold.digest import digest_of
 from cargohold.errors import ManifestUnknown, NameUnknown, TagInvalid
 from cargohold.manifest import OCI_MANIFEST
 from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.driver.inmemory import InMemoryDriver
 from cargohold.storage.paths import ManifestRevisionLink, TagCurrentLink, TagIndexLink, path_for
 from cargohold.storage.registry import StorageRegistry
 from tests.storage.conftest import fresh
@@ -167,6 +168,52 @@ async def test_catalog_paginates_with_n_and_an_exclusive_last(registry: StorageR
     assert await registry.catalog(n=3, last="repo02") == names[3:6]
     assert await registry.catalog(last="repo08") == ["repo09"]
     assert await registry.catalog(n=0) == []
+
+
+async def test_every_page_of_a_nested_catalog_is_in_name_order(registry: StorageRegistry) -> None:
+    # "a-c" sorts between "a" and "a/b" ("-" < "/"), although it is not below "a".
+    names = sorted(["b", "a/b/c", "a", "a-c", "z/y", "a/b", "a.b", "a/b-c", "library/ubuntu"])
+    await make_repositories(registry, names)
+    for size in (1, 2, 3):
+        pages: list[str] = []
+        last: str | None = None
+        while page := await registry.catalog(n=size, last=last):
+            assert len(page) <= size
+            pages += page
+            last = page[-1]
+        assert pages == names
+    assert await registry.catalog(last="a/b") == names[names.index("a/b") + 1 :]
+
+
+class ListCounter(InMemoryDriver):
+    """Counts directory listings: each one is a request on object storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings = 0
+
+    async def _list(self, path: str) -> list[str]:
+        self.listings += 1
+        return await super()._list(path)
+
+
+async def test_a_catalog_page_lists_only_as_far_as_it_needs() -> None:
+    driver = ListCounter()
+    registry = StorageRegistry(driver)
+    names = [f"team{t}/app{a:02d}" for t in range(4) for a in range(25)]  # 4 folders, 100 repos
+    await make_repositories(registry, names)
+
+    driver.listings = 0
+    assert await registry.catalog(n=5) == sorted(names)[:5]
+    # The root, team0, and team0's first five repositories: not all 105 folders.
+    assert driver.listings == 7
+
+    driver.listings = 0
+    assert await registry.catalog(n=5, last="team2/app24") == sorted(names)[75:80]
+    # The root, team2 (the marker is below it) and its last repository, team3 and its
+    # first five; team0, team1 and team2's other repositories sort wholly before the
+    # marker and are never listed.
+    assert driver.listings == 9
 
 
 async def test_catalog_recognises_repositories_by_their_folders(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -14,12 +15,18 @@ from cargohold.manifest.urls import URLPolicy
 from cargohold.reference import validate_name
 from cargohold.storage.blobstore import GlobalBlobStore
 from cargohold.storage.cache import BlobDescriptorCache
-from cargohold.storage.driver.base import FileInfo, StorageDriver
+from cargohold.storage.driver.base import StorageDriver
 from cargohold.storage.driver.filesystem import FilesystemDriver
 from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore
 from cargohold.storage.local import LocalCatalog
 from cargohold.storage.manifeststore import ManifestStore
-from cargohold.storage.paths import REPOSITORIES, REPOSITORY_MARKERS, repository_name
+from cargohold.storage.paths import (
+    REPOSITORY_MARKERS,
+    RepositoriesRoot,
+    RepositoryDir,
+    path_for,
+    repository_name,
+)
 from cargohold.storage.referrers import ReferrersIndex
 from cargohold.storage.tagstore import TagStore
 from cargohold.storage.uploads import HasherCache
@@ -73,34 +80,54 @@ class StorageRegistry:
         return StorageRepository(self, validate_name(name))
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
-        if self._local_catalog is not None:
-            # Checking a cached scan is quick enough for the loop; a scan is not.
-            cached = self._local_catalog.cached()
-            names = (
-                cached if cached is not None else await asyncio.to_thread(self._local_catalog.names)
-            )
-        else:
-            names = await self._walk_catalog()
+        if self._local_catalog is None:
+            return await self._walk_catalog(n, last)
+        # Checking a cached scan is quick enough for the loop; a scan is not.
+        cached = self._local_catalog.cached()
+        names = cached if cached is not None else await asyncio.to_thread(self._local_catalog.names)
         if last is not None:
             names = names[bisect.bisect_right(names, last) :]
         return names if n is None else names[:n]
 
-    async def _walk_catalog(self) -> list[str]:
-        found: set[str] = set()
+    async def _walk_catalog(self, n: int | None, last: str | None) -> list[str]:
+        """The names after ``last``, in order, up to ``n``, one listing per folder visited.
 
-        def descend(info: FileInfo) -> bool:
-            leaf = info.path.rpartition("/")[2]
-            if leaf in REPOSITORY_MARKERS:
-                found.add(repository_name(info.path))
+        On object storage each listing is a request, so the walk lists folders in name
+        order and stops once it has ``n`` names: a folder's name sorts before every
+        name below it, so listing the smallest pending folder next finds the names in
+        order. Folders whose names all sort at or before ``last`` are never listed:
+        below ``x`` every name is ``x`` or starts ``x/``, so sorts before ``x0``.
+        """
+        found: list[str] = []
+        pending: list[str] = []  # folders to list, by repository-name prefix
+
+        def consider(path: str) -> None:
             # A repository's own folders start with "_"; names never do.
-            return not leaf.startswith("_")
+            if path.rpartition("/")[2].startswith("_"):
+                return
+            name = repository_name(path)
+            if last is not None and name + "0" <= last:
+                return
+            heapq.heappush(pending, name)
 
         try:
-            async for _ in self.driver.walk(REPOSITORIES, descend):
-                pass
+            top = await self.driver.list(path_for(RepositoriesRoot()))
         except PathNotFound:
             return []
-        return sorted(found)
+        for path in top:
+            consider(path)
+        while pending and (n is None or len(found) < n):
+            name = heapq.heappop(pending)
+            try:
+                children = await self.driver.list(path_for(RepositoryDir(name)))
+            except PathNotFound:
+                continue  # deleted since its parent was listed
+            leaves = {child.rpartition("/")[2] for child in children}
+            if leaves & REPOSITORY_MARKERS and (last is None or name > last):
+                found.append(name)
+            for child in children:
+                consider(child)
+        return found
 
     async def close(self) -> None:
         close_cache = getattr(self.blobs.cache, "close", None)
