@@ -17,9 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -36,8 +34,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cargohold.api.app import create_app
 from cargohold.config import parse_config
 from tests.support.seaweed import (
+    GRPC_OFFSET,
     HOST,
     SeaweedS3,
+    free_port_pairs,
     remove_sockets,
     weed_argv,
     write_identities,
@@ -45,7 +45,6 @@ from tests.support.seaweed import (
 from tests.support.servers import cargohold_argv, free_port, stop, wait_for_http
 
 MiB = 1 << 20
-GRPC_OFFSET = 10000  # where weed puts each service's gRPC port (tests/support/seaweed.py)
 AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
@@ -145,11 +144,7 @@ def _off_the_ephemeral_range(argv: list[str], ports: list[int]) -> tuple[list[st
     and then weed exits with "address already in use"; a port no connection is ever
     given stays free. The gRPC ports stay 10000 above.
     """
-    moved: dict[int, int] = {}
-    while len(moved) < len(ports):
-        port = random.randrange(10000, 20000)
-        if port not in moved.values() and _bindable(port) and _bindable(port + GRPC_OFFSET):
-            moved[ports[len(moved)]] = port
+    moved = dict(zip(ports, free_port_pairs(len(ports), 10000, 20000), strict=True))
     for old, new in list(moved.items()):
         moved[old + GRPC_OFFSET] = new + GRPC_OFFSET
 
@@ -160,15 +155,6 @@ def _off_the_ephemeral_range(argv: list[str], ports: list[int]) -> tuple[list[st
         return arg
 
     return [move(arg) for arg in argv], [moved[port] for port in ports]
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 class ObjectStore:

@@ -37,7 +37,7 @@ BUCKET = "cargohold"
 REGION = "us-east-1"
 # weed puts each service's gRPC port 10000 above its HTTP port, and some
 # services (the admin worker) assume it even when told otherwise.
-_GRPC_OFFSET = 10000
+GRPC_OFFSET = 10000
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def weed_binary() -> str:
     return found
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     with socket.socket() as sock:
         try:
             sock.bind((HOST, port))
@@ -94,12 +94,12 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_port_pairs(count: int) -> list[int]:
-    """``count`` HTTP ports, each free along with its gRPC port 10000 above."""
+def free_port_pairs(count: int, low: int = 20000, high: int = 65535 - GRPC_OFFSET) -> list[int]:
+    """``count`` HTTP ports in ``[low, high)``, each free along with its gRPC port 10000 above."""
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randrange(20000, 65535 - _GRPC_OFFSET)
-        if port not in ports and _bindable(port) and _bindable(port + _GRPC_OFFSET):
+        port = random.randrange(low, high)
+        if port not in ports and bindable(port) and bindable(port + GRPC_OFFSET):
             ports.append(port)
     return ports
 
@@ -111,16 +111,16 @@ def weed_argv(directory: Path, identities: Path) -> tuple[list[str], list[int]]:
         weed_binary(), "mini",
         f"-ip={HOST}", f"-ip.bind={HOST}",
         f"-dir={directory}",
-        f"-master.port={master}", f"-master.port.grpc={master + _GRPC_OFFSET}",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume + _GRPC_OFFSET}",
-        f"-filer.port={filer}", f"-filer.port.grpc={filer + _GRPC_OFFSET}",
-        f"-s3.port={s3}", f"-s3.port.grpc={s3 + _GRPC_OFFSET}",
+        f"-master.port={master}", f"-master.port.grpc={master + GRPC_OFFSET}",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume + GRPC_OFFSET}",
+        f"-filer.port={filer}", f"-filer.port.grpc={filer + GRPC_OFFSET}",
+        f"-s3.port={s3}", f"-s3.port.grpc={s3 + GRPC_OFFSET}",
         f"-s3.config={identities}",
         "-s3.port.iceberg=0", "-s3.port.lance=0",
         # Like AWS, a missing bucket stays missing (weed creates it on upload by default).
         "-s3.autoCreateBucket=false",
         # The admin service binds a port even with its UI off: keep it off the default one.
-        f"-admin.port={admin}", f"-admin.port.grpc={admin + _GRPC_OFFSET}",
+        f"-admin.port={admin}", f"-admin.port.grpc={admin + GRPC_OFFSET}",
         "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
         "-volume.preStopSeconds=0",  # nothing to drain at the end of a test session
     ]  # fmt: skip
@@ -182,7 +182,7 @@ def running_seaweedfs(directory: Path, timeout: float = 60) -> Iterator[SeaweedS
 
 def remove_sockets(ports: list[int]) -> None:
     """The Unix sockets weed leaves in /tmp (whatever TMPDIR says), named after its ports."""
-    for port in [*ports, *(port + _GRPC_OFFSET for port in ports)]:
+    for port in [*ports, *(port + GRPC_OFFSET for port in ports)]:
         for socket_path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
             socket_path.unlink(missing_ok=True)
 
