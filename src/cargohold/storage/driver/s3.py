@@ -66,6 +66,7 @@ from cargohold.storage.driver.base import Descend, FileInfo, FileWriter, Storage
 from cargohold.storage.driver.s3objects import (
     ATTEMPTS,
     KEEPALIVE,
+    TRANSPORT_FAILURES,
     BotoObjects,
     Download,
     Head,
@@ -114,7 +115,7 @@ _DENIED = frozenset(
     }
 )
 # Raised by the transport under botocore; BotoCoreError covers botocore's own wrappers.
-_TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_TRANSPORT_ERRORS = (BotoCoreError, *TRANSPORT_FAILURES)
 
 
 def _pending_key(key: str) -> str:

@@ -74,7 +74,7 @@ _THROTTLED_CODES = frozenset(
         "EC2ThrottledException",
     }
 )
-_TRANSPORT_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+TRANSPORT_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _PROBE_KEY = "~cargohold-probe"  # never stored: the probe is never sent
 _CREDENTIAL_SCOPE = re.compile(
     r"AWS4-HMAC-SHA256 Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request"
@@ -287,7 +287,7 @@ class HTTPObjects:
                     proxy=self._proxy,
                     allow_redirects=False,
                 )
-            except _TRANSPORT_FAILURES as exc:
+            except TRANSPORT_FAILURES as exc:
                 timeout = isinstance(exc, asyncio.TimeoutError)
                 drawn = self._quota.timeout if timeout else self._quota.error
                 if not self._retry(attempt, drawn):
