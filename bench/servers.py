@@ -11,17 +11,11 @@ SIGKILL for the whole process group) also stops any worker it forked.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.support.servers import free_port, stop, wait_for_http
 
 CARGOHOLD = "cargohold"
 GO = "go"
@@ -105,40 +100,6 @@ def go_executable() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {process.returncode} before answering")
-        try:
-            with urllib.request.urlopen(f"{url}/v2/", timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing answered at {url}/v2/ within {timeout} s") from None
-            time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL for the whole process group, whatever state it is in."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def _environment(name: str) -> dict[str, str]:
     env = dict(os.environ)
     if name == GO:
@@ -185,10 +146,10 @@ def start(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        wait_for_http(f"{url}/v2/", process, timeout=30)
         yield Server(name, url, root or workdir, process)
     finally:
-        _stop(process)
+        stop(process)
         log.close()
 
 
@@ -208,10 +169,10 @@ def start_trivial(workdir: Path, big_path: str, big: bytes | bytearray) -> Itera
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        wait_for_http(f"{url}/v2/", process, timeout=30)
         yield Server(TRIVIAL, url, root, process)
     finally:
-        _stop(process)
+        stop(process)
 
 
 @contextmanager
