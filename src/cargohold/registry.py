@@ -6,6 +6,11 @@ content. ``cargohold.storage.registry`` implements them on a storage driver;
 pull-through cache is one Repository in front of another.
 
 Every method raises the domain's errors (``cargohold.errors``), never HTTP.
+
+A namespace may also offer optional capabilities, each a Protocol handed out
+by a property that is None when it has none: ``immediate`` (the commonest
+reads answered at once, for the request fast path) and ``upkeep`` (storage
+maintenance while serving: upload purging and health probes).
 """
 
 from __future__ import annotations
@@ -28,6 +33,22 @@ class StoredManifest:
     payload: bytes
     #: The digest of the manifest's ``subject``, when it has one.
     subject: Digest | None = None
+
+
+@dataclass(slots=True)
+class BlobSource:
+    """Where a blob linked in a repository can be read from, found in one checked call.
+
+    Only ``BlobStore.locate`` (or ``ImmediateReads.blob``) makes one, after
+    checking the repository's link, so holding a source means the repository
+    may serve the blob: no caller can skip the check.
+    """
+
+    descriptor: Descriptor
+    #: A file of this machine holding the content (for sendfile), if storage has one.
+    file: str | None = None
+    #: A URL the client may fetch the content from itself, when a redirect was asked for.
+    url: str | None = None
 
 
 class BlobWriter(Protocol):
@@ -96,12 +117,12 @@ class BlobStore(Protocol):
         """The upload ``upload_id``; ``BlobUploadUnknown`` when there is none."""
         ...
 
-    async def redirect_url(self, digest: Digest, method: str = "GET") -> str | None:
-        """A URL the client may fetch the blob from directly, or None."""
-        ...
+    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+        """How to serve the blob: its descriptor, and a local file or a URL when storage has one.
 
-    def local_file(self, digest: Digest) -> str | None:
-        """The local file holding the blob, for sendfile; None when not on a local disk."""
+        ``BlobUnknown`` unless the blob is linked in this repository. ``redirect``
+        names the method (``GET``, ``HEAD``) a URL is wanted for; None asks for none.
+        """
         ...
 
 
@@ -174,6 +195,60 @@ class Repository(Protocol):
         ...
 
 
+class ImmediateReads(Protocol):
+    """The commonest reads, answered at once (no waiting) when storage allows it.
+
+    Each method answers only the plain, successful case, and None for anything
+    else (missing, damaged, invalid, unusual); the caller then asks the async
+    API, which gives the real answer or the error. Nothing here is truth the
+    async API does not also see: both read the same storage the same way.
+    """
+
+    #: Whether ``BlobStore.locate`` may hand out a URL (which these reads never do).
+    redirects: bool
+
+    def blob(self, name: str, digest: Digest) -> BlobSource | None:
+        """``BlobStore.locate`` of repository ``name``, without a redirect."""
+        ...
+
+    def content(self, source: BlobSource, offset: int, length: int) -> bytes | None:
+        """``length`` bytes of a located blob from ``offset``."""
+        ...
+
+    def tag(self, name: str, tag: str) -> Digest | None:
+        """``TagService.get`` of repository ``name``."""
+        ...
+
+    def manifest(self, name: str, digest: Digest) -> StoredManifest | None:
+        """``ManifestService.get`` of repository ``name``."""
+        ...
+
+    def tags(self, name: str) -> list[str] | None:
+        """``TagService.all`` of repository ``name``."""
+        ...
+
+
+class Upkeep(Protocol):
+    """Storage maintenance while serving: abandoned uploads and health probes."""
+
+    @property
+    def storage_name(self) -> str:
+        """The storage driver's name, as health checks name it (``filesystem``, ``s3``)."""
+        ...
+
+    async def purge_uploads(self, older_than: datetime, *, dry_run: bool = False) -> list[str]:
+        """Remove uploads started before ``older_than``; returns what was (or would be) removed."""
+        ...
+
+    async def probe_storage(self) -> str | None:
+        """None when storage answers, else what is wrong."""
+        ...
+
+    async def ping_cache(self) -> bool | None:
+        """Whether the shared descriptor cache answers; None without one."""
+        ...
+
+
 class Namespace(Protocol):
     """A registry: a namespace of repositories."""
 
@@ -183,4 +258,18 @@ class Namespace(Protocol):
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
         """Repository names in lexical order, at most ``n``, each after ``last``."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections, threads and caches."""
+        ...
+
+    @property
+    def immediate(self) -> ImmediateReads | None:
+        """Reads answered at once, when storage allows it."""
+        ...
+
+    @property
+    def upkeep(self) -> Upkeep | None:
+        """Maintenance of the namespace's own storage, when it has storage of its own."""
         ...

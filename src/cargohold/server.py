@@ -1,8 +1,9 @@
 """``cargohold serve``: N worker processes answering on one port.
 
 Each worker binds its own listening socket with SO_REUSEPORT, so the kernel
-spreads connections across the processes. Nothing a request needs lives in a
-worker's memory (DESIGN.md, invariant 5), so any worker can answer any request.
+spreads connections across the processes, and serves it with a ``Listener``
+(``api/listener.py``). Nothing a request needs lives in a worker's memory
+(``docs/ARCHITECTURE.md``, invariant 5), so any worker can answer any request.
 The supervisor only forks, forwards signals and restarts a worker that dies.
 """
 
@@ -16,10 +17,8 @@ import socket
 import ssl
 import sys
 
-from aiohttp import web
-
-from cargohold.api import fastpath
-from cargohold.api.app import API_KEY, create_app
+from cargohold.api.app import create_app
+from cargohold.api.listener import Listener
 from cargohold.auth import check_config as check_auth
 from cargohold.config import Config, load_config
 from cargohold.errors import ConfigError, StorageUnavailable
@@ -58,19 +57,10 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
 
 
 async def _serve(config: Config, sock: socket.socket, use_fast_path: bool) -> None:
-    app = create_app(config)
-    access_log = None if config.log.accesslog.disabled else logging.getLogger("cargohold.access")
-    runner = web.AppRunner(app, access_log=access_log, handle_signals=False)
-    await runner.setup()
-    fast = fastpath.fast_path(app[API_KEY], config, access_log) if use_fast_path else None
-    site = (
-        fastpath.FastSockSite(
-            runner, sock, fast, ssl_context=_ssl_context(config), shutdown_timeout=5.0
-        )
-        if fast is not None
-        else web.SockSite(runner, sock, ssl_context=_ssl_context(config), shutdown_timeout=5.0)
+    listener = Listener(
+        create_app(config), fast_path=use_fast_path, ssl_context=_ssl_context(config)
     )
-    await site.start()
+    await listener.start(sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -78,7 +68,7 @@ async def _serve(config: Config, sock: socket.socket, use_fast_path: bool) -> No
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await listener.close()
 
 
 def _address(config: Config) -> tuple[str, int]:

@@ -1,9 +1,12 @@
 """Fixtures of the HTTP API tests: a registry app and client on each storage, and push helpers.
 
-Every test that takes ``registry`` runs twice, on the in-memory and on the
-filesystem storage. ``make_registry`` builds one with other settings
-(``delete``, read-only mode, ``http.prefix``, ...). Content is random bytes,
-manifests are built from it here: no network, no fixtures on disk.
+Every test that takes ``registry`` runs four times: on the in-memory and on
+the filesystem storage, each with the request fast path on and off (``path``:
+the application is served in process by the listener ``cargohold serve``
+runs, ``tests/support/inprocess.py``). ``make_registry`` builds one with
+other settings (``delete``, read-only mode, ``http.prefix``, ...). Content is
+random bytes, manifests are built from it here: no network, no fixtures on
+disk.
 """
 
 from __future__ import annotations
@@ -12,19 +15,21 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict, CIMultiDictProxy
+from tests.support.inprocess import PATHS, Client, Servers
 from yarl import URL
 
 from cargohold.api.app import API_KEY, create_app
+from cargohold.api.pipeline import RequestHook
 from cargohold.config import parse_config
 from cargohold.manifest import (
     OCI_CONFIG,
@@ -172,6 +177,10 @@ def assert_common_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> 
     ]
 
 
+def chunked_body(data: bytes) -> AsyncIterator[bytes]:
+    return chunked(data, 256 * 1024)
+
+
 async def chunked(data: bytes, size: int = 7000) -> AsyncIterator[bytes]:
     """An async generator: aiohttp sends it with ``Transfer-Encoding: chunked``."""
     for start in range(0, len(data), size):
@@ -193,7 +202,7 @@ class RawResponse:
 class Registry:
     """A running registry app and a client for it, with the steps of a push as helpers."""
 
-    client: TestClient[web.Request, web.Application]
+    client: Client
     storage: str
     root: Path | None
     prefix: str = ""
@@ -201,7 +210,7 @@ class Registry:
 
     @property
     def app(self) -> web.Application:
-        return self.client.app  # type: ignore[return-value]
+        return self.client.app
 
     @property
     def namespace(self) -> Namespace:
@@ -222,6 +231,18 @@ class Registry:
     async def request(self, method: str, path: str, **kwargs: Any) -> ClientResponse:
         # encoded=True: the path goes out as written (%2f stays %2f).
         return await self.client.request(method, URL(path, encoded=True), **kwargs)
+
+    async def request_anew(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        """A request on a connection of its own: status and body.
+
+        A connection that met a request the fast path does not answer (an upload,
+        say) stays with aiohttp; a new one starts on the fast path again.
+        """
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.client.make_url(path), **kwargs) as response,
+        ):
+            return response.status, await response.read()
 
     async def raw(self, method: str, target: str, body: bytes = b"") -> RawResponse:
         """A request written byte for byte: aiohttp's client would normalise ``..`` away."""
@@ -246,14 +267,19 @@ class Registry:
 
     # -- pushing ------------------------------------------------------------------------
 
-    async def push_blob(self, name: str, blob: Blob | None = None) -> Blob:
-        """A monolithic upload (POST with ?digest=), the shortest way to a blob."""
+    async def push_blob(
+        self, name: str, blob: Blob | None = None, *, chunked: bool = False
+    ) -> Blob:
+        """A monolithic upload (POST with ?digest=), the shortest way to a blob.
+
+        ``chunked`` sends the body in pieces, as a large blob should be sent.
+        """
         blob = blob if blob is not None else random_blob()
         response = await self.request(
             "POST",
             self.url(f"/v2/{name}/blobs/uploads/"),
             params={"digest": blob.digest},
-            data=blob.data,
+            data=chunked_body(blob.data) if chunked else blob.data,
             headers={"Content-Type": "application/octet-stream"},
         )
         assert response.status == 201, await response.text()
@@ -362,12 +388,22 @@ def storage(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=PATHS, ids=[f"{path}-path" for path in PATHS])
+def serving(request: pytest.FixtureRequest) -> str:
+    """How connections are served: fast path first (``fast``), or aiohttp alone (``full``)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_registry(
-    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
-    storage: str,
-    tmp_path: Path,
-) -> MakeRegistry:
+async def servers(serving: str) -> AsyncIterator[Servers]:
+    """Serves the test's applications in process, and stops them when it ends."""
+    running = Servers(serving)
+    yield running
+    await running.close()
+
+
+@pytest.fixture
+def make_registry(servers: Servers, storage: str, tmp_path: Path) -> MakeRegistry:
     """Build a registry on this test's storage with extra ``settings``.
 
     Two registries built by one test share their storage: the filesystem root,
@@ -375,12 +411,15 @@ def make_registry(
     """
 
     async def make(
-        settings: dict[str, Any] | None = None, registry: Namespace | None = None
+        settings: dict[str, Any] | None = None,
+        registry: Namespace | None = None,
+        hooks: Sequence[RequestHook] = (),
+        **listener: Any,
     ) -> Registry:
         root = tmp_path / "root"
         config = parse_config(config_text(storage, root, settings), environ={})
-        app = create_app(config, registry)
-        client = await aiohttp_client(app)
+        app = create_app(config, registry, hooks=hooks)
+        client = await servers.serve(app, **listener)
         return Registry(
             client,
             storage,

@@ -1,6 +1,7 @@
 """``GET /debug/health``: Distribution's format, every kind of check, and Redis for real.
 
-The application runs in process (aiohttp's test client); the checks probe real
+The application runs in process (``tests/support/inprocess.py``, on both request
+paths); the checks probe real
 things: files, a real HTTP server, real TCP ports, the storage root on disk, a
 real ``redis-server``. Polled checks run every 20 ms here, so a test waits for
 a status with ``until`` instead of sleeping a fixed time.
@@ -19,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
+from tests.support.inprocess import Client, Servers
 from tests.support.redis import RedisServer
 from tests.support.servers import free_port
 
@@ -27,17 +29,16 @@ from cargohold.api.app import create_app
 from cargohold.api.health import Check, Health
 from cargohold.config import parse_config
 
-AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+MakeClient = Callable[..., Awaitable[Client]]
 JSON_UTF8 = "application/json; charset=utf-8"
 FAST = "20ms"
 
 
 @pytest.fixture
-def make_client(aiohttp_client: AiohttpClient, tmp_path: Path) -> MakeClient:
+def make_client(servers: Servers, tmp_path: Path) -> MakeClient:
     """A registry on filesystem storage under ``tmp_path/root`` with ``settings`` merged in."""
 
-    async def make(**settings: Any) -> TestClient[web.Request, web.Application]:
+    async def make(**settings: Any) -> Client:
         data: dict[str, Any] = {
             "version": "0.1",
             "storage": {"filesystem": {"rootdirectory": str(tmp_path / "root")}},
@@ -49,12 +50,12 @@ def make_client(aiohttp_client: AiohttpClient, tmp_path: Path) -> MakeClient:
             else:
                 data[section] = value
         app = create_app(parse_config(yaml.safe_dump(data), environ={}))
-        return await aiohttp_client(app)
+        return await servers.serve(app)
 
     return make
 
 
-async def health(client: TestClient[web.Request, web.Application]) -> tuple[int, dict[str, str]]:
+async def health(client: Client) -> tuple[int, dict[str, str]]:
     response = await client.get("/debug/health")
     assert response.headers["Content-Type"] == JSON_UTF8
     body: dict[str, str] = json.loads(await response.read())
@@ -62,7 +63,7 @@ async def health(client: TestClient[web.Request, web.Application]) -> tuple[int,
 
 
 async def until(
-    client: TestClient[web.Request, web.Application],
+    client: Client,
     wanted: Callable[[int, dict[str, str]], bool],
     within: float = 5,
 ) -> tuple[int, dict[str, str]]:

@@ -438,13 +438,19 @@ class DriverSuite:
             driver.move(good, path),
             driver.delete(path),
             walk_paths(driver, path),
-            driver.redirect_url(path),
         ]
+        redirects = driver.redirects
+        if redirects is not None:
+            attempts.append(redirects.redirect_url(path))
         for attempt in attempts:
             with pytest.raises(InvalidPath) as caught:
                 await attempt
             assert caught.value.path == path
         assert await driver.get_content(good) == b"x", "nothing moved or deleted"
+        files = driver.local_files
+        if files is not None:
+            with pytest.raises(InvalidPath):
+                files.local_path(path)
 
     async def test_root_is_a_directory_not_a_file(self, driver: StorageDriver) -> None:
         await driver.put_content(random_path(), b"x")
@@ -491,10 +497,50 @@ class DriverSuite:
         assert seen
 
     async def test_redirect_url_is_none_or_a_url(self, driver: StorageDriver) -> None:
+        redirects = driver.redirects
+        if redirects is None:
+            return  # the capability is optional; without it there is nothing to hand out
         path = random_path()
         await driver.put_content(path, b"x")
-        url = await driver.redirect_url(path)
+        url = await redirects.redirect_url(path)
         assert url is None or url.startswith(("http://", "https://"))
+
+    # -- immediate reads (optional) -------------------------------------------------------
+
+    async def test_immediate_reads_see_what_the_async_api_sees(self, driver: StorageDriver) -> None:
+        files = driver.immediate
+        if files is None:
+            return  # optional: a driver that must wait for its reads offers none
+        folder = random_path(2)
+        content = random_bytes(3000)
+        await driver.put_content(f"{folder}/file", content)
+        await driver.put_content(f"{folder}/other", b"")
+        async with await driver.writer(f"{folder}/partial") as writer:
+            await writer.write(b"uncommitted")
+        assert files.read_now(f"{folder}/file", 3000) == content
+        assert files.read_now(f"{folder}/other", 10) == b""
+        assert files.size_now(f"{folder}/file") == (await driver.stat(f"{folder}/file")).size
+        listed = [path.rpartition("/")[2] for path in await driver.list(folder)]
+        assert sorted(files.list_now(folder) or []) == listed == ["file", "other"]
+
+    async def test_immediate_reads_answer_none_for_anything_but_a_plain_file(
+        self, driver: StorageDriver
+    ) -> None:
+        files = driver.immediate
+        if files is None:
+            return
+        folder = random_path(2)
+        await driver.put_content(f"{folder}/file", b"0123456789")
+        assert files.read_now(f"{folder}/file", 9) is None, "over the limit"
+        assert files.read_now(f"{folder}/missing", 100) is None
+        assert files.size_now(f"{folder}/missing") is None
+        assert files.list_now(f"{folder}/missing") is None
+        assert files.read_now(folder, 100) is None, "a folder"
+        assert files.size_now(folder) is None
+        assert files.list_now(f"{folder}/file") is None, "a file"
+        for odd in (f"{folder}/../{folder}/file", f"{folder}/~file", f"{folder}/./file", "x"):
+            assert files.read_now(odd, 100) is None, odd
+            assert files.size_now(odd) is None, odd
 
 
 def hidden_names(root: str) -> list[str]:

@@ -29,9 +29,10 @@ async def test_content_lives_at_the_path_under_the_root(tmp_path: Path) -> None:
     driver = FilesystemDriver(str(tmp_path))
     await driver.put_content("/docker/registry/v2/file", b"content")
     assert (tmp_path / "docker/registry/v2/file").read_bytes() == b"content"
-    assert driver.local_file("/docker/registry/v2/file") == str(
-        tmp_path / "docker/registry/v2/file"
-    )
+    files = driver.local_files
+    assert files is not None
+    assert files.local_path("/docker/registry/v2/file") == str(tmp_path / "docker/registry/v2/file")
+    assert driver.redirects is None
     assert hidden_names(str(tmp_path)) == [], "no temporary file is left behind"
     await driver.close()
 

@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from cargohold.api import auth, blobs, health, listing, manifests, uploads
+from cargohold.api.accesslog import AccessLog
+from cargohold.api.base import base_reply
 from cargohold.api.context import Api
 from cargohold.api.errcode import NAME_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED
-from cargohold.api.routes import METHODS, Endpoint, Route, match
-from cargohold.auth import AccessController, build_access_controller, build_token_issuer
+from cargohold.api.pipeline import EXCHANGE, Exchange, Pipeline, RequestHook
+from cargohold.api.routes import METHODS, Endpoint, Route
+from cargohold.auth import build_access_controller, build_token_issuer
 from cargohold.config import Config
 from cargohold.digest import Digest
 from cargohold.errors import (
@@ -33,7 +37,7 @@ from cargohold.errors import (
     Unauthorized,
 )
 from cargohold.manifest.urls import URLPolicy
-from cargohold.registry import Namespace, Repository
+from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.driver import create_driver
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cargohold.api")
 
 API_KEY = web.AppKey("api", Api)
+PIPELINE_KEY = web.AppKey("pipeline", Pipeline)
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -106,31 +111,54 @@ _REPOSITORY_HANDLERS: dict[Endpoint, RepoHandler] = {
 
 
 class Dispatcher:
-    """The one handler of the application.
+    """The one handler of the application: aiohttp's side of the request pipeline.
 
-    With access control (``auth``), every request on a route is authorized
-    before anything else is looked at, as in Distribution: a refused request
-    learns nothing, not even whether its method exists. The token endpoint
-    (``tokenserver``) and ``/debug/health`` (``health.py``) sit beside the API,
-    outside any ``http.prefix`` and access control.
+    Every request opens an exchange and passes the pipeline's steps
+    (``pipeline.py``). With access control (``auth``), every request on a route
+    is authorized before anything else is looked at, as in Distribution: a
+    refused request learns nothing, not even whether its method exists. The
+    token endpoint (``tokenserver``) and ``/debug/health`` (``health.py``) sit
+    beside the API, outside any ``http.prefix`` and access control.
     """
 
     def __init__(
         self,
         api: Api,
-        prefix: str = "",
-        access: AccessController | None = None,
+        pipeline: Pipeline,
         issuer: TokenIssuer | None = None,
         checks: health.Health | None = None,
     ) -> None:
         self.api = api
-        self.prefix = prefix.rstrip("/")
-        self.access = access
+        self.pipeline = pipeline
         self.issuer = issuer
         self.checks = checks
         self._token_path = issuer.path.rstrip("/") if issuer is not None else None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
+        version = request.version
+        exchange = self.pipeline.begin(
+            request.method,
+            request.raw_path,
+            f"{version.major}.{version.minor}",
+            request.remote or "-",
+            request.headers,
+            fast=False,
+        )
+        request[EXCHANGE] = exchange
+        status = size = 0
+        try:
+            response = await self._answer(exchange, request)
+            status = response.status
+            if request.method != "HEAD" and status not in (204, 304):
+                size = response.content_length or 0
+            # Sent here, not after returning, so that the hooks run once it is out.
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            self.pipeline.finish(exchange, status, size)
+
+    async def _answer(self, exchange: Exchange, request: web.Request) -> web.StreamResponse:
         api = self.api
         # The path as sent, still percent-encoded: see routes.py.
         path = request.raw_path.partition("?")[0]
@@ -138,18 +166,19 @@ class Dispatcher:
             return await self.checks.handle(request)
         if self.issuer is not None and path.rstrip("/") == self._token_path:
             return await auth.token_endpoint(api, self.issuer, request)
-        if self.prefix:
-            if not path.startswith(self.prefix + "/"):
-                return self._not_found()
-            path = path[len(self.prefix) :]
-        route = match(path)
+        route = self.pipeline.route(path)
         if route is None:
             return self._not_found()
+        exchange.route = route
         method = request.method
-        if self.access is not None:
-            refused = await self._authorize(route, request)
-            if refused is not None:
-                return refused
+        try:
+            grant = await self.pipeline.authorize(exchange, route, request.headers)
+        except Unauthorized as exc:
+            return auth.unauthorized(api, exc)
+        except NameInvalid as exc:
+            return api.error(exc)
+        if grant is not None:
+            request[auth.GRANT] = grant
         supported = METHODS[route.endpoint]
         # In read-only mode Distribution registers no write handlers, so its router answers
         # every write with 405 and an Allow header; the body here is the spec's UNSUPPORTED.
@@ -174,18 +203,12 @@ class Dispatcher:
         except StorageDriverError as exc:
             log.error("storage error on %s %s: %s", method, path, exc)
             return api.error_code(UNKNOWN, "storage error")
-
-    async def _authorize(self, route: Route, request: web.Request) -> web.Response | None:
-        """None when the request may go on (its grant left on it), else the refusal."""
-        assert self.access is not None
-        try:
-            need = auth.required_access(route, request.method)
-            request[auth.GRANT] = await self.access.authorize(request.headers, need)
-        except Unauthorized as exc:
-            return auth.unauthorized(self.api, exc)
-        except NameInvalid as exc:
-            return self.api.error(exc)
-        return None
+        except ConnectionError:
+            raise  # the client went away: there is no one to answer
+        except Exception:
+            # A bug: the client still gets the specification's error body, and the hooks a 500.
+            log.exception("unexpected error on %s %s", method, path)
+            return api.error_code(UNKNOWN, "internal error")
 
     def _check_delete(self, route: Route) -> None:
         # Cancelling an upload is not a delete: it stays allowed, as in Distribution.
@@ -195,9 +218,7 @@ class Dispatcher:
     async def _handle(self, route: Route, request: web.Request) -> web.StreamResponse:
         api = self.api
         if route.endpoint is Endpoint.BASE:
-            return web.Response(
-                body=b"{}", headers=api.headers({"Content-Type": "application/json"})
-            )
+            return base_reply(api).response()
         if route.endpoint is Endpoint.CATALOG:
             return await listing.catalog(api, request)
         if "%" in route.name:
@@ -222,7 +243,8 @@ def build_cache(config: Config) -> BlobDescriptorCache | None:
     return None
 
 
-def build_registry(config: Config) -> StorageRegistry:
+def build_registry(config: Config, threads: Executor | None = None) -> StorageRegistry:
+    """The registry on the configured storage; ``threads`` runs its blocking calls."""
     storage = config.storage
     driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
     urls = config.validation.manifests.urls
@@ -230,7 +252,7 @@ def build_registry(config: Config) -> StorageRegistry:
         delete_enabled=storage.delete.enabled,
         url_policy=URLPolicy.compile(urls.allow, urls.deny),
     )
-    return StorageRegistry(driver, cache=build_cache(config), options=options)
+    return StorageRegistry(driver, cache=build_cache(config), options=options, threads=threads)
 
 
 def _mount_point(prefix: str) -> str:
@@ -243,11 +265,25 @@ def _mount_point(prefix: str) -> str:
     return f"/{prefix}" if prefix else ""
 
 
-def create_app(config: Config, registry: Namespace | None = None) -> web.Application:
-    """An application serving the configured registry."""
+#: Threads of the application's executor: fsyncs, hashing, large sends, scans, bcrypt.
+THREADS = 32
+
+
+def create_app(
+    config: Config, registry: Namespace | None = None, *, hooks: Sequence[RequestHook] = ()
+) -> web.Application:
+    """An application serving the configured registry (or ``registry``, when given).
+
+    ``hooks`` hear of every request after the configured ones (the access log).
+    The application owns one executor for every blocking call, made here and
+    shut down when the application is cleaned up, after ``registry`` is closed.
+    """
     storage = config.storage
+    threads = ThreadPoolExecutor(THREADS, thread_name_prefix="cargohold")
+    namespace = registry if registry is not None else build_registry(config, threads)
     api = Api(
-        registry=registry if registry is not None else build_registry(config),
+        registry=namespace,
+        threads=threads,
         extra_headers=config.http.headers,
         redirect=not storage.redirect.disable,
         delete_enabled=storage.delete.enabled,
@@ -257,36 +293,43 @@ def create_app(config: Config, registry: Namespace | None = None) -> web.Applica
         prefix=_mount_point(config.http.prefix),
         catalog_max_entries=config.catalog.maxentries,
     )
+    configured: list[RequestHook] = [] if config.log.accesslog.disabled else [AccessLog()]
+    pipeline = Pipeline(
+        prefix=api.prefix,
+        access=build_access_controller(config, threads),
+        hooks=[*configured, *hooks],
+    )
     app = web.Application(client_max_size=api.manifest_max_size + 1)
     app[API_KEY] = api
+    app[PIPELINE_KEY] = pipeline
+    checks = health.build_health(config, namespace.upkeep, api.headers())
+    dispatcher = Dispatcher(api, pipeline, build_token_issuer(config, threads), checks)
     # The bound coroutine method, not the instance: aiohttp deprecates (and warns about)
     # handlers that are not coroutine functions, and an instance with ``__call__`` is not one.
-    checks = health.build_health(config, api.registry, api.headers())
-    dispatcher = Dispatcher(
-        api, api.prefix, build_access_controller(config), build_token_issuer(config), checks
-    )
     app.router.add_route("*", "/{tail:.*}", dispatcher.__call__)
     app.cleanup_ctx.append(checks.running)
-
-    async def close_registry(app: web.Application) -> None:
-        close = getattr(api.registry, "close", None)
-        if close is not None:
-            await close()
-
-    app.on_cleanup.append(close_registry)
     purging = storage.maintenance.uploadpurging
-    if purging.enabled and not api.read_only and isinstance(api.registry, StorageRegistry):
-        app.cleanup_ctx.append(_purger(api.registry, purging.age, purging.interval, purging.dryrun))
+    upkeep = namespace.upkeep
+    if purging.enabled and not api.read_only and upkeep is not None:
+        app.cleanup_ctx.append(_purger(upkeep, purging.age, purging.interval, purging.dryrun))
+
+    async def close(app: web.Application) -> None:
+        try:
+            await namespace.close()
+        finally:
+            threads.shutdown(wait=True)
+
+    app.on_cleanup.append(close)
     return app
 
 
 def _purger(
-    registry: StorageRegistry, age: float, interval: float, dry_run: bool
+    upkeep: Upkeep, age: float, interval: float, dry_run: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Purge abandoned uploads in the background while the application runs."""
 
     async def purge(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_purger(registry.driver, age, interval, dry_run=dry_run))
+        task = asyncio.create_task(run_purger(upkeep, age, interval, dry_run=dry_run))
         yield
         task.cancel()
         with suppress(asyncio.CancelledError):

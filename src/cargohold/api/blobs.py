@@ -1,24 +1,29 @@
 """``GET``/``HEAD``/``DELETE /v2/<name>/blobs/<digest>``.
 
-Blob bodies never pass through memory whole: small blobs on a local disk are
-read inline (cheaper than any hand-off), larger ones are copied to the socket
-by a thread in small pieces (``filesend.py``), object stores answer with a
+``blob_reply`` decides status and headers for both request paths. The body
+never passes through memory whole: small blobs on a local disk are read
+inline (cheaper than any hand-off), larger ones are copied to the socket by a
+thread or sent by the kernel (``filesend.py``), object stores answer with a
 redirect, and anything else streams in bounded chunks.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from cargohold.api.context import Api
+from cargohold.api.events import DELETE, PULL, Event
 from cargohold.api.filesend import LocalFileResponse
 from cargohold.api.http import ByteRange, not_modified, parse_range
+from cargohold.api.pipeline import record, respond
+from cargohold.api.reply import Reply, RequestView
 from cargohold.descriptor import OCTET_STREAM
 from cargohold.digest import Digest
 from cargohold.errors import RangeInvalid, StorageDriverError
-from cargohold.registry import Repository
+from cargohold.registry import BlobSource, Repository
 
 log = logging.getLogger("cargohold.api")
 
@@ -26,58 +31,78 @@ log = logging.getLogger("cargohold.api")
 INLINE_LIMIT = 256 * 1024
 
 
-async def get_blob(
-    api: Api, request: web.Request, repo: Repository, digest: Digest
-) -> web.StreamResponse:
-    descriptor = await repo.blobs.stat(digest)
-    size = descriptor.size
+@dataclass(slots=True)
+class BlobReply:
+    """The reply to a blob GET or HEAD, and which bytes of the blob its body carries."""
+
+    reply: Reply
+    offset: int = 0
+    #: Bytes of content the body carries; 0 when it carries none (HEAD, 304, 307, 416).
+    length: int = 0
+
+
+def blob_reply(api: Api, request: RequestView, repository: str, source: BlobSource) -> BlobReply:
+    """Status and headers of a GET or HEAD of the located blob ``source``."""
+    descriptor = source.descriptor
+    digest, size = descriptor.digest, descriptor.size
     headers = api.headers(
         {
             "Docker-Content-Digest": digest,
             "ETag": f'"{digest}"',
             "Accept-Ranges": "bytes",
             "Cache-Control": "max-age=31536000",
-            # Every blob is served as bytes, whatever a cache remembers: the fast path
-            # (fastpath.py) answers the same without looking anything up.
+            # Every blob is served as bytes, whatever media type a cache remembers.
             "Content-Type": OCTET_STREAM,
         }
     )
-    if not_modified(request, digest):
-        return web.Response(status=304, headers=headers)
-    if request.method == "GET" and api.redirect:
-        url = await repo.blobs.redirect_url(digest, "GET")
-        if url is not None:
-            headers["Location"] = url
-            return web.Response(status=307, headers=headers)
-
-    byte_range: ByteRange | None = None
+    if not_modified(request.headers, digest):
+        return BlobReply(Reply(304, headers))
+    pulled = Event(PULL, repository, digest, descriptor.media_type, size)
+    if source.url is not None:
+        headers["Location"] = source.url
+        return BlobReply(Reply(307, headers, event=pulled))
+    status, offset, length = 200, 0, size
     range_header = request.headers.get("Range")
     if range_header:  # an empty Range asks for nothing in particular, as in Go's ServeContent
         try:
-            byte_range = parse_range(range_header, size)
+            byte_range: ByteRange | None = parse_range(range_header, size)
         except RangeInvalid as exc:
-            return api.error(exc, {"Content-Range": f"bytes */{size}"})
-    status, offset, length = 200, 0, size
-    if byte_range is not None:
-        status, offset, length = 206, byte_range.start, byte_range.length
-        headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
-
+            return BlobReply(api.error_reply(exc, {"Content-Range": f"bytes */{size}"}))
+        if byte_range is not None:
+            status, offset, length = 206, byte_range.start, byte_range.length
+            headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
+    headers["Content-Length"] = str(length)
+    reply = Reply(status, headers, event=pulled)
     if request.method == "HEAD":
-        headers["Content-Length"] = str(length)
-        return web.Response(status=status, headers=headers)
+        return BlobReply(reply)
+    return BlobReply(reply, offset, length)
 
-    local = repo.blobs.local_file(digest)
-    if local is not None:
+
+async def get_blob(
+    api: Api, request: web.Request, repo: Repository, digest: Digest
+) -> web.StreamResponse:
+    redirect = "GET" if request.method == "GET" and api.redirect else None
+    source = await repo.blobs.locate(digest, redirect=redirect)
+    answer = blob_reply(api, request, repo.name, source)
+    reply, offset, length = answer.reply, answer.offset, answer.length
+    if not length:
+        return respond(request, reply)
+    if source.file is not None:
         if length <= INLINE_LIMIT:
-            body = _read_inline(local, offset, length)
+            body = _read_inline(source.file, offset, length)
             if body is not None:
-                return web.Response(status=status, headers=headers, body=body)
-        return LocalFileResponse(local, offset, length, status=status, headers=headers)
+                reply.body = body
+                return respond(request, reply)
+        record(request, reply.event)
+        return LocalFileResponse(
+            api.files, source.file, offset, length, status=reply.status, headers=reply.headers
+        )
 
     # Opened before the status line goes out, so that a missing blob or an
     # unreachable store still gets its own error reply.
     chunks = await repo.blobs.open(digest, offset, length)
-    response = web.StreamResponse(status=status, headers=headers)
+    record(request, reply.event)
+    response = web.StreamResponse(status=reply.status, headers=reply.headers)
     response.content_length = length
     await response.prepare(request)
     try:
@@ -99,7 +124,9 @@ async def delete_blob(
     api: Api, request: web.Request, repo: Repository, digest: Digest
 ) -> web.StreamResponse:
     await repo.blobs.delete(digest)
-    return web.Response(status=202, headers=api.headers({"Docker-Content-Digest": digest}))
+    deleted = Event(DELETE, repo.name, digest)
+    headers = api.headers({"Docker-Content-Digest": digest})
+    return respond(request, Reply(202, headers, event=deleted))
 
 
 def _read_inline(path: str, offset: int, length: int) -> bytes | None:

@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
 from cargohold.api.errcode import ErrorCode, code_for, error_body
+from cargohold.api.filesend import FileSender
 from cargohold.api.http import API_VERSION, base_url
+from cargohold.api.reply import Reply
 from cargohold.errors import RegistryError
 from cargohold.registry import Namespace
+
+
+def _server() -> str:
+    try:
+        return f"cargohold/{version('cargohold')}"
+    except PackageNotFoundError:
+        return "cargohold"
+
+
+#: The ``Server`` header of every reply: set here, so that both request paths send the same.
+SERVER = ("Server", _server())
 
 
 @dataclass
 class Api:
     registry: Namespace
+    #: Where blocking work runs: the application's one executor (``app.py``).
+    threads: Executor | None = None
     #: Extra headers from ``http.headers``, added to every reply.
     extra_headers: Mapping[str, list[str]] = field(default_factory=dict)
     #: Answer blob GETs with a redirect when the storage offers one.
@@ -31,19 +48,31 @@ class Api:
     manifest_max_size: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        base = {API_VERSION[0]: API_VERSION[1]}
+        base = {API_VERSION[0]: API_VERSION[1], SERVER[0]: SERVER[1]}
         # Multi-valued extra headers are joined, which HTTP defines as equivalent.
         base.update({name: ", ".join(values) for name, values in self.extra_headers.items()})
         self._base_headers = base
+        self.files = FileSender(self.threads)
 
     def headers(self, more: Mapping[str, str] | None = None) -> dict[str, str]:
-        headers = dict(self._base_headers)
-        if more:
-            headers.update(more)
-        return headers
+        return {**self._base_headers, **more} if more else dict(self._base_headers)
+
+    def error_reply(self, exc: RegistryError, headers: Mapping[str, str] | None = None) -> Reply:
+        return self.code_reply(code_for(exc), exc.message, exc.detail, headers)
+
+    def code_reply(
+        self,
+        code: ErrorCode,
+        message: str,
+        detail: object = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        all_headers = self.headers(headers)
+        all_headers["Content-Type"] = "application/json"
+        return Reply(code.status, all_headers, error_body(code, message, detail))
 
     def error(self, exc: RegistryError, headers: Mapping[str, str] | None = None) -> web.Response:
-        return self.error_code(code_for(exc), exc.message, exc.detail, headers)
+        return self.error_reply(exc, headers).response()
 
     def error_code(
         self,
@@ -52,11 +81,7 @@ class Api:
         detail: object = None,
         headers: Mapping[str, str] | None = None,
     ) -> web.Response:
-        all_headers = self.headers(headers)
-        all_headers["Content-Type"] = "application/json"
-        return web.Response(
-            status=code.status, headers=all_headers, body=error_body(code, message, detail)
-        )
+        return self.code_reply(code, message, detail, headers).response()
 
     def url(self, request: web.Request, path: str) -> str:
         """An absolute URL for ``path`` (or a relative one, with ``http.relativeurls``)."""

@@ -12,16 +12,24 @@ goes through ``sendfile``.
 While a thread copies, the event loop takes no part: it pauses reading from
 the connection (so the socket cannot be closed under the thread) and waits;
 the thread writes to its own duplicate of the socket and waits for room with
-``poll`` when the client is slower.
+``poll`` when the client is slower. The thread starts only once the
+connection's write buffer is empty: bytes still queued there (the reply's
+headers, earlier pipelined replies) must leave first, and a thread writing to
+the socket itself would overtake them. If the buffer is not empty at once,
+``sendfile`` is used instead, which waits for it to drain.
+
+The threads are the application's (``Api.threads``); a transfer cancelled by
+shutdown ends its thread at once by shutting the socket down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import socket
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import BinaryIO
 
 from aiohttp import web
@@ -32,9 +40,14 @@ PIECE = 32 * 1024
 #: A client that takes no byte for this long is given up on.
 STALL_TIMEOUT = 60.0
 
-_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-send")
-#: Large transfers under way in this process (all on its one event loop).
-_active = 0
+
+class FileSender:
+    """How one application sends large local files: its threads, and transfers under way."""
+
+    def __init__(self, threads: Executor | None) -> None:
+        self.threads = threads
+        #: Large transfers under way (all on the application's one event loop).
+        self.active = 0
 
 
 def _copy(file_fd: int, socket_fd: int, offset: int, length: int) -> None:
@@ -62,9 +75,17 @@ class LocalFileResponse(web.StreamResponse):
     """A byte range of a local file as the body of the reply."""
 
     def __init__(
-        self, path: str, offset: int, length: int, *, status: int, headers: dict[str, str]
+        self,
+        sender: FileSender,
+        path: str,
+        offset: int,
+        length: int,
+        *,
+        status: int,
+        headers: dict[str, str],
     ) -> None:
         super().__init__(status=status, headers=headers)
+        self._sender = sender
         self._path = path
         self._offset = offset
         self._length = length
@@ -85,21 +106,22 @@ class LocalFileResponse(web.StreamResponse):
     async def _send(
         self, request: web.BaseRequest, writer: AbstractStreamWriter, file: BinaryIO
     ) -> None:
-        global _active
+        sender = self._sender
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         loop = asyncio.get_running_loop()
         if transport is None or sock is None or transport.get_extra_info("sslcontext"):
             await self._send_through_writer(file)  # TLS, or no socket: aiohttp encrypts
-        elif _active:
+        elif sender.active or transport.get_write_buffer_size():
+            # Another transfer has the thread, or bytes wait in the buffer: sendfile
+            # flushes the buffer first and needs no thread.
             await loop.sendfile(transport, file, self._offset, self._length)
         else:
-            _active += 1
+            sender.active += 1
             try:
-                await writer.drain()  # the headers leave the transport's buffer first
                 await self._copy_in_thread(transport, sock, file)
             finally:
-                _active -= 1
+                sender.active -= 1
 
     async def _copy_in_thread(
         self, transport: asyncio.BaseTransport, sock: socket.socket, file: BinaryIO
@@ -109,8 +131,15 @@ class LocalFileResponse(web.StreamResponse):
         socket_fd = os.dup(sock.fileno())
         try:
             await asyncio.get_running_loop().run_in_executor(
-                _POOL, _copy, file.fileno(), socket_fd, self._offset, self._length
+                self._sender.threads, _copy, file.fileno(), socket_fd, self._offset, self._length
             )
+        except asyncio.CancelledError:
+            # The thread holds its own descriptor: shutting the socket down (not just
+            # closing ours) is what makes its next write fail, so it ends now.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            transport.abort()
+            raise
         except OSError:
             transport.abort()  # half a body sent: the connection cannot go on
             raise

@@ -69,16 +69,13 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
 import aiohttp
 from aiohttp import web
 
 from cargohold.config import Config
-from cargohold.errors import PathNotFound
-from cargohold.registry import Namespace
-from cargohold.storage.driver.base import StorageDriver
-from cargohold.storage.registry import StorageRegistry
+from cargohold.registry import Upkeep
 
 __all__ = ["DEFAULT_INTERVAL", "PATH", "REDIS_TIMEOUT", "Check", "Health", "build_health"]
 
@@ -92,13 +89,6 @@ REDIS_TIMEOUT: Final = 2.0
 
 #: A probe returns None when healthy, else the error message the endpoint shows.
 Probe = Callable[[], Awaitable[str | None]]
-
-
-@runtime_checkable
-class Pingable(Protocol):
-    """What the Redis check needs of the cache; ``ping`` never raises (``cache/redis.py``)."""
-
-    async def ping(self) -> bool: ...
 
 
 @dataclass
@@ -153,15 +143,15 @@ class RedisCheck:
 
     name: Final = "redis"
 
-    def __init__(self, cache: Pingable, where: str, timeout: float = REDIS_TIMEOUT) -> None:
-        self._cache = cache
+    def __init__(self, upkeep: Upkeep, where: str, timeout: float = REDIS_TIMEOUT) -> None:
+        self._upkeep = upkeep
         self._where = where
         self._timeout = timeout
-        self._ping: asyncio.Task[bool] | None = None
+        self._ping: asyncio.Task[bool | None] | None = None
 
     async def error(self) -> str | None:
         if self._ping is None or self._ping.done():
-            self._ping = asyncio.create_task(self._cache.ping())
+            self._ping = asyncio.create_task(self._upkeep.ping_cache())
         ping = self._ping
         # Not wait_for: cancelling a command half sent would only cost the cache a connection,
         # and a later request may still use this answer.
@@ -249,17 +239,8 @@ def _go_json(failing: dict[str, str]) -> bytes:
 # -- the probes ---------------------------------------------------------------------------
 
 
-def storage_probe(driver: StorageDriver) -> Probe:
-    async def probe() -> str | None:
-        try:
-            await driver.stat("/")
-        except PathNotFound:
-            return None  # the backend answered; an empty root is not a failure
-        except Exception as exc:
-            return str(exc) or type(exc).__name__
-        return None
-
-    return probe
+def storage_probe(upkeep: Upkeep) -> Probe:
+    return upkeep.probe_storage
 
 
 def file_probe(path: str) -> Probe:
@@ -322,26 +303,23 @@ def tcp_probe(address: str, timeout: float | None) -> Probe:
 
 
 def build_health(
-    config: Config, registry: Namespace, headers: dict[str, str] | None = None
+    config: Config, upkeep: Upkeep | None, headers: dict[str, str] | None = None
 ) -> Health:
-    """The checks ``config`` asks for, on ``registry``'s storage driver and cache.
+    """The checks ``config`` asks for, on the registry's storage and cache (``upkeep``).
 
-    A registry not on storage of its own (a test double, a proxy) has no storage
-    check; the Redis check needs the configured cache to answer ``ping``.
+    A registry without storage of its own has no storage or Redis check.
     """
     settings = config.health
     health = Health(headers=headers)
     checks = health.checks
-    driver = registry.driver if isinstance(registry, StorageRegistry) else None
-    cache = registry.blobs.cache if isinstance(registry, StorageRegistry) else None
 
     def interval(value: float) -> float:
         return value if value > 0 else DEFAULT_INTERVAL
 
     storage = settings.storagedriver
-    if storage.enabled and driver is not None:
-        name = f"storagedriver_{config.storage.driver_name}"
-        probe = storage_probe(driver)
+    if storage.enabled and upkeep is not None:
+        name = f"storagedriver_{upkeep.storage_name}"
+        probe = storage_probe(upkeep)
         checks.append(Check(name, probe, interval(storage.interval), storage.threshold))
     for file in settings.file:
         probe = file_probe(file.file)
@@ -354,7 +332,7 @@ def build_health(
         timeout = tcp.timeout if tcp.timeout > 0 else None
         probe = tcp_probe(tcp.addr, timeout)
         checks.append(Check(tcp.addr, probe, interval(tcp.interval), tcp.threshold, timeout))
-    if config.storage.cache.blobdescriptor == "redis" and isinstance(cache, Pingable):
+    if config.storage.cache.blobdescriptor == "redis" and upkeep is not None:
         addresses = config.redis.addresses
-        health.redis = RedisCheck(cache, addresses[0] if addresses else "redis")
+        health.redis = RedisCheck(upkeep, addresses[0] if addresses else "redis")
     return health

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -81,12 +82,12 @@ def parse_content_range(header: str) -> ByteRange:
     return ByteRange(start, end)
 
 
-def not_modified(request: web.Request, digest: str) -> bool:
+def not_modified(headers: Mapping[str, str], digest: str) -> bool:
     """Whether ``If-None-Match`` names the content's ETag (``"<digest>"``), or is ``*``.
 
     RFC 9110 13.1.2: the comparison is weak, so ``W/"<digest>"`` matches too.
     """
-    header = request.headers.get("If-None-Match")
+    header = headers.get("If-None-Match")
     if not header:
         return False
     for tag in header.split(","):

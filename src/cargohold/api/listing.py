@@ -8,15 +8,27 @@ from aiohttp import web
 
 from cargohold.api.context import Api
 from cargohold.api.http import next_link, parse_page
+from cargohold.api.reply import Reply
 from cargohold.digest import Digest
 from cargohold.manifest.mediatypes import OCI_INDEX
 from cargohold.registry import Repository
 
 
-def _json(api: Api, body: object, headers: dict[str, str] | None = None) -> web.Response:
+def _json_reply(api: Api, body: object, headers: dict[str, str] | None = None) -> Reply:
     all_headers = api.headers(headers)
     all_headers["Content-Type"] = "application/json"
-    return web.Response(status=200, headers=all_headers, body=json.dumps(body).encode())
+    return Reply(200, all_headers, json.dumps(body).encode())
+
+
+def _json(api: Api, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return _json_reply(api, body, headers).response()
+
+
+def tags_reply(
+    api: Api, name: str, tags: list[str], headers: dict[str, str] | None = None
+) -> Reply:
+    """The tags/list reply: ``tags`` is the page to show, ``headers`` its ``Link``, if any."""
+    return _json_reply(api, {"name": name, "tags": tags}, headers)
 
 
 def _paginate(
@@ -38,7 +50,7 @@ async def list_tags(api: Api, request: web.Request, repo: Repository) -> web.Str
         # ``last`` is exclusive (Distribution 2.8 wrongly includes it).
         tags = [tag for tag in tags if tag > page.last]
     shown, headers = _paginate(api, request, tags, page.n, f"/v2/{repo.name}/tags/list")
-    return _json(api, {"name": repo.name, "tags": shown}, headers)
+    return tags_reply(api, repo.name, shown, headers).response()
 
 
 async def catalog(api: Api, request: web.Request) -> web.StreamResponse:

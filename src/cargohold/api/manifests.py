@@ -11,11 +11,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from cargohold.api.context import Api
+from cargohold.api.events import DELETE, PULL, PUSH, Event
 from cargohold.api.http import not_modified
+from cargohold.api.pipeline import respond
+from cargohold.api.reply import Reply, RequestView
+from cargohold.descriptor import Descriptor
 from cargohold.digest import Digest
 from cargohold.errors import ManifestTooLarge, TagInvalid
 from cargohold.reference import validate_tag
-from cargohold.registry import Repository
+from cargohold.registry import Repository, StoredManifest
 
 _MANIFEST_CHUNK = 64 * 1024
 
@@ -30,24 +34,35 @@ async def _resolve(repo: Repository, reference: str) -> Digest:
     return await repo.tags.get(validate_tag(reference))
 
 
+def manifest_reply(
+    api: Api, request: RequestView, repository: str, manifest: StoredManifest, tag: str | None
+) -> Reply:
+    """The reply to a GET or HEAD of ``manifest``, found by ``tag`` or by its digest."""
+    digest = manifest.digest
+    headers = api.headers(
+        {
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            "Content-Type": manifest.media_type,
+        }
+    )
+    if not_modified(request.headers, digest):
+        return Reply(304, headers)
+    size = len(manifest.payload)
+    pulled = Event.of(PULL, repository, Descriptor(manifest.media_type, digest, size), tag=tag)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(size)
+        return Reply(200, headers, event=pulled)
+    return Reply(200, headers, manifest.payload, pulled)
+
+
 async def get_manifest(
     api: Api, request: web.Request, repo: Repository, reference: str
 ) -> web.StreamResponse:
     digest = await _resolve(repo, reference)
     manifest = await repo.manifests.get(digest)
-    headers = api.headers(
-        {
-            "Docker-Content-Digest": manifest.digest,
-            "ETag": f'"{manifest.digest}"',
-            "Content-Type": manifest.media_type,
-        }
-    )
-    if not_modified(request, manifest.digest):
-        return web.Response(status=304, headers=headers)
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(manifest.payload))
-        return web.Response(status=200, headers=headers)
-    return web.Response(status=200, headers=headers, body=manifest.payload)
+    tag = None if _is_digest(reference) else reference
+    return respond(request, manifest_reply(api, request, repo.name, manifest, tag))
 
 
 async def _read_body(api: Api, request: web.Request) -> bytes:
@@ -86,14 +101,20 @@ async def put_manifest(
     if stored.subject is not None:
         # Tells the client the referrers API indexed it: no fallback tag needed.
         headers["OCI-Subject"] = stored.subject
-    return web.Response(status=201, headers=headers)
+    descriptor = Descriptor(stored.media_type, stored.digest, len(payload))
+    pushed = Event.of(PUSH, repo.name, descriptor, tag=tags[0] if tags else None)
+    return respond(request, Reply(201, headers, event=pushed))
 
 
 async def delete_manifest(
     api: Api, request: web.Request, repo: Repository, reference: str
 ) -> web.StreamResponse:
     if _is_digest(reference):
-        await repo.manifests.delete(Digest.parse(reference))
+        digest = Digest.parse(reference)
+        await repo.manifests.delete(digest)
+        deleted = Event(DELETE, repo.name, digest)
     else:
-        await repo.tags.untag(validate_tag(reference))
-    return web.Response(status=202, headers=api.headers({"Content-Length": "0"}))
+        tag = validate_tag(reference)
+        await repo.tags.untag(tag)
+        deleted = Event(DELETE, repo.name, tag=tag)
+    return respond(request, Reply(202, api.headers({"Content-Length": "0"}), event=deleted))

@@ -9,7 +9,6 @@ sent (percent-encoded), so ``%2e%2e`` or ``%2f`` can never become ``..`` or
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -33,15 +32,6 @@ class Route:
     argument: str = ""
 
 
-_PATTERNS: list[tuple[Endpoint, re.Pattern[str]]] = [
-    (Endpoint.UPLOADS, re.compile(r"/v2/(.+)/blobs/uploads/?")),
-    (Endpoint.UPLOAD, re.compile(r"/v2/(.+)/blobs/uploads/([^/]+)")),
-    (Endpoint.BLOB, re.compile(r"/v2/(.+)/blobs/([^/]+)")),
-    (Endpoint.MANIFEST, re.compile(r"/v2/(.+)/manifests/([^/]+)")),
-    (Endpoint.TAGS, re.compile(r"/v2/(.+)/tags/list")),
-    (Endpoint.REFERRERS, re.compile(r"/v2/(.+)/referrers/([^/]+)")),
-]
-
 #: The methods each endpoint answers; anything else is 405.
 METHODS: dict[Endpoint, frozenset[str]] = {
     Endpoint.BASE: frozenset({"GET", "HEAD"}),
@@ -56,16 +46,50 @@ METHODS: dict[Endpoint, frozenset[str]] = {
 
 
 def match(path: str) -> Route | None:
-    """The route of ``path`` (without prefix or query), or None when there is none."""
+    """The route of ``path`` (without prefix or query), or None when there is none.
+
+    The patterns, tried in this order, with ``<name>`` one or more characters
+    (slashes too, the longest that fits) and ``<arg>`` one or more but no slash::
+
+        /v2/<name>/blobs/uploads[/]        UPLOADS
+        /v2/<name>/blobs/uploads/<arg>     UPLOAD
+        /v2/<name>/blobs/<arg>             BLOB
+        /v2/<name>/manifests/<arg>         MANIFEST
+        /v2/<name>/tags/list               TAGS
+        /v2/<name>/referrers/<arg>         REFERRERS
+
+    Matched by suffix rather than by regular expressions (``tests/api/test_routes.py``
+    holds those and checks the two agree): it is on every request's path.
+    """
     if path in ("/v2/", "/v2"):
         return Route(Endpoint.BASE)
     if path == "/v2/_catalog":
         return Route(Endpoint.CATALOG)
     if not path.startswith("/v2/"):
         return None
-    for endpoint, pattern in _PATTERNS:
-        found = pattern.fullmatch(path)
-        if found is not None:
-            groups = found.groups()
-            return Route(endpoint, groups[0], groups[1] if len(groups) > 1 else "")
+    rest = path[4:]
+    head, _, tail = rest.rpartition("/")
+    for suffix in ("/blobs/uploads/", "/blobs/uploads"):
+        if rest.endswith(suffix) and _is_name(rest[: -len(suffix)]):
+            return Route(Endpoint.UPLOADS, rest[: -len(suffix)])
+    if tail:
+        for suffix, endpoint in _TAILED:
+            if head.endswith(suffix) and _is_name(head[: -len(suffix)]):
+                return Route(endpoint, head[: -len(suffix)], tail)
+    if rest.endswith("/tags/list") and _is_name(rest[: -len("/tags/list")]):
+        return Route(Endpoint.TAGS, rest[: -len("/tags/list")])
     return None
+
+
+def _is_name(text: str) -> bool:
+    # What the patterns' <name> stands for: any characters but a line feed, at least one.
+    return bool(text) and "\n" not in text
+
+
+#: Endpoints whose last path component is their argument, by what comes before it.
+_TAILED = (
+    ("/blobs/uploads", Endpoint.UPLOAD),
+    ("/blobs", Endpoint.BLOB),
+    ("/manifests", Endpoint.MANIFEST),
+    ("/referrers", Endpoint.REFERRERS),
+)

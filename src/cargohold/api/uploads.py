@@ -11,8 +11,12 @@ from aiohttp import web
 
 from cargohold.api.auth import may
 from cargohold.api.context import Api
+from cargohold.api.events import MOUNT, PUSH, Event
 from cargohold.api.http import parse_content_range, upload_range
+from cargohold.api.pipeline import respond
+from cargohold.api.reply import Reply
 from cargohold.auth.access import PULL, Access
+from cargohold.descriptor import Descriptor
 from cargohold.digest import DEFAULT_ALGORITHM, Digest
 from cargohold.errors import (
     BlobUnknown,
@@ -45,17 +49,24 @@ def _upload_reply(
     )
 
 
-def _blob_reply(api: Api, request: web.Request, repo: Repository, digest: Digest) -> web.Response:
-    return web.Response(
-        status=201,
-        headers=api.headers(
-            {
-                "Location": api.url(request, f"/v2/{repo.name}/blobs/{digest}"),
-                "Docker-Content-Digest": digest,
-                "Content-Length": "0",
-            }
-        ),
+def _blob_reply(
+    api: Api, request: web.Request, repo: Repository, descriptor: Descriptor, event: Event
+) -> web.Response:
+    digest = descriptor.digest
+    headers = api.headers(
+        {
+            "Location": api.url(request, f"/v2/{repo.name}/blobs/{digest}"),
+            "Docker-Content-Digest": digest,
+            "Content-Length": "0",
+        }
     )
+    return respond(request, Reply(201, headers, event=event))
+
+
+def _pushed(
+    api: Api, request: web.Request, repo: Repository, descriptor: Descriptor
+) -> web.Response:
+    return _blob_reply(api, request, repo, descriptor, Event.of(PUSH, repo.name, descriptor))
 
 
 def _digest_param(request: web.Request) -> Digest:
@@ -108,7 +119,8 @@ async def start_upload(api: Api, request: web.Request, repo: Repository) -> web.
     if mount and source:
         mounted = await _try_mount(request, repo, source, mount)
         if mounted is not None:
-            return _blob_reply(api, request, repo, mounted)
+            event = Event.of(MOUNT, repo.name, mounted, from_repository=source)
+            return _blob_reply(api, request, repo, mounted, event)
     if "digest" in query:
         return await _monolithic(api, request, repo, _digest_param(request))
     algorithm = query.get("digest-algorithm") or DEFAULT_ALGORITHM
@@ -119,8 +131,8 @@ async def start_upload(api: Api, request: web.Request, repo: Repository) -> web.
 
 async def _try_mount(
     request: web.Request, repo: Repository, source: str, mount: str
-) -> Digest | None:
-    """The digest mounted from ``source``, or None to fall back to a plain upload.
+) -> Descriptor | None:
+    """The blob mounted from ``source``, or None to fall back to a plain upload.
 
     A client that may not pull from ``source`` gets the plain upload too, without
     ``source`` ever being looked at: the reply must not tell whether the blob is there.
@@ -130,10 +142,9 @@ async def _try_mount(
         validate_name(source)
         if not may(request, Access.of("repository", source, PULL)):
             return None
-        await repo.blobs.mount(source, digest)
+        return await repo.blobs.mount(source, digest)
     except (BlobUnknown, DigestInvalid, NameInvalid):
         return None
-    return digest
 
 
 async def _monolithic(
@@ -145,8 +156,8 @@ async def _monolithic(
     except BaseException:
         await upload.cancel()
         raise
-    await upload.commit(digest, _declared_length(request))
-    return _blob_reply(api, request, repo, digest)
+    descriptor = await upload.commit(digest, _declared_length(request))
+    return _pushed(api, request, repo, descriptor)
 
 
 def _declared_length(request: web.Request) -> int | None:
@@ -183,8 +194,8 @@ async def finish_upload(
     except BaseException:
         await upload.close()
         raise
-    await upload.commit(digest)
-    return _blob_reply(api, request, repo, digest)
+    descriptor = await upload.commit(digest)
+    return _pushed(api, request, repo, descriptor)
 
 
 async def upload_status(

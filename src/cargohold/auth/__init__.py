@@ -17,6 +17,7 @@ must answer. Only the api layer turns that into HTTP.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Protocol
 
 from cargohold.auth.access import Access, Grant
@@ -40,14 +41,28 @@ class AccessController(Protocol):
         """
         ...
 
+    def authorize_now(self, headers: Mapping[str, str], access: Sequence[Access]) -> Grant | None:
+        """The grant, when it can be decided without waiting and allows all of ``access``.
 
-def build_access_controller(config: Config) -> AccessController | None:
-    """The controller of ``config.auth``, or None without one; ``ConfigError`` if unusable."""
+        None otherwise: refused, or not decidable at once (a password to check
+        in a thread). The request fast path calls this; on None the request
+        takes the awaited ``authorize``, which decides and explains.
+        """
+        ...
+
+
+def build_access_controller(
+    config: Config, threads: Executor | None = None
+) -> AccessController | None:
+    """The controller of ``config.auth``, or None without one; ``ConfigError`` if unusable.
+
+    ``threads`` runs password checks (bcrypt), when the provider has any.
+    """
     auth = config.auth
     if auth.htpasswd is not None:
         from cargohold.auth.htpasswd import HtpasswdAccessController
 
-        return HtpasswdAccessController(auth.htpasswd.realm, auth.htpasswd.path)
+        return HtpasswdAccessController(auth.htpasswd.realm, auth.htpasswd.path, threads)
     if auth.token is not None:
         from cargohold.auth.token import TokenAccessController
 
@@ -69,16 +84,17 @@ def build_access_controller(config: Config) -> AccessController | None:
     return None
 
 
-def build_token_issuer(config: Config) -> TokenIssuer | None:
+def build_token_issuer(config: Config, threads: Executor | None = None) -> TokenIssuer | None:
     """The built-in token server, or None when ``tokenserver`` is not enabled.
 
-    Its module (and ``cryptography``, ``jwt``) is imported only when it is on.
+    Its module (and ``cryptography``, ``jwt``) is imported only when it is on;
+    ``threads`` runs its password checks.
     """
     if not config.tokenserver.enabled:
         return None
     from cargohold.auth.issuer import TokenIssuer
 
-    return TokenIssuer.from_config(config)
+    return TokenIssuer.from_config(config, threads)
 
 
 def check_config(config: Config) -> None:

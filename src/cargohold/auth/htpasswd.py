@@ -30,6 +30,7 @@ import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import bcrypt
@@ -139,9 +140,12 @@ class HtpasswdFile:
     holds a bad entry at start.
     """
 
-    def __init__(self, path: str, key: str = "auth.htpasswd.path") -> None:
+    def __init__(
+        self, path: str, key: str = "auth.htpasswd.path", *, threads: Executor | None = None
+    ) -> None:
         self.path = path
         self._key = key
+        self._threads = threads
         self._secret = secrets.token_bytes(32)
         self._remembered: dict[bytes, float] = {}
         self._dummy: bytes | None = None
@@ -185,21 +189,33 @@ class HtpasswdFile:
         self._stamp = stamp
         log.info("htpasswd %s re-read: %d users", self.path, len(entries))
 
+    def _mark(self, username: str, password: bytes, stored: bytes) -> bytes:
+        return hmac.digest(
+            self._secret, b"\0".join((username.encode(), password, stored)), hashlib.sha256
+        )
+
+    def remembered(self, username: str, password: bytes) -> bool:
+        """Whether ``password`` was found to be ``username``'s moments ago (no bcrypt)."""
+        stored = self.entries().get(username)
+        if stored is None:
+            return False
+        until = self._remembered.get(self._mark(username, password, stored))
+        return until is not None and time.monotonic() < until
+
     async def authenticate(self, username: str, password: bytes) -> bool:
         """Whether ``password`` is ``username``'s."""
+        loop = asyncio.get_running_loop()
         stored = self.entries().get(username)
         if stored is None:
             # Spend the time a real check would, so that timing does not tell which users exist.
-            await asyncio.to_thread(self._check, b"", password)
+            await loop.run_in_executor(self._threads, self._check, b"", password)
             return False
-        mark = hmac.digest(
-            self._secret, b"\0".join((username.encode(), password, stored)), hashlib.sha256
-        )
+        mark = self._mark(username, password, stored)
         now = time.monotonic()
         until = self._remembered.get(mark)
         if until is not None and now < until:
             return True
-        if not await asyncio.to_thread(self._check, stored, password):
+        if not await loop.run_in_executor(self._threads, self._check, stored, password):
             return False
         if len(self._remembered) >= _REMEMBER_MAX:
             self._remembered.clear()
@@ -242,10 +258,17 @@ class HtpasswdAccessController:
     ``401`` with ``WWW-Authenticate: Basic realm="…"``.
     """
 
-    def __init__(self, realm: str, path: str) -> None:
+    def __init__(self, realm: str, path: str, threads: Executor | None = None) -> None:
         self.realm = realm
-        self.file = HtpasswdFile(path)
+        self.file = HtpasswdFile(path, threads=threads)
         self._challenge = f'Basic realm="{quote(realm)}"'
+
+    def authorize_now(self, headers: Mapping[str, str], access: Sequence[Access]) -> Grant | None:
+        # Only credentials checked recently: a bcrypt check takes a thread and ~0.1 s.
+        credentials = parse_basic(headers.get("Authorization"))
+        if credentials is not None and self.file.remembered(*credentials):
+            return Grant(credentials[0])
+        return None
 
     async def authorize(self, headers: Mapping[str, str], access: Sequence[Access]) -> Grant:
         credentials = parse_basic(headers.get("Authorization"))

@@ -37,6 +37,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -308,7 +309,7 @@ class TokenIssuer:
         self._challenge = f'Basic realm="{quote(issuer)}"'
 
     @classmethod
-    def from_config(cls, config: Config) -> TokenIssuer | None:
+    def from_config(cls, config: Config, threads: Executor | None = None) -> TokenIssuer | None:
         """The configured issuer, or None when ``tokenserver`` is not enabled."""
         settings = config.tokenserver
         if not settings.enabled:
@@ -330,7 +331,7 @@ class TokenIssuer:
                     "the first certificate is not that of tokenserver.key",
                 )
         users = (
-            HtpasswdFile(settings.htpasswd.path, "tokenserver.htpasswd.path")
+            HtpasswdFile(settings.htpasswd.path, "tokenserver.htpasswd.path", threads=threads)
             if settings.htpasswd
             else None
         )

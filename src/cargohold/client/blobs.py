@@ -33,6 +33,7 @@ from cargohold.errors import (
     Unavailable,
 )
 from cargohold.reference import validate_name
+from cargohold.registry import BlobSource
 
 __all__ = ["RemoteBlobStore"]
 
@@ -200,11 +201,9 @@ class RemoteBlobStore:
             raise
         return Descriptor(OCTET_STREAM, digest, size)
 
-    async def redirect_url(self, digest: Digest, method: str = "GET") -> str | None:
-        return None
-
-    def local_file(self, digest: Digest) -> str | None:
-        return None
+    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+        # The registry itself is the only place it can be read from.
+        return BlobSource(await self.stat(digest))
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from cargohold.errors import (
     SizeInvalid,
 )
 from cargohold.manifest import OCI_INDEX, media_type_of, parse_manifest
-from cargohold.registry import StoredManifest
+from cargohold.registry import BlobSource, StoredManifest
 
 __all__ = ["REF_NAME", "OciLayout"]
 
@@ -283,12 +283,9 @@ class LayoutBlobStore:
         file.seek(0, os.SEEK_END)
         return LayoutBlobWriter(self._layout, upload_id, file, None)
 
-    async def redirect_url(self, digest: Digest, method: str = "GET") -> str | None:
-        return None
-
-    def local_file(self, digest: Digest) -> str | None:
-        path = self._layout.blob_path(Digest.parse(digest))
-        return str(path) if path.is_file() else None
+    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+        descriptor = await self.stat(digest)
+        return BlobSource(descriptor, file=str(self._layout.blob_path(descriptor.digest)))
 
 
 async def _read(

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import DEFAULT_ALGORITHM, Digest, digest_of
 from cargohold.errors import BlobUnknown, DigestInvalid, PathNotFound
+from cargohold.registry import BlobSource
 from cargohold.storage.cache import BlobDescriptorCache
-from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
 from cargohold.storage.paths import BlobData, BlobDir, BlobsRoot, digest_from_path, path_for
 
 
@@ -96,15 +97,39 @@ class GlobalBlobStore:
         except PathNotFound:
             return
 
-    def local_file(self, digest: Digest) -> str | None:
-        return self.driver.local_file(path_for(BlobData(digest)))
+    async def source(
+        self, content: Digest, descriptor: Descriptor, redirect: str | None
+    ) -> BlobSource:
+        """Where the blob whose content is ``content`` can be served from.
 
-    async def redirect_url(self, digest: Digest, method: str = "GET") -> str | None:
-        return await self.driver.redirect_url(path_for(BlobData(digest)), method)
+        The caller (``LinkedBlobStore.locate``) has checked that the repository
+        links it; ``descriptor`` is what the repository knows it as.
+        """
+        path = path_for(BlobData(content))
+        files, redirects = self.driver.local_files, self.driver.redirects
+        url = None
+        if redirect is not None and redirects is not None:
+            url = await redirects.redirect_url(path, redirect)
+        return BlobSource(
+            descriptor, file=files.local_path(path) if files is not None else None, url=url
+        )
 
     async def _forget(self, digest: Digest) -> None:
         if self.cache is not None:
             await self.cache.clear(digest)
+
+
+def size_now(files: ImmediateFiles, digest: Digest) -> int | None:
+    """The size of the blob ``digest`` if it can be had at once (``GlobalBlobStore.stat``)."""
+    return files.size_now(path_for(BlobData(digest)))
+
+
+def content_now(files: ImmediateFiles, digest: Digest, offset: int, length: int) -> bytes | None:
+    """``length`` bytes of the blob from ``offset``, if they can be had at once."""
+    data = files.read_now(path_for(BlobData(digest)), offset + length)
+    if data is None or len(data) < offset + length:
+        return None
+    return data[offset:] if offset else data
 
 
 async def _limit(stream: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:

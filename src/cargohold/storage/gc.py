@@ -28,7 +28,6 @@ if that fails, ``Collection.cache_stale`` says so.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -120,10 +119,9 @@ async def collect_garbage(
 async def _cache_answers(registry: StorageRegistry) -> bool:
     """Whether the shared cache answers now, every clear sent so far included."""
     cache = registry.blobs.cache
-    ping: Callable[[], Awaitable[bool]] | None = getattr(cache, "ping", None)
-    if cache is None or not cache.shared or ping is None:
+    if cache is None or not cache.shared:
         return True  # an in-process cache dies with this process: nothing to leave behind
-    return await ping()
+    return await cache.ping()
 
 
 async def _delete(registry: StorageRegistry, result: Collection) -> None:

@@ -25,16 +25,19 @@ from cargohold.errors import (
     PathNotFound,
     RangeInvalid,
 )
+from cargohold.registry import BlobSource
 from cargohold.storage.blobstore import GlobalBlobStore
 from cargohold.storage.cache import BlobDescriptorCache
-from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
 from cargohold.storage.paths import (
+    LINK_LIMIT,
     LayerLink,
     ManifestRevisionLink,
     PathSpec,
     UploadData,
     UploadStartedAt,
     link_content,
+    parse_link,
     parse_startedat,
     path_for,
     startedat_content,
@@ -86,17 +89,21 @@ class LinkedBlobStore:
             except PathNotFound:
                 continue
             try:
-                return Digest.parse(content.decode("ascii", "replace").strip())
+                return parse_link(content)
             except DigestInvalid:
                 continue  # a damaged link hides nothing else
         raise BlobUnknown(digest)
 
     async def stat(self, digest: Digest) -> Descriptor:
+        return (await self._resolve(digest))[1]
+
+    async def _resolve(self, digest: Digest) -> tuple[Digest, Descriptor]:
+        """The digest of the content the link names, and the blob's descriptor here."""
         cache = self._link_cache
         if cache is not None and cache.shared:
             cached = await cache.get_linked(self.name, digest)
             if cached is not None:
-                return cached
+                return digest, cached
         target = await self._linked_digest(digest)
         try:
             descriptor = await self._blobs.stat(target)
@@ -114,7 +121,7 @@ class LinkedBlobStore:
             except BlobUnknown:
                 await cache.clear_linked(self.name, digest)
                 raise
-        return descriptor
+        return target, descriptor
 
     async def exists(self, digest: Digest) -> bool:
         try:
@@ -136,12 +143,9 @@ class LinkedBlobStore:
         except InvalidOffset:
             raise RangeInvalid(f"offset {offset} is beyond the blob") from None
 
-    def local_file(self, digest: Digest) -> str | None:
-        """Where the content is on a local disk (the caller has checked the link)."""
-        return self._blobs.local_file(digest)
-
-    async def redirect_url(self, digest: Digest, method: str = "GET") -> str | None:
-        return await self._blobs.redirect_url(digest, method)
+    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+        target, descriptor = await self._resolve(digest)
+        return await self._blobs.source(target, descriptor, redirect)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -227,6 +231,23 @@ class LinkedBlobStore:
     @property
     def blobs(self) -> GlobalBlobStore:
         return self._blobs
+
+
+def linked_now(files: ImmediateFiles, link: PathSpec, digest: Digest) -> bool:
+    """Whether the link file at ``link`` names ``digest``, if that can be read at once.
+
+    False for anything unusual too (a link naming other content, a damaged
+    one): the async read answers those.
+    """
+    content = files.read_now(path_for(link), LINK_LIMIT)
+    if content is None:
+        return False
+    if content == link_content(digest):
+        return True  # as written by cargohold and Distribution alike: no need to parse it
+    try:
+        return parse_link(content) == digest
+    except DigestInvalid:
+        return False
 
 
 class ManifestBlobStore(LinkedBlobStore):

@@ -37,9 +37,11 @@ from cargohold.manifest.mediatypes import SCHEMA1, SCHEMA1_SIGNED
 from cargohold.manifest.urls import URLPolicy
 from cargohold.reference import validate_tag
 from cargohold.registry import StoredManifest
-from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore
+from cargohold.storage.driver.base import ImmediateFiles
+from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore, linked_now
 from cargohold.storage.paths import (
     BlobData,
+    ManifestRevisionLink,
     ManifestSignatureLink,
     ManifestSignaturesDir,
     digest_from_path,
@@ -217,6 +219,22 @@ class ManifestStore:
             except (BlobUnknown, DigestInvalid):
                 continue  # collected by gc: Distribution 2.5+ never kept them alive
         return found
+
+
+def manifest_now(
+    files: ImmediateFiles, name: str, digest: Digest, limit: int
+) -> StoredManifest | None:
+    """``ManifestStore.get`` of a manifest of at most ``limit`` bytes, if it is at hand.
+
+    Schema1 is left to the async read: it merges or makes signatures.
+    """
+    if not linked_now(files, ManifestRevisionLink(name, digest), digest):
+        return None
+    payload = files.read_now(path_for(BlobData(digest)), limit)
+    if not payload:
+        return None
+    media_type = media_type_of(payload)
+    return None if media_type in _SCHEMA1_TYPES else StoredManifest(digest, media_type, payload)
 
 
 def _as_schema1(manifest: Manifest) -> SignedManifest | None:

@@ -28,8 +28,10 @@ before they get here (``reference.py``, ``digest.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cargohold.digest import Digest
 
@@ -41,12 +43,24 @@ REPOSITORIES = f"{ROOT}/repositories"
 REPOSITORY_MARKERS = frozenset({"_manifests", "_layers", "_uploads"})
 
 _ALGORITHM_SEPARATORS = str.maketrans({"+": "/", ".": "/", ";": "/"})
+#: The folder of each algorithm seen so far (there are a handful).
+_ALGORITHM_DIRS: dict[str, str] = {}
+
+
+def _algorithm_dir(algorithm: str) -> str:
+    """The algorithm as a folder: split at ``+``, ``.`` and ``;`` as Distribution does."""
+    folder = _ALGORITHM_DIRS.get(algorithm)
+    if folder is None:
+        folder = algorithm.translate(_ALGORITHM_SEPARATORS)
+        if len(_ALGORITHM_DIRS) < 64:  # digests are validated: only a few algorithms exist
+            _ALGORITHM_DIRS[algorithm] = folder
+    return folder
 
 
 def _digest_parts(digest: Digest) -> str:
-    """``<alg>/<hex>``, the algorithm split at ``+``, ``.`` and ``;`` as Distribution does."""
+    """``<alg>/<hex>``."""
     algorithm, _, encoded = digest.partition(":")
-    return f"{algorithm.translate(_ALGORITHM_SEPARATORS)}/{encoded}"
+    return f"{_algorithm_dir(algorithm)}/{encoded}"
 
 
 # -- the specs ------------------------------------------------------------------------
@@ -226,65 +240,74 @@ PathSpec = (
 
 def path_for(spec: PathSpec) -> str:
     """The driver path of ``spec``."""
-    match spec:
-        case BlobData(digest):
-            return f"{_blob_dir(digest)}/data"
-        case BlobDir(digest):
-            return _blob_dir(digest)
-        case BlobsRoot():
-            return BLOBS
-        case RepositoriesRoot():
-            return REPOSITORIES
-        case RepositoryDir(name):
-            return f"{REPOSITORIES}/{name}"
-        case LayersDir(name):
-            return f"{REPOSITORIES}/{name}/_layers"
-        case LayerLink(name, digest):
-            return f"{REPOSITORIES}/{name}/_layers/{_digest_parts(digest)}/link"
-        case ManifestRevisionsDir(name):
-            return f"{REPOSITORIES}/{name}/_manifests/revisions"
-        case ManifestRevisionDir(name, digest):
-            return f"{REPOSITORIES}/{name}/_manifests/revisions/{_digest_parts(digest)}"
-        case ManifestRevisionLink(name, digest):
-            return f"{REPOSITORIES}/{name}/_manifests/revisions/{_digest_parts(digest)}/link"
-        case ManifestSignaturesDir(name, revision):
-            revision_dir = path_for(ManifestRevisionDir(name, revision))
-            return f"{revision_dir}/signatures"
-        case ManifestSignatureLink(name, revision, signature):
-            signatures = path_for(ManifestSignaturesDir(name, revision))
-            return f"{signatures}/{_digest_parts(signature)}/link"
-        case TagsDir(name):
-            return f"{REPOSITORIES}/{name}/_manifests/tags"
-        case TagDir(name, tag):
-            return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}"
-        case TagCurrentLink(name, tag):
-            return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/current/link"
-        case TagIndexDir(name, tag):
-            return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/index"
-        case TagIndexLink(name, tag, digest):
-            return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/index/{_digest_parts(digest)}/link"
-        case UploadsDir(name):
-            return f"{REPOSITORIES}/{name}/_uploads"
-        case UploadDir(name, upload_id):
-            return f"{REPOSITORIES}/{name}/_uploads/{upload_id}"
-        case UploadData(name, upload_id):
-            return f"{REPOSITORIES}/{name}/_uploads/{upload_id}/data"
-        case UploadStartedAt(name, upload_id):
-            return f"{REPOSITORIES}/{name}/_uploads/{upload_id}/startedat"
-        case UploadHashState(name, upload_id, algorithm, offset):
-            algorithm_dir = algorithm.translate(_ALGORITHM_SEPARATORS)
-            return f"{REPOSITORIES}/{name}/_uploads/{upload_id}/hashstates/{algorithm_dir}/{offset}"
-        case ReferrersDir(name, subject):
-            return f"{REPOSITORIES}/{name}/_referrers/{_digest_parts(subject)}"
-        case ReferrerDescriptor(name, subject, referrer):
-            referrers = path_for(ReferrersDir(name, subject))
-            return f"{referrers}/{_digest_parts(referrer)}/descriptor"
-    raise TypeError(f"not a path spec: {spec!r}")
+    build = _LAYOUT.get(type(spec))
+    if build is None:
+        raise TypeError(f"not a path spec: {spec!r}")
+    return build(spec)
+
+
+def _repository(name: str) -> str:
+    return f"{REPOSITORIES}/{name}"
+
+
+def _revision_dir(spec: ManifestRevisionDir | ManifestRevisionLink) -> str:
+    return f"{_repository(spec.name)}/_manifests/revisions/{_digest_parts(spec.digest)}"
+
+
+def _signatures_dir(spec: ManifestSignaturesDir | ManifestSignatureLink) -> str:
+    revision = ManifestRevisionDir(spec.name, spec.revision)
+    return f"{_revision_dir(revision)}/signatures"
+
+
+def _tag_dir(spec: TagDir | TagCurrentLink | TagIndexDir | TagIndexLink) -> str:
+    return f"{_repository(spec.name)}/_manifests/tags/{spec.tag}"
+
+
+def _upload_dir(spec: UploadDir | UploadData | UploadStartedAt | UploadHashState) -> str:
+    return f"{_repository(spec.name)}/_uploads/{spec.upload_id}"
+
+
+def _referrers_dir(spec: ReferrersDir | ReferrerDescriptor) -> str:
+    return f"{_repository(spec.name)}/_referrers/{_digest_parts(spec.subject)}"
+
+
+# A table by spec type rather than a chain of matches: the hottest reads build two
+# or three paths each, and a lookup costs the same for every spec.
+_LAYOUT: dict[type, Callable[[Any], str]] = {
+    BlobData: lambda s: f"{_blob_dir(s.digest)}/data",
+    BlobDir: lambda s: _blob_dir(s.digest),
+    BlobsRoot: lambda s: BLOBS,
+    RepositoriesRoot: lambda s: REPOSITORIES,
+    RepositoryDir: lambda s: _repository(s.name),
+    LayersDir: lambda s: f"{_repository(s.name)}/_layers",
+    LayerLink: lambda s: f"{REPOSITORIES}/{s.name}/_layers/{_digest_parts(s.digest)}/link",
+    ManifestRevisionsDir: lambda s: f"{_repository(s.name)}/_manifests/revisions",
+    ManifestRevisionDir: _revision_dir,
+    ManifestRevisionLink: lambda s: (
+        f"{REPOSITORIES}/{s.name}/_manifests/revisions/{_digest_parts(s.digest)}/link"
+    ),
+    ManifestSignaturesDir: _signatures_dir,
+    ManifestSignatureLink: lambda s: f"{_signatures_dir(s)}/{_digest_parts(s.signature)}/link",
+    TagsDir: lambda s: f"{_repository(s.name)}/_manifests/tags",
+    TagDir: _tag_dir,
+    TagCurrentLink: lambda s: f"{REPOSITORIES}/{s.name}/_manifests/tags/{s.tag}/current/link",
+    TagIndexDir: lambda s: f"{_tag_dir(s)}/index",
+    TagIndexLink: lambda s: f"{_tag_dir(s)}/index/{_digest_parts(s.digest)}/link",
+    UploadsDir: lambda s: f"{_repository(s.name)}/_uploads",
+    UploadDir: _upload_dir,
+    UploadData: lambda s: f"{_upload_dir(s)}/data",
+    UploadStartedAt: lambda s: f"{_upload_dir(s)}/startedat",
+    UploadHashState: lambda s: (
+        f"{_upload_dir(s)}/hashstates/{_algorithm_dir(s.algorithm)}/{s.offset}"
+    ),
+    ReferrersDir: _referrers_dir,
+    ReferrerDescriptor: lambda s: f"{_referrers_dir(s)}/{_digest_parts(s.referrer)}/descriptor",
+}
 
 
 def _blob_dir(digest: Digest) -> str:
     algorithm, _, encoded = digest.partition(":")
-    return f"{BLOBS}/{algorithm.translate(_ALGORITHM_SEPARATORS)}/{encoded[:2]}/{encoded}"
+    return f"{BLOBS}/{_algorithm_dir(algorithm)}/{encoded[:2]}/{encoded}"
 
 
 def repository_name(path: str) -> str:
@@ -313,9 +336,21 @@ def digest_from_path(path: str) -> Digest:
 # -- file contents ----------------------------------------------------------------------
 
 
+#: No link file of a supported digest is longer than this (sha512: 135 bytes).
+LINK_LIMIT = 256
+
+
 def link_content(digest: Digest) -> bytes:
     """What a ``link`` file holds: the digest, no newline."""
     return digest.encode()
+
+
+def parse_link(content: bytes) -> Digest:
+    """The digest a ``link`` file names; ``DigestInvalid`` when it is damaged.
+
+    Whitespace around it is tolerated, as Distribution tolerates it.
+    """
+    return Digest.parse(content.decode("ascii", "replace").strip())
 
 
 def startedat_content(when: datetime) -> bytes:

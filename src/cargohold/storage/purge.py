@@ -15,6 +15,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 from cargohold.errors import PathNotFound, StorageDriverError
+from cargohold.registry import Upkeep
 from cargohold.storage.driver.base import FileInfo, StorageDriver
 from cargohold.storage.paths import REPOSITORIES, parse_startedat
 
@@ -56,9 +57,7 @@ async def _started_at(driver: StorageDriver, info: FileInfo) -> datetime:
         return info.modtime
 
 
-async def run_purger(
-    driver: StorageDriver, age: float, interval: float, *, dry_run: bool = False
-) -> None:
+async def run_purger(upkeep: Upkeep, age: float, interval: float, *, dry_run: bool = False) -> None:
     """Purge every ``interval`` seconds, starting after a random delay.
 
     The delay spreads the work of many processes started together, as
@@ -68,7 +67,7 @@ async def run_purger(
     while True:
         cutoff = datetime.now(UTC) - timedelta(seconds=age)
         try:
-            purged = await purge_uploads(driver, cutoff, dry_run=dry_run)
+            purged = await upkeep.purge_uploads(cutoff, dry_run=dry_run)
             if purged:
                 log.info("purged %d uploads older than %s", len(purged), cutoff.isoformat())
         except StorageDriverError as exc:

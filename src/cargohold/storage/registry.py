@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import bisect
-import heapq
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cargohold.descriptor import Descriptor
+from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import Digest
-from cargohold.errors import PathNotFound
+from cargohold.errors import PathNotFound, RegistryError
 from cargohold.manifest.urls import URLPolicy
-from cargohold.reference import validate_name
-from cargohold.storage.blobstore import GlobalBlobStore
+from cargohold.reference import validate_name, validate_tag
+from cargohold.registry import BlobSource, ImmediateReads, StoredManifest, Upkeep
+from cargohold.storage.blobstore import GlobalBlobStore, content_now, size_now
 from cargohold.storage.cache import BlobDescriptorCache
-from cargohold.storage.driver.base import StorageDriver
-from cargohold.storage.driver.filesystem import FilesystemDriver
-from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore
-from cargohold.storage.local import LocalCatalog
-from cargohold.storage.manifeststore import ManifestStore
-from cargohold.storage.paths import (
-    REPOSITORY_MARKERS,
-    RepositoriesRoot,
-    RepositoryDir,
-    path_for,
-    repository_name,
-)
+from cargohold.storage.catalog import catalog_for
+from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
+from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore, linked_now
+from cargohold.storage.manifeststore import ManifestStore, manifest_now
+from cargohold.storage.paths import LayerLink
+from cargohold.storage.purge import purge_uploads
 from cargohold.storage.referrers import ReferrersIndex
-from cargohold.storage.tagstore import TagStore
+from cargohold.storage.tagstore import TagStore, tag_now, tags_now
 from cargohold.storage.uploads import HasherCache
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
+
+#: The largest manifest read inline on the fast path; larger ones take the async read.
+IMMEDIATE_MANIFEST_LIMIT = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,11 @@ class RegistryOptions:
 
 
 class StorageRegistry:
-    """A namespace of repositories kept by a storage driver."""
+    """A namespace of repositories kept by a storage driver (implements ``registry.Namespace``).
+
+    ``threads``, when given, is where the driver runs its blocking calls; its
+    owner (the application) shuts it down after ``close``.
+    """
 
     def __init__(
         self,
@@ -56,15 +57,21 @@ class StorageRegistry:
         *,
         cache: BlobDescriptorCache | None = None,
         options: RegistryOptions | None = None,
+        threads: Executor | None = None,
     ) -> None:
+        if threads is not None:
+            driver.use_threads(threads)
         self.driver = driver
         self.options = options or RegistryOptions()
         self.blobs = GlobalBlobStore(driver, cache)
         self.hashers = HasherCache()
         self._schema1_key: ec.EllipticCurvePrivateKey | None = None
-        # On a local disk the catalog is scanned directly, and rescanned only on change.
-        self._local_catalog = (
-            LocalCatalog(driver.root) if isinstance(driver, FilesystemDriver) else None
+        self._catalog = catalog_for(driver)
+        files = driver.immediate
+        self._immediate = (
+            _StorageImmediateReads(files, driver.redirects is not None)
+            if files is not None
+            else None
         )
 
     def schema1_key(self) -> ec.EllipticCurvePrivateKey:
@@ -80,60 +87,92 @@ class StorageRegistry:
         return StorageRepository(self, validate_name(name))
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
-        if self._local_catalog is None:
-            return await self._walk_catalog(n, last)
-        # Checking a cached scan is quick enough for the loop; a scan is not.
-        cached = self._local_catalog.cached()
-        names = cached if cached is not None else await asyncio.to_thread(self._local_catalog.names)
-        if last is not None:
-            names = names[bisect.bisect_right(names, last) :]
-        return names if n is None else names[:n]
+        return await self._catalog.page(n, last)
 
-    async def _walk_catalog(self, n: int | None, last: str | None) -> list[str]:
-        """The names after ``last``, in order, up to ``n``, one listing per folder visited.
+    @property
+    def immediate(self) -> ImmediateReads | None:
+        return self._immediate
 
-        On object storage each listing is a request, so the walk lists folders in name
-        order and stops once it has ``n`` names: a folder's name sorts before every
-        name below it, so listing the smallest pending folder next finds the names in
-        order. Folders whose names all sort at or before ``last`` are never listed:
-        below ``x`` every name is ``x`` or starts ``x/``, so sorts before ``x0``.
-        """
-        found: list[str] = []
-        pending: list[str] = []  # folders to list, by repository-name prefix
+    @property
+    def upkeep(self) -> Upkeep:
+        return self
 
-        def consider(path: str) -> None:
-            # A repository's own folders start with "_"; names never do.
-            if path.rpartition("/")[2].startswith("_"):
-                return
-            name = repository_name(path)
-            if last is not None and name + "0" <= last:
-                return
-            heapq.heappush(pending, name)
+    # -- upkeep -------------------------------------------------------------------------
 
+    @property
+    def storage_name(self) -> str:
+        return self.driver.name
+
+    async def purge_uploads(self, older_than: datetime, *, dry_run: bool = False) -> list[str]:
+        return await purge_uploads(self.driver, older_than, dry_run=dry_run)
+
+    async def probe_storage(self) -> str | None:
         try:
-            top = await self.driver.list(path_for(RepositoriesRoot()))
+            await self.driver.stat("/")
         except PathNotFound:
-            return []
-        for path in top:
-            consider(path)
-        while pending and (n is None or len(found) < n):
-            name = heapq.heappop(pending)
-            try:
-                children = await self.driver.list(path_for(RepositoryDir(name)))
-            except PathNotFound:
-                continue  # deleted since its parent was listed
-            leaves = {child.rpartition("/")[2] for child in children}
-            if leaves & REPOSITORY_MARKERS and (last is None or name > last):
-                found.append(name)
-            for child in children:
-                consider(child)
-        return found
+            return None  # the backend answered; an empty root is not a failure
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    async def ping_cache(self) -> bool | None:
+        cache = self.blobs.cache
+        if cache is None or not cache.shared:
+            return None
+        return await cache.ping()
 
     async def close(self) -> None:
-        close_cache = getattr(self.blobs.cache, "close", None)
-        if close_cache is not None:
-            await close_cache()
+        self._catalog.close()
+        if self.blobs.cache is not None:
+            await self.blobs.cache.close()
         await self.driver.close()
+
+
+class _StorageImmediateReads:
+    """``registry.ImmediateReads`` on a driver whose small reads finish at once.
+
+    Each read is the plain case of the store that owns it (``tag_now`` beside
+    ``TagStore.get``, and so on), on the same paths and the same link parser.
+    Names, tags and digests are checked here as ``repository()`` checks them.
+    """
+
+    __slots__ = ("_files", "redirects")
+
+    def __init__(self, files: ImmediateFiles, redirects: bool) -> None:
+        self._files = files
+        self.redirects = redirects
+
+    def blob(self, name: str, digest: Digest) -> BlobSource | None:
+        try:
+            link = LayerLink(validate_name(name), digest)
+        except RegistryError:
+            return None
+        if not linked_now(self._files, link, digest):
+            return None
+        size = size_now(self._files, digest)
+        return None if size is None else BlobSource(Descriptor(OCTET_STREAM, digest, size))
+
+    def content(self, source: BlobSource, offset: int, length: int) -> bytes | None:
+        return content_now(self._files, source.descriptor.digest, offset, length)
+
+    def tag(self, name: str, tag: str) -> Digest | None:
+        try:
+            return tag_now(self._files, validate_name(name), validate_tag(tag))
+        except RegistryError:
+            return None
+
+    def manifest(self, name: str, digest: Digest) -> StoredManifest | None:
+        try:
+            name = validate_name(name)
+        except RegistryError:
+            return None
+        return manifest_now(self._files, name, digest, IMMEDIATE_MANIFEST_LIMIT)
+
+    def tags(self, name: str) -> list[str] | None:
+        try:
+            return tags_now(self._files, validate_name(name))
+        except RegistryError:
+            return None
 
 
 class StorageRepository:

@@ -11,8 +11,9 @@ import asyncio
 from cargohold.digest import Digest
 from cargohold.errors import DigestInvalid, ManifestUnknown, NameUnknown, PathNotFound
 from cargohold.reference import validate_tag
-from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
 from cargohold.storage.paths import (
+    LINK_LIMIT,
     REPOSITORY_MARKERS,
     RepositoryDir,
     TagCurrentLink,
@@ -20,6 +21,7 @@ from cargohold.storage.paths import (
     TagIndexLink,
     TagsDir,
     link_content,
+    parse_link,
     path_for,
 )
 
@@ -36,7 +38,7 @@ class TagStore:
         except PathNotFound:
             raise ManifestUnknown(f"unknown tag {tag!r}", {"tag": tag}) from None
         try:
-            return Digest.parse(content.decode("ascii", "replace").strip())
+            return parse_link(content)
         except DigestInvalid:
             raise ManifestUnknown(f"tag {tag!r} has a damaged link", {"tag": tag}) from None
 
@@ -89,3 +91,23 @@ class TagStore:
         except PathNotFound:
             return False
         return any(child.rpartition("/")[2] in REPOSITORY_MARKERS for child in children)
+
+
+# -- at once, for the fast path (``registry.ImmediateReads``) -----------------------------
+
+
+def tag_now(files: ImmediateFiles, name: str, tag: str) -> Digest | None:
+    """``TagStore.get``, when the tag's link can be read at once and is sound."""
+    content = files.read_now(path_for(TagCurrentLink(name, tag)), LINK_LIMIT)
+    if content is None:
+        return None
+    try:
+        return parse_link(content)
+    except DigestInvalid:
+        return None
+
+
+def tags_now(files: ImmediateFiles, name: str) -> list[str] | None:
+    """``TagStore.all``, when the repository has a tags folder that can be listed at once."""
+    names = files.list_now(path_for(TagsDir(name)))
+    return None if names is None else sorted(names)

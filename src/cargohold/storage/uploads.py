@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 
 #: Pieces at least this big are hashed in a thread, alongside the write.
 HASH_OFFLOAD = 256 * 1024
-_HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hash")
 
 
 class HasherCache:
@@ -103,8 +101,7 @@ class BlobUpload:
             if isinstance(data, bytes) and len(data) >= HASH_OFFLOAD:
                 # Hash in a thread while this piece is written and the next one
                 # arrives: hashing and writing each take a third of a push's time.
-                loop = asyncio.get_running_loop()
-                self._hashing = loop.run_in_executor(_HASH_POOL, digester.update, data)
+                self._hashing = self._store.blobs.driver.in_thread(digester.update, data)
             else:
                 digester.update(data)  # small, or a buffer the caller may reuse
         return await self._writer.write(data)

@@ -39,3 +39,9 @@ class BlobDescriptorCache(Protocol):
     async def clear_linked(self, repository: str, digest: Digest) -> None:
         """Forget that the blob is linked in ``repository`` (it was unlinked)."""
         ...
+
+    async def ping(self) -> bool:
+        """Whether the cache answers (and has replayed what it could not send before)."""
+        ...
+
+    async def close(self) -> None: ...

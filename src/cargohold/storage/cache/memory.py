@@ -73,3 +73,9 @@ class MemoryBlobDescriptorCache:
     async def clear_linked(self, repository: str, digest: Digest) -> None:
         validate_name(repository)
         self._linked.pop((repository, digest))
+
+    async def ping(self) -> bool:
+        return True  # it lives in this process
+
+    async def close(self) -> None:
+        pass  # nothing held beyond this object

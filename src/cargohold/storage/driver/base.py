@@ -27,18 +27,37 @@ Semantics shared by every driver, pinned by ``tests/storage/driver_suite.py``:
 - ``list`` returns the full paths of the direct children; ``walk`` yields every
   file and directory below a path, depth first, in lexical order.
 - ``delete`` is recursive. Missing paths raise ``PathNotFound`` everywhere.
+
+Beyond that shared API a driver may offer optional capabilities, each a small
+Protocol it hands out through a property that is None by default (as
+Distribution's drivers answer ``ErrUnsupportedMethod``); callers ask for the
+capability, never for the driver's class:
+
+- ``local_files`` (``LocalFiles``): its paths are files and folders of this
+  machine, so blobs can go out with sendfile and the catalog can be scanned
+  and watched directly;
+- ``redirects`` (``RedirectURLs``): clients may fetch content from a URL of
+  its own (a presigned object-store URL);
+- ``immediate`` (``ImmediateFiles``): small reads finish at once, without
+  waiting on anything, so the request fast path may make them inline.
+
+Blocking calls (fsync, recursive deletes, copies) run on the threads of the
+registry that uses the driver (``use_threads``), or, for a driver used on its
+own, on a few threads of its own that ``close`` stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from cargohold.errors import InvalidOffset, InvalidPath
 
@@ -47,6 +66,44 @@ _PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+", re.ASCII)
 
 #: Bytes handed out per chunk by ``reader`` unless asked otherwise.
 READ_CHUNK = 1 << 20
+
+_T = TypeVar("_T")
+
+
+class LocalFiles(Protocol):
+    """A driver whose paths are files and folders on this machine."""
+
+    def local_path(self, path: str) -> str:
+        """The operating-system path of the driver path ``path`` (which may not exist)."""
+        ...
+
+
+class RedirectURLs(Protocol):
+    """A driver that can send clients to fetch content from it directly."""
+
+    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A URL the client may fetch the content at ``path`` from, or None for this one."""
+        ...
+
+
+class ImmediateFiles(Protocol):
+    """Small reads that finish at once: safe to make inline on the event loop.
+
+    Each answers None for anything but the plain case (missing, a folder, too
+    large, any error), leaving the real answer to the driver's async API.
+    """
+
+    def read_now(self, path: str, limit: int) -> bytes | None:
+        """The content of the file at ``path`` when it has at most ``limit`` bytes."""
+        ...
+
+    def size_now(self, path: str) -> int | None:
+        """The size of the file at ``path``."""
+        ...
+
+    def list_now(self, path: str) -> builtins.list[str] | None:
+        """The names (not paths) of the children of the folder at ``path``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +165,42 @@ class StorageDriver(ABC):
 
     #: The name of the driver's section in ``config.yml`` (``filesystem``, ``s3``, ...).
     name: ClassVar[str]
+    #: Threads of its own a driver used alone may start for blocking calls.
+    thread_limit: int = 4
+
+    _threads: Executor | None = None
+    _own_threads: ThreadPoolExecutor | None = None
+
+    # -- optional capabilities: None unless the driver has them ---------------------------
+
+    @property
+    def local_files(self) -> LocalFiles | None:
+        return None
+
+    @property
+    def redirects(self) -> RedirectURLs | None:
+        return None
+
+    @property
+    def immediate(self) -> ImmediateFiles | None:
+        return None
+
+    # -- threads --------------------------------------------------------------------------
+
+    def use_threads(self, executor: Executor) -> None:
+        """Run blocking calls on ``executor``, which its owner shuts down."""
+        self._threads = executor
+
+    def in_thread(self, func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        """``func(*args)`` on the driver's threads."""
+        executor = self._threads
+        if executor is None:
+            if self._own_threads is None:
+                self._own_threads = ThreadPoolExecutor(
+                    self.thread_limit, thread_name_prefix=f"{self.name}-driver"
+                )
+            executor = self._own_threads
+        return asyncio.get_running_loop().run_in_executor(executor, func, *args)
 
     # -- the public API: validate, then delegate --------------------------------------
 
@@ -167,20 +260,17 @@ class StorageDriver(ABC):
         """
         return self._walk(self._any_path(path), descend)
 
-    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
-        """A URL a client may fetch the content from directly, or None."""
-        self._file_path(path)
-        return None
-
-    def local_file(self, path: str) -> str | None:
-        """The operating-system path of the file, for sendfile; None when not local."""
-        return None
-
     async def check(self) -> None:  # noqa: B027 - nothing to check for most drivers
         """Raise ``StorageUnavailable`` with one clear line when the storage cannot be used."""
 
-    async def close(self) -> None:  # noqa: B027 - most drivers hold nothing to release
-        """Release connections and other resources held by the driver."""
+    async def close(self) -> None:
+        """Release connections, threads and other resources held by the driver.
+
+        Drivers that hold more call this too.
+        """
+        own, self._own_threads = self._own_threads, None
+        if own is not None:
+            own.shutdown(wait=True)
 
     # -- path validation ------------------------------------------------------------------
 
@@ -225,6 +315,18 @@ class StorageDriver(ABC):
 
     @abstractmethod
     def _walk(self, path: str, descend: Descend | None) -> AsyncIterator[FileInfo]: ...
+
+
+def plain_path(path: str) -> bool:
+    """The check of a path given to ``ImmediateFiles``: absolute, no ``.``-led component,
+    no ``~`` (a driver's temporary files), no NUL.
+
+    Those paths come from the path mapper, built of validated names and digests,
+    none of which holds these; this keeps a read inside the root and off partial
+    files at a fraction of the grammar's cost. A path it refuses gets None, and
+    the async API (which checks the whole grammar) has the last word.
+    """
+    return path.startswith("/") and "/." not in path and "~" not in path and "\0" not in path
 
 
 def _has_dot_component(path: str) -> bool:

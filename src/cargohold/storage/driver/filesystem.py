@@ -11,7 +11,11 @@ they never collide with real content and ``list``/``walk`` hide them.
 Small files and single chunks are read and written inline on the event loop:
 on a local disk with a warm page cache that costs microseconds, less than a
 hand-off to a thread. Calls that may block for long (fsync, recursive delete,
-copies) run in a thread pool of ``maxthreads`` threads.
+copies) run on the registry's threads (at most ``maxthreads`` of its own when
+used alone).
+
+It offers every optional capability but redirects: its paths are local files
+(``local_files``), and small reads finish at once (``immediate``).
 """
 
 from __future__ import annotations
@@ -22,11 +26,9 @@ import os
 import secrets
 import shutil
 import stat as statmod
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from cargohold.errors import (
     InvalidOffset,
@@ -34,10 +36,20 @@ from cargohold.errors import (
     StorageDriverError,
     StorageUnavailable,
 )
-from cargohold.storage.driver.base import Descend, FileInfo, FileWriter, StorageDriver, join
+from cargohold.storage.driver.base import (
+    Descend,
+    FileInfo,
+    FileWriter,
+    ImmediateFiles,
+    LocalFiles,
+    StorageDriver,
+    join,
+    plain_path,
+)
 
-_T = TypeVar("_T")
-_HIDDEN = "~"  # marks our temporary and partial files; never in a valid path
+_HIDDEN = "~"
+#: What ``read_now`` asks for first; larger files take a second read.
+_FIRST_READ = 16 * 1024  # marks our temporary and partial files; never in a valid path
 
 
 def _partial_name(path: str) -> str:
@@ -55,21 +67,63 @@ class FilesystemDriver(StorageDriver):
 
     def __init__(self, rootdirectory: str, maxthreads: int = 100) -> None:
         self.root = os.path.abspath(rootdirectory)
-        self._maxthreads = maxthreads
-        self._executor: ThreadPoolExecutor | None = None
+        self.thread_limit = maxthreads
 
     def _full(self, path: str) -> str:
         return self.root if path == "/" else self.root + path
 
-    def _executor_for_flushes(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._maxthreads, thread_name_prefix="fs")
-        return self._executor
+    # -- capabilities ---------------------------------------------------------------------
 
-    async def _blocking(self, func: Callable[..., _T], *args: object) -> _T:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._maxthreads, thread_name_prefix="fs")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+    @property
+    def local_files(self) -> LocalFiles:
+        return self
+
+    @property
+    def immediate(self) -> ImmediateFiles:
+        return self
+
+    def local_path(self, path: str) -> str:
+        return self._full(self._any_path(path))
+
+    def read_now(self, path: str, limit: int) -> bytes | None:
+        if not plain_path(path):
+            return None
+        try:
+            fd = os.open(self.root + path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            # A first read sized for the usual file (a link, a manifest): asking for the
+            # whole limit at once would allocate (and free) that much on every call.
+            data = os.read(fd, min(limit, _FIRST_READ) + 1)
+            if len(data) > _FIRST_READ:
+                size = os.fstat(fd).st_size
+                if size > limit:
+                    return None
+                data += os.read(fd, size - len(data) + 1)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return data if len(data) <= limit else None
+
+    def size_now(self, path: str) -> int | None:
+        if not plain_path(path):
+            return None
+        try:
+            info = os.stat(self.root + path)
+        except OSError:
+            return None
+        return info.st_size if statmod.S_ISREG(info.st_mode) else None
+
+    def list_now(self, path: str) -> list[str] | None:
+        if not plain_path(path):
+            return None
+        try:
+            names = os.listdir(self.root + path)
+        except OSError:
+            return None
+        return [name for name in names if _HIDDEN not in name]
 
     @contextmanager
     def _errors(self, path: str) -> Iterator[None]:
@@ -111,7 +165,7 @@ class FilesystemDriver(StorageDriver):
                     temps.append((temp, full))
                     _write_all(fds[-1], content)
             with self._errors(items[0][0] if items else "/"):
-                await self._blocking(_fsync_all, fds)
+                await self.in_thread(_fsync_all, fds)
             while fds:
                 os.close(fds.pop())
             while temps:
@@ -162,7 +216,7 @@ class FilesystemDriver(StorageDriver):
             if append and not os.path.exists(partial) and os.path.isfile(full):
                 # Resuming committed content: continue from a copy, so the
                 # committed file stays whole until the next commit.
-                await self._blocking(shutil.copyfile, full, partial)
+                await self.in_thread(shutil.copyfile, full, partial)
             flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
             fd = os.open(partial, flags, 0o644)
             size = os.fstat(fd).st_size
@@ -197,7 +251,7 @@ class FilesystemDriver(StorageDriver):
         full = self._full(path)
         with self._errors(path):
             if os.path.isdir(full) and not os.path.islink(full):
-                await self._blocking(shutil.rmtree, full)
+                await self.in_thread(shutil.rmtree, full)
             else:
                 os.unlink(full)
                 _unlink_quietly(self._full(_partial_name(path)))
@@ -237,14 +291,6 @@ class FilesystemDriver(StorageDriver):
             ) from exc
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageUnavailable(self.root, self.name, "not writable")
-
-    def local_file(self, path: str) -> str | None:
-        return self._full(self._file_path(path))
-
-    async def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
 
 
 #: A writer asks the disk to catch up after this many bytes (see _FilesystemWriter.write).
@@ -288,9 +334,7 @@ class _FilesystemWriter(FileWriter):
         if self._unflushed >= FLUSH_EVERY and (self._flushing is None or self._flushing.done()):
             await self._flushed()  # collects a failure of the last flush, if any
             self._unflushed = 0
-            self._flushing = asyncio.get_running_loop().run_in_executor(
-                self._driver._executor_for_flushes(), _flush_and_close, os.dup(fd)
-            )
+            self._flushing = self._driver.in_thread(_flush_and_close, os.dup(fd))
         return len(data)
 
     async def _flushed(self) -> None:
@@ -304,7 +348,7 @@ class _FilesystemWriter(FileWriter):
         driver, path = self._driver, self._path
         await self._flushed()
         with driver._errors(path):
-            await driver._blocking(os.fsync, fd)
+            await driver.in_thread(os.fsync, fd)
             self._close_fd()
             os.replace(driver._full(_partial_name(path)), driver._full(path))
 

@@ -4,6 +4,7 @@ Content lives in a tree of directories. Committed files hold immutable
 ``bytes``, so a reader that started on one version keeps reading it whole
 while a writer replaces it. Uncommitted writer content is kept aside per path
 until it is committed, cancelled, or resumed by ``writer(path, append=True)``.
+Every read is a lookup in that tree, so the driver offers ``immediate`` reads.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cargohold.errors import InvalidOffset, InvalidPath, PathNotFound
+from cargohold.errors import InvalidOffset, InvalidPath, PathNotFound, StorageDriverError
 from cargohold.storage.driver.base import (
     Descend,
     FileInfo,
     FileWriter,
+    ImmediateFiles,
     StorageDriver,
     join,
+    plain_path,
 )
 
 
@@ -85,6 +88,38 @@ class InMemoryDriver(StorageDriver):
             raise InvalidPath(path, self.name, "is a directory")
         parent.children[leaf] = _File(data)
         parent.modtime = _now()
+
+    # -- immediate reads ------------------------------------------------------------------
+
+    @property
+    def immediate(self) -> ImmediateFiles:
+        return self
+
+    def read_now(self, path: str, limit: int) -> bytes | None:
+        if not plain_path(path):
+            return None
+        try:
+            data = self._file(path).data
+        except StorageDriverError:
+            return None
+        return data if len(data) <= limit else None
+
+    def size_now(self, path: str) -> int | None:
+        if not plain_path(path):
+            return None
+        try:
+            return len(self._file(path).data)
+        except StorageDriverError:
+            return None
+
+    def list_now(self, path: str) -> list[str] | None:
+        if not plain_path(path):
+            return None
+        try:
+            node = self._lookup(path)
+        except StorageDriverError:
+            return None
+        return list(node.children) if isinstance(node, _Dir) else None
 
     # -- the driver -----------------------------------------------------------------------
 

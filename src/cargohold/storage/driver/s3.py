@@ -62,7 +62,14 @@ from cargohold.errors import (
     StorageDriverError,
     StorageUnavailable,
 )
-from cargohold.storage.driver.base import Descend, FileInfo, FileWriter, StorageDriver, join
+from cargohold.storage.driver.base import (
+    Descend,
+    FileInfo,
+    FileWriter,
+    RedirectURLs,
+    StorageDriver,
+    join,
+)
 from cargohold.storage.driver.s3objects import (
     ATTEMPTS,
     KEEPALIVE,
@@ -298,7 +305,7 @@ class S3Driver(StorageDriver):
         config: Any = client.meta.config
         ssl_context: ssl.SSLContext | bool = False
         if origin.startswith("https:") and not self._skipverify:
-            ssl_context = await asyncio.to_thread(verifying_context, self._ca_bundle())
+            ssl_context = await self.in_thread(verifying_context, self._ca_bundle())
         connector = aiohttp.TCPConnector(
             limit=config.max_pool_connections or 10,
             ssl=ssl_context,
@@ -323,6 +330,7 @@ class S3Driver(StorageDriver):
             useragent=self._useragent,
             proxy=get_environ_proxies(origin).get(urlsplit(origin).scheme),
             botocore=botocore,
+            in_thread=self.in_thread,
         )
 
     def _ca_bundle(self) -> str | bool:
@@ -358,6 +366,7 @@ class S3Driver(StorageDriver):
         stack, self._exit_stack, self._client = self._exit_stack, None, None
         if stack is not None:
             await stack.aclose()
+        await super().close()
 
     async def check(self) -> None:
         """Raise ``StorageUnavailable`` with one line when the bucket cannot be used."""
@@ -691,6 +700,10 @@ class S3Driver(StorageDriver):
             if exc.path != path:
                 raise
             # emptied while we walked
+
+    @property
+    def redirects(self) -> RedirectURLs:
+        return self
 
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
         """A presigned GET or HEAD URL valid for ``redirect_expiry`` seconds."""

@@ -36,6 +36,9 @@ from yarl import URL
 
 from cargohold.storage.driver.sigv4 import EMPTY_SHA256, Credentials, Signer, uri_encode
 
+#: Runs a blocking call on the driver's threads (``StorageDriver.in_thread``).
+InThread = Callable[[Callable[[bytes | bytearray], str], bytes | bytearray], Awaitable[str]]
+
 if TYPE_CHECKING:
     from botocore.awsrequest import AWSPreparedRequest
     from botocore.exceptions import _ClientErrorResponseError, _ClientErrorResponseTypeDef
@@ -191,7 +194,9 @@ class HTTPObjects:
         useragent: str,
         proxy: str | None,
         botocore: BotoObjects,
+        in_thread: InThread,
     ) -> None:
+        self._in_thread = in_thread
         self._session = session
         self._origin = origin  # scheme://host[:port]
         self._prefix = prefix  # the path before the key: "/" or "/<bucket>/"
@@ -257,6 +262,12 @@ class HTTPObjects:
     def region(self) -> str:
         return self._signer.region
 
+    async def _sha256(self, content: bytes | bytearray) -> str:
+        if len(content) <= _INLINE_BODY:
+            return hashlib.sha256(content).hexdigest()
+        # hashlib lets go of the GIL: a large body does not stall the loop while it is hashed.
+        return await self._in_thread(_hex_sha256, content)
+
     async def _send(
         self,
         operation: str,
@@ -269,7 +280,7 @@ class HTTPObjects:
         path = self.path(key)
         url = URL(self._origin + path, encoded=True)
         headers["host"] = self._host
-        payload_hash = EMPTY_SHA256 if content is None else await _sha256(content)
+        payload_hash = EMPTY_SHA256 if content is None else await self._sha256(content)
         attempt = drawn = 0  # drawn: from the retry quota, by the last retry
         while True:
             attempt += 1
@@ -460,11 +471,8 @@ def _payload(content: bytes | bytearray | None) -> bytes | bytearray | io.BytesI
     return sliced_body(content)
 
 
-async def _sha256(content: bytes | bytearray) -> str:
-    if len(content) <= _INLINE_BODY:
-        return hashlib.sha256(content).hexdigest()
-    # hashlib lets go of the GIL: a large body does not stall the loop while it is hashed.
-    return await asyncio.to_thread(lambda: hashlib.sha256(content).hexdigest())
+def _hex_sha256(content: bytes | bytearray) -> str:
+    return hashlib.sha256(content).hexdigest()
 
 
 def backoff(attempt: int) -> float:

@@ -1,110 +1,120 @@
-"""Synchronous reads of the commonest facts straight from a local disk.
+"""The catalog: every repository name, in order, a page at a time (``/v2/_catalog``).
 
-The HTTP fast path (``api/fastpath.py``) answers HEAD and GET of blobs and
-manifests, and tag lists, without leaving the event loop's callback: on a
-local disk with a warm page cache a link read is a few microseconds, less
-than any hand-off. Every method answers only the plain, successful case and
-returns None for anything else (missing, damaged, unusual), so the caller can
-let the full request path answer instead, errors and all. Nothing here is the
-truth that the full path is not: it reads the same files the same way.
+A repository is a folder below ``repositories/`` holding one of the marker
+folders (``_manifests``, ``_layers``, ``_uploads``); names may nest
+(``a``, ``a/b``). Two ways to find them, chosen by what the driver can do:
+
+- ``WalkedCatalog`` lists folders through the driver in name order and stops
+  once a page is full; on object storage each listing is a request.
+- ``LocalCatalog``, for drivers whose paths are local files (``local_files``),
+  scans the folder tree directly in a thread and keeps the result until the
+  kernel (inotify) or the folders' modification times say something changed.
 """
 
 from __future__ import annotations
 
+import bisect
 import ctypes
+import heapq
 import os
-import stat
 import threading
 import time
+from typing import Protocol
 
-from cargohold.digest import Digest
-from cargohold.errors import DigestInvalid
-from cargohold.manifest import media_type_of
-from cargohold.manifest.mediatypes import SCHEMA1, SCHEMA1_SIGNED
+from cargohold.errors import PathNotFound
+from cargohold.storage.driver.base import LocalFiles, StorageDriver
 from cargohold.storage.paths import (
     REPOSITORIES,
     REPOSITORY_MARKERS,
-    BlobData,
-    LayerLink,
-    ManifestRevisionLink,
-    TagCurrentLink,
-    TagsDir,
+    RepositoriesRoot,
+    RepositoryDir,
     path_for,
+    repository_name,
 )
 
-_SCHEMA1_TYPES = frozenset({SCHEMA1, SCHEMA1_SIGNED})
+
+class Catalog(Protocol):
+    async def page(self, n: int | None, last: str | None) -> list[str]:
+        """Repository names in lexical order, at most ``n``, each after ``last``."""
+        ...
+
+    def close(self) -> None: ...
 
 
-def _read(path: str, limit: int) -> bytes | None:
-    """The file's content if it has at most ``limit`` bytes, else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, limit + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return data if len(data) <= limit else None
+def catalog_for(driver: StorageDriver) -> Catalog:
+    """The catalog suited to ``driver``."""
+    files = driver.local_files
+    return WalkedCatalog(driver) if files is None else LocalCatalog(driver, files)
 
 
-class LocalReader:
-    """Reads blobs, manifests and tags below a filesystem driver's root directory."""
+class WalkedCatalog:
+    """Repository names found by listing folders through the driver."""
 
-    __slots__ = ("_root",)
+    def __init__(self, driver: StorageDriver) -> None:
+        self._driver = driver
 
-    def __init__(self, root: str) -> None:
-        self._root = root
+    async def page(self, n: int | None, last: str | None) -> list[str]:
+        """The names after ``last``, in order, up to ``n``, one listing per folder visited.
 
-    def _linked(self, link_path: str, digest: str) -> bool:
-        return _read(self._root + link_path, 128) == digest.encode()
-
-    def blob_size(self, name: str, digest: Digest) -> int | None:
-        """The size of a blob linked in repository ``name``."""
-        if not self._linked(path_for(LayerLink(name, digest)), digest):
-            return None
-        try:
-            info = os.stat(self._root + path_for(BlobData(digest)))
-        except OSError:
-            return None
-        return info.st_size if stat.S_ISREG(info.st_mode) else None
-
-    def blob(self, digest: Digest, size: int) -> bytes | None:
-        """The content of a blob whose link was checked, when it has ``size`` bytes."""
-        data = _read(self._root + path_for(BlobData(digest)), size)
-        return data if data is not None and len(data) == size else None
-
-    def tag(self, name: str, tag: str) -> Digest | None:
-        content = _read(self._root + path_for(TagCurrentLink(name, tag)), 128)
-        if content is None:
-            return None
-        try:
-            return Digest.parse(content.decode("ascii"))
-        except (DigestInvalid, UnicodeDecodeError):
-            return None
-
-    def manifest(self, name: str, digest: Digest, limit: int) -> tuple[str, bytes] | None:
-        """The media type and bytes of a manifest revision of ``name``.
-
-        Schema1 is left to the full path: it merges or creates signatures.
+        On object storage each listing is a request, so the walk lists folders in name
+        order and stops once it has ``n`` names: a folder's name sorts before every
+        name below it, so listing the smallest pending folder next finds the names in
+        order. Folders whose names all sort at or before ``last`` are never listed:
+        below ``x`` every name is ``x`` or starts ``x/``, so sorts before ``x0``.
         """
-        if not self._linked(path_for(ManifestRevisionLink(name, digest)), digest):
-            return None
-        payload = _read(self._root + path_for(BlobData(digest)), limit)
-        if not payload:
-            return None
-        media_type = media_type_of(payload)
-        return None if media_type in _SCHEMA1_TYPES else (media_type, payload)
+        found: list[str] = []
+        pending: list[str] = []  # folders to list, by repository-name prefix
 
-    def tags(self, name: str) -> list[str] | None:
-        """Every tag of ``name``, sorted; None when the repository has no tags folder."""
+        def consider(path: str) -> None:
+            # A repository's own folders start with "_"; names never do.
+            if path.rpartition("/")[2].startswith("_"):
+                return
+            name = repository_name(path)
+            if last is not None and name + "0" <= last:
+                return
+            heapq.heappush(pending, name)
+
         try:
-            names = os.listdir(self._root + path_for(TagsDir(name)))
-        except OSError:
-            return None
-        return sorted(n for n in names if "~" not in n)
+            top = await self._driver.list(path_for(RepositoriesRoot()))
+        except PathNotFound:
+            return []
+        for path in top:
+            consider(path)
+        while pending and (n is None or len(found) < n):
+            name = heapq.heappop(pending)
+            try:
+                children = await self._driver.list(path_for(RepositoryDir(name)))
+            except PathNotFound:
+                continue  # deleted since its parent was listed
+            leaves = {child.rpartition("/")[2] for child in children}
+            if leaves & REPOSITORY_MARKERS and (last is None or name > last):
+                found.append(name)
+            for child in children:
+                consider(child)
+        return found
+
+    def close(self) -> None:
+        pass
+
+
+class LocalCatalog:
+    """Repository names scanned from local folders, kept until one of them changes."""
+
+    def __init__(self, driver: StorageDriver, files: LocalFiles) -> None:
+        self._driver = driver
+        self._scan = LocalScan(files.local_path(REPOSITORIES))
+
+    async def page(self, n: int | None, last: str | None) -> list[str]:
+        # Checking a kept scan is quick enough for the loop; a scan is not.
+        names = self._scan.cached()
+        if names is None:
+            names = await self._driver.in_thread(self._scan.names)
+        if last is not None:
+            names = names[bisect.bisect_right(names, last) :]
+        return names if n is None else names[:n]
+
+    def close(self) -> None:
+        self._scan.close()
 
 
 class _MtimeWatch:
@@ -221,8 +231,8 @@ def _change_watch(root: str) -> _MtimeWatch | _InotifyWatch:
     return _MtimeWatch()
 
 
-class LocalCatalog:
-    """The repository names under a local root, rescanned only when a folder it read changed.
+class LocalScan:
+    """The repository names under a local folder, rescanned only when a folder it read changed.
 
     A scan reads every folder of the repositories tree (one ``scandir`` each).
     A repository can only appear or vanish by an entry being added to or
@@ -233,9 +243,8 @@ class LocalCatalog:
     a scan).
     """
 
-    def __init__(self, root: str) -> None:
-        self._top = root + REPOSITORIES
-        self._root = root
+    def __init__(self, top: str) -> None:
+        self._top = top
         self._names: list[str] | None = None
         self._watch: _MtimeWatch | _InotifyWatch | None = None
         # A scan may run in a thread while the loop checks the cache.
@@ -257,7 +266,7 @@ class LocalCatalog:
             if valid is not None:
                 return valid
             if self._watch is None:
-                self._watch = _change_watch(self._root)
+                self._watch = _change_watch(self._top)
             self._watch.reset()
             names: list[str] = []
             try:
@@ -274,6 +283,13 @@ class LocalCatalog:
             keep = self._watch.trustworthy() and os.path.isdir(self._top)
             self._names = names if keep else None
             return names
+
+    def close(self) -> None:
+        with self._lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+            self._names = None
 
     def _valid(self) -> list[str] | None:
         if self._names is None or self._watch is None or self._watch.changed():

@@ -1,4 +1,4 @@
-"""The local catalog is rescanned exactly when the repositories tree may have changed.
+"""The local catalog's scan is redone exactly when the repositories tree may have changed.
 
 Every test runs with both ways of noticing change: inotify (local filesystems)
 and the folders' modification times (everything else, NFS included).
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.storage import local
-from cargohold.storage.local import LocalCatalog
+from cargohold.storage import catalog as local
+from cargohold.storage.catalog import LocalScan
 
 TOP = "docker/registry/v2/repositories"
 
@@ -43,21 +43,21 @@ def watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
 @pytest.fixture
 def scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counted: list[int] = []
-    original = LocalCatalog._scan
+    original = LocalScan._scan
 
-    def scan(self: LocalCatalog, watch: object, path: str, *args: object) -> None:
+    def scan(self: LocalScan, watch: object, path: str, *args: object) -> None:
         if path.endswith("/repositories"):
             counted.append(1)
         original(self, watch, path, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(LocalCatalog, "_scan", scan)
+    monkeypatch.setattr(LocalScan, "_scan", scan)
     return counted
 
 
 def test_a_settled_tree_is_scanned_once(tmp_path: Path, watch: str, scans: list[int]) -> None:
     make(tmp_path, "a", "b/c", "b/c/d")
     age(tmp_path)
-    catalog = LocalCatalog(str(tmp_path))
+    catalog = LocalScan(str(tmp_path / TOP))
     assert catalog.names() == ["a", "b/c", "b/c/d"]
     assert catalog.cached() == ["a", "b/c", "b/c/d"]
     assert catalog.names() == ["a", "b/c", "b/c/d"]
@@ -78,7 +78,7 @@ def test_any_new_repository_is_seen(
 ) -> None:
     make(tmp_path, "a", "b/c")
     age(tmp_path)
-    catalog = LocalCatalog(str(tmp_path))
+    catalog = LocalScan(str(tmp_path / TOP))
     assert catalog.names() == ["a", "b/c"]
     make(tmp_path, new, marker="_manifests")
     assert catalog.cached() is None
@@ -89,7 +89,7 @@ def test_any_new_repository_is_seen(
 def test_a_repository_that_loses_its_folders_is_gone(tmp_path: Path, watch: str) -> None:
     make(tmp_path, "a", "b")
     age(tmp_path)
-    catalog = LocalCatalog(str(tmp_path))
+    catalog = LocalScan(str(tmp_path / TOP))
     assert catalog.names() == ["a", "b"]
     (tmp_path / TOP / "b" / "_layers").rmdir()
     assert catalog.names() == ["a"]
@@ -99,14 +99,14 @@ def test_a_recently_changed_tree_is_trusted_only_with_inotify(
     tmp_path: Path, watch: str, scans: list[int]
 ) -> None:
     make(tmp_path, "a")  # just now: with times, a second change in this tick would hide
-    catalog = LocalCatalog(str(tmp_path))
+    catalog = LocalScan(str(tmp_path / TOP))
     assert catalog.names() == ["a"]
     assert catalog.names() == ["a"]
     assert len(scans) == (1 if watch == "inotify" else 2)
 
 
 def test_a_repositories_folder_made_later_is_seen(tmp_path: Path, watch: str) -> None:
-    catalog = LocalCatalog(str(tmp_path))
+    catalog = LocalScan(str(tmp_path / TOP))
     assert catalog.names() == []
     make(tmp_path, "late")
     assert catalog.names() == ["late"]
@@ -117,8 +117,8 @@ def test_folders_that_are_not_repositories_are_not_listed(tmp_path: Path, watch:
     (tmp_path / TOP / "empty-namespace" / "deeper").mkdir(parents=True)
     (tmp_path / TOP / "repo" / "_manifests").mkdir()
     (tmp_path / TOP / ".~stray.partial").mkdir()
-    assert LocalCatalog(str(tmp_path)).names() == ["repo"]
-    assert LocalCatalog(str(tmp_path / "nothing")).names() == []
+    assert LocalScan(str(tmp_path / TOP)).names() == ["repo"]
+    assert LocalScan(str(tmp_path / "nothing" / TOP)).names() == []
 
 
 def test_network_filesystems_are_watched_by_time(monkeypatch: pytest.MonkeyPatch) -> None:

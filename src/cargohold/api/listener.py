@@ -1,0 +1,101 @@
+"""Serving an application on a listening socket: the fast path in front, aiohttp behind.
+
+``Listener`` is what ``cargohold serve`` runs in each worker, and what tests
+and embedders run in process, so every way of serving takes the same path.
+It uses aiohttp's public API only: an ``AppRunner`` (with no site), whose
+``server`` is the protocol factory of aiohttp's connections, and
+``loop.create_server`` on the socket. With the fast path on, each connection
+is a ``connection.Connection`` that hands itself to aiohttp's protocol when it
+meets a request it does not answer; with it off, aiohttp's protocol takes the
+connection from the first byte.
+
+Closing stops accepting, closes the connections the fast path holds (each is
+between requests: its replies are written whole), then lets aiohttp finish
+the requests it is answering, for up to ``shutdown_timeout`` seconds, and run
+the application's cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+
+from aiohttp import web
+
+from cargohold.api.app import PIPELINE_KEY
+from cargohold.api.connection import Connection, ConnectionSet
+from cargohold.api.fastpath import fast_path_for
+
+__all__ = ["KEEPALIVE_TIMEOUT", "Listener"]
+
+#: Seconds an idle keep-alive connection stays open (aiohttp's ``run_app`` default).
+KEEPALIVE_TIMEOUT = 75.0
+
+
+class Listener:
+    """One application served on one listening socket."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        fast_path: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        shutdown_timeout: float = 5.0,
+        backlog: int = 1024,
+    ) -> None:
+        self.app = app
+        self._fast_path = fast_path
+        self._ssl = ssl_context
+        self._backlog = backlog
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,  # the pipeline's access log hook logs both paths
+            keepalive_timeout=keepalive_timeout,
+            shutdown_timeout=shutdown_timeout,
+        )
+        self._connections = ConnectionSet(keepalive_timeout)
+        self._server: asyncio.Server | None = None
+        #: Whether connections start on the fast path (known once started).
+        self.fast = False
+
+    async def start(self, sock: socket.socket) -> None:
+        """Set the application up and accept connections on ``sock`` (already listening)."""
+        runner = self._runner
+        await runner.setup()
+        full = runner.server
+        assert full is not None
+        fast = fast_path_for(self.app) if self._fast_path else None
+        factory: Callable[[], asyncio.Protocol]
+        if fast is None:
+            factory = full
+        else:
+            pipeline, connections = self.app[PIPELINE_KEY], self._connections
+
+            def factory() -> asyncio.Protocol:
+                return Connection(fast, pipeline, full, connections)
+
+        self.fast = fast is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            factory, sock=sock, ssl=self._ssl, backlog=self._backlog
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self._connections.close()
+        await self._runner.cleanup()
+        if server is not None:
+            await server.wait_closed()

@@ -1,0 +1,186 @@
+"""The request pipeline: what every request passes, whichever path answers it.
+
+cargohold answers requests on two paths (see ``docs/ARCHITECTURE.md``): the
+fast path (``fastpath.py``), which answers the commonest reads inline from the
+connection, and aiohttp's handlers (``app.py``), which answer everything. Both
+run the same steps, in this order, through one ``Pipeline``:
+
+1. ``begin``: an ``Exchange`` is opened for the request; it gets a request id
+   and its start time; every hook hears ``request_started``.
+2. ``route``: the path (without ``http.prefix``) names an endpoint.
+3. ``authorize`` (or ``authorize_now`` on the fast path): access control decides,
+   on the same access records either way.
+4. The reply is decided by the one function for its endpoint (``reply.py``).
+5. ``finish``: once the reply is out, its status, size and event are recorded
+   on the exchange and every hook hears ``request_finished``.
+
+Hooks are where per-request features plug in: the access log (``accesslog.py``)
+is one; metrics count requests there and notifications pick up each
+exchange's event. A hook must be quick and must not raise: it runs on every
+request of both paths. The fast path never answers a request a hook could
+not see, so adding a hook never turns it off.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from cargohold.api.auth import required_access
+from cargohold.api.events import Event
+from cargohold.api.reply import Reply
+from cargohold.api.routes import Route, match
+from cargohold.auth import AccessController
+from cargohold.auth.access import EVERYTHING, Grant
+
+__all__ = ["EXCHANGE", "Exchange", "Pipeline", "RequestHook", "record", "respond"]
+
+log = logging.getLogger("cargohold.api")
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    """One request and what came of it, as every hook sees it."""
+
+    method: str
+    #: The request target as sent: path and query, still percent-encoded.
+    target: str
+    #: ``1.1`` or ``1.0``.
+    version: str
+    #: The client's address.
+    remote: str
+    headers: Mapping[str, str]
+    #: True when the fast path answered, False when aiohttp's handlers did.
+    fast: bool
+    sequence: int
+    prefix: int
+    started: float = field(default_factory=time.time)
+    clock: float = field(default_factory=time.perf_counter)
+    route: Route | None = None
+    #: Who the credentials belong to, when access control identified them.
+    user: str | None = None
+    status: int = 0
+    #: Bytes of body sent.
+    size: int = 0
+    #: Seconds from the start to the reply's last byte handed to the connection.
+    duration: float = 0.0
+    event: Event | None = None
+
+    @property
+    def id(self) -> str:
+        """The request id: unique across processes (a random prefix per pipeline) and time."""
+        text = f"{self.prefix:016x}{self.sequence:016x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    @property
+    def repository(self) -> str | None:
+        route = self.route
+        return route.name if route is not None and route.name else None
+
+
+class RequestHook(Protocol):
+    """Told of every request, on both paths. Quick, and never raising."""
+
+    def request_started(self, exchange: Exchange) -> None: ...
+
+    def request_finished(self, exchange: Exchange) -> None: ...
+
+
+#: Where the aiohttp path keeps the request's exchange.
+EXCHANGE = web.RequestKey("exchange", Exchange)
+
+
+class Pipeline:
+    """The steps every request passes (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        access: AccessController | None = None,
+        hooks: Sequence[RequestHook] = (),
+    ) -> None:
+        self.prefix = prefix
+        self.access = access
+        self.hooks = tuple(hooks)
+        self._sequence = itertools.count(1)
+        self._prefix = int.from_bytes(secrets.token_bytes(8), "big")
+
+    def begin(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        remote: str,
+        headers: Mapping[str, str],
+        *,
+        fast: bool,
+        clock: float | None = None,
+    ) -> Exchange:
+        """Open the exchange of a request (``clock``: when it began, if earlier than now)."""
+        exchange = Exchange(
+            method, target, version, remote, headers, fast, next(self._sequence), self._prefix
+        )
+        if clock is not None:
+            exchange.clock = clock
+        for hook in self.hooks:
+            hook.request_started(exchange)
+        return exchange
+
+    def finish(self, exchange: Exchange, status: int, size: int) -> None:
+        exchange.status = status
+        exchange.size = size
+        exchange.duration = time.perf_counter() - exchange.clock
+        for hook in self.hooks:
+            hook.request_finished(exchange)
+
+    def route(self, path: str) -> Route | None:
+        """The endpoint ``path`` (as sent, without query) names under ``http.prefix``."""
+        if self.prefix:
+            if not path.startswith(self.prefix + "/"):
+                return None
+            path = path[len(self.prefix) :]
+        return match(path)
+
+    async def authorize(
+        self, exchange: Exchange, route: Route, headers: Mapping[str, str]
+    ) -> Grant | None:
+        """The grant of the request's credentials; None without access control.
+
+        Raises ``Unauthorized`` (with the challenge) or ``NameInvalid``.
+        """
+        if self.access is None:
+            return None
+        grant = await self.access.authorize(headers, required_access(route, exchange.method))
+        exchange.user = grant.subject
+        return grant
+
+    def authorize_now(self, route: Route, method: str, headers: Mapping[str, str]) -> Grant | None:
+        """The grant, when it can be decided at once and allows the request; else None.
+
+        None covers refusals too: the awaited ``authorize`` decides again and
+        explains. Without access control the grant is ``EVERYTHING``.
+        """
+        if self.access is None:
+            return EVERYTHING
+        return self.access.authorize_now(headers, required_access(route, method))
+
+
+def record(request: web.Request, event: Event | None) -> None:
+    """Note the event a reply reports, for the hooks that run once it is sent."""
+    exchange = request.get(EXCHANGE)
+    if exchange is not None and event is not None:
+        exchange.event = event
+
+
+def respond(request: web.Request, reply: Reply) -> web.Response:
+    """The aiohttp response of ``reply``, its event noted on the request's exchange."""
+    record(request, reply.event)
+    return reply.response()
