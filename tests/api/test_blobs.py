@@ -209,16 +209,29 @@ async def test_unknown_blob_is_404(registry: Registry, method: str) -> None:
         assert error["detail"] == {"digest": digest}
 
 
-async def test_blob_of_one_repository_is_unknown_in_another(registry: Registry) -> None:
-    blob = await registry.push_blob("a")
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["inline", "file-or-stream"])
+async def test_blob_of_one_repository_is_unknown_in_another(
+    make_registry: MakeRegistry, size: int
+) -> None:
+    """Knowing a digest is not enough: every way of serving checks the repository's link.
+
+    Small blobs are read inline, large ones leave by sendfile (filesystem) or as a
+    stream (memory), each answered by the fast path or by aiohttp; a link removed
+    by a delete hides the blob as surely as one never written.
+    """
+    registry = await make_registry()
+    blob = await registry.push_blob("a", random_blob(size))
     await registry.push_blob("b")  # b exists, but does not hold this blob
-    for repository in ("b", "c", "a/a"):
-        response = await registry.request("GET", f"/v2/{repository}/blobs/{blob.digest}")
-        await assert_error(response, 404, "BLOB_UNKNOWN")
-        response = await registry.request("HEAD", f"/v2/{repository}/blobs/{blob.digest}")
-        assert response.status == 404
-    response = await registry.request("GET", f"/v2/a/blobs/{blob.digest}")
-    assert await response.read() == blob.data
+    await registry.push_blob("gone", blob)
+    assert (await registry.request("DELETE", f"/v2/gone/blobs/{blob.digest}")).status == 202
+    for repository in ("b", "c", "a/a", "gone"):
+        target = f"/v2/{repository}/blobs/{blob.digest}"
+        for headers in ({}, {"Range": "bytes=0-9"}):
+            status, body = await registry.request_anew("GET", target, headers=headers)
+            assert status == 404, (repository, headers)
+            assert b"BLOB_UNKNOWN" in body
+            assert await registry.request_anew("HEAD", target, headers=headers) == (404, b"")
+    assert await registry.request_anew("GET", f"/v2/a/blobs/{blob.digest}") == (200, blob.data)
 
 
 # -- delete -------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each registry is a real ``cargohold serve`` process; what they share is the
 filesystem root and the Redis database, as several hosts behind one load
-balancer would (DESIGN.md, invariant 5).
+balancer would (docs/ARCHITECTURE.md, invariant 5).
 """
 
 from __future__ import annotations

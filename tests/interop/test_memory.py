@@ -1,4 +1,6 @@
-"""A 2 GiB blob streams in and out of cargohold in bounded memory (DESIGN.md, invariant 4).
+"""A 2 GiB blob streams in and out of cargohold in bounded memory.
+
+This is ``docs/ARCHITECTURE.md``, invariant 4.
 
 The server runs one process (``--workers 1`` does not fork, checked below), so
 its pid is the one answering; a thread samples its ``VmRSS`` during each

@@ -1,6 +1,6 @@
 """Three registry processes on one bucket and one Redis behave as one registry.
 
-DESIGN.md, invariant 5: no request depends on process memory. The client here
+docs/ARCHITECTURE.md, invariant 5: no request depends on process memory. The client here
 sends every request of a push to the next process in turn (the POST, each
 PATCH of a chunked upload, the closing PUT, the manifest PUT), following each
 reply's ``Location`` but swapping its host for the next process's, which is

@@ -1,6 +1,6 @@
 """CNCF Distribution (Debian's ``docker-registry``, the Go registry) on a free loopback port.
 
-The Go registry is part of the test environment (DESIGN.md): when the binary
+The Go registry is part of the test environment (docs/ARCHITECTURE.md): when the binary
 is missing the tests fail, they never skip.
 """
 

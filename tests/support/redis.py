@@ -1,6 +1,6 @@
 """A real ``redis-server`` for tests: one per session, an empty database per test.
 
-Debian's ``redis-server`` is part of the test environment (DESIGN.md), so a
+Debian's ``redis-server`` is part of the test environment (docs/ARCHITECTURE.md), so a
 server that cannot start fails the tests rather than skipping them.
 """
 

@@ -1,6 +1,6 @@
 """Debian's ``skopeo``, driven against registries on plain HTTP at 127.0.0.1.
 
-skopeo is part of the test environment (DESIGN.md): when it is missing the
+skopeo is part of the test environment (docs/ARCHITECTURE.md): when it is missing the
 tests fail, they do not skip. ``--insecure-policy`` spares the tests any
 dependence on the machine's ``/etc/containers/policy.json``.
 """

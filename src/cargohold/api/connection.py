@@ -50,6 +50,10 @@ MAX_FIELDS = 64
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 
 
+#: What each header name looks like in a lower-cased header block (few names are asked for).
+_KEYS: dict[str, bytes] = {}
+
+
 class _Headers(Mapping[str, str]):
     """The header fields of a request head that llhttp has validated, read on lookup.
 
@@ -67,7 +71,11 @@ class _Headers(Mapping[str, str]):
         self._lowered = lowered
 
     def get(self, name: str, default: Any = None) -> Any:
-        key = b"\r\n" + name.lower().encode("latin-1") + b":"
+        key = _KEYS.get(name)
+        if key is None:
+            key = b"\r\n" + name.lower().encode("latin-1") + b":"
+            if len(_KEYS) < 64:
+                _KEYS[name] = key
         at = self._lowered.find(key)
         if at < 0:
             return default

@@ -10,7 +10,7 @@ Distribution's (``notifications/event.go``): ``pull``, ``push``, ``mount``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cargohold.descriptor import Descriptor
 from cargohold.digest import Digest
@@ -23,9 +23,12 @@ MOUNT = "mount"
 DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One action on one piece of content of a repository."""
+class Event(NamedTuple):
+    """One action on one piece of content of a repository.
+
+    A named tuple rather than a frozen dataclass: most requests make one, and it
+    is made at a fifth of the cost.
+    """
 
     action: str
     repository: str

@@ -109,8 +109,8 @@ class FastPath:
 
     def answer(self, head: RequestHead, remote: str) -> Answer | None:
         """The reply to ``head`` and its open exchange, or None to leave it to aiohttp."""
-        started = time.perf_counter()
         pipeline = self._pipeline
+        started = time.perf_counter() if pipeline.hooks else None
         route = pipeline.route(head.target)
         if route is None:
             return None
@@ -144,9 +144,7 @@ class FastPath:
         api, reads, endpoint = self._api, self._reads, route.endpoint
         if endpoint is Endpoint.BASE:
             return base_reply(api)
-        name = route.name
-        if "%" in name:
-            return None
+        name = route.name  # checked by the immediate reads, as ``repository()`` checks it
         if endpoint is Endpoint.BLOB:
             if head.method == "GET" and not self._blob_gets:
                 return None
