@@ -19,12 +19,15 @@ llhttp rejects is rejected by aiohttp the same way, whichever path saw it.
 Where each request ends is known exactly without trusting a search: data is
 fed to the parser in pieces cut after each CRLF CRLF, and a body-less request
 ends at its header section's end, which is such a cut; the parser's
-``on_message_complete`` within the piece confirms it.
+``on_message_complete`` within the piece confirms it. Once llhttp has
+accepted a request head, its request line and header lines are read by
+position (``_Headers``): llhttp has already refused every line that is not
+``name: value``.
 
 While the fast path holds a connection, the connection keeps its own idle
-timer (aiohttp's starts at hand-over): it closes once no byte has come or
-gone for ``keepalive_timeout`` seconds. While the client reads no replies
-(the transport asks to pause writing), it reads no more requests.
+timer (aiohttp's starts at hand-over): it closes once no request has come
+for ``keepalive_timeout`` seconds. While the client reads no replies (the
+transport asks to pause writing), it reads no more requests.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class _Headers(Mapping[str, str]):
     __slots__ = ("_lowered", "_raw")
 
     def __init__(self, raw: bytes, lowered: bytes) -> None:
-        self._raw = raw  # the fields: CRLF name: value ... CRLF CRLF
+        self._raw = raw  # the request head: its line, then CRLF name: value ... CRLF CRLF
         self._lowered = lowered
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -93,7 +96,7 @@ class _Headers(Mapping[str, str]):
         return isinstance(name, str) and self.get(name) is not None
 
     def _names(self) -> list[str]:
-        lines = self._raw.split(b"\r\n")
+        lines = self._raw.split(b"\r\n")[1:]  # the request line is no field
         return [line.partition(b":")[0].decode("latin-1") for line in lines if line]
 
     def __iter__(self) -> Iterator[str]:
@@ -220,18 +223,18 @@ class Connection(asyncio.Protocol):
         target = block[len(method) + 1 : line_end - 9]
         if version is None or target[:1] != b"/" or b"?" in target or not target.isascii():
             return None
-        fields = block[line_end:]
-        lowered = fields.lower()
+        # The request line holds no CRLF, so below it "CRLF name:" can only start a field.
+        lowered = block.lower()
         if version == "1.1" and b"\r\nhost:" not in lowered:
             return None  # aiohttp refuses an HTTP/1.1 request without Host: let it
         if (
             b"\r\ncontent-length:" in lowered
             or b"\r\ntransfer-encoding:" in lowered
             or b"\r\nexpect:" in lowered  # a body, or a reply with more than the answer
-            or lowered.count(b"\r\n") > MAX_FIELDS
+            or lowered.count(b"\r\n") > MAX_FIELDS + 2
         ):
             return None
-        head = RequestHead(method, target.decode(), version, _Headers(fields, lowered))
+        head = RequestHead(method, target.decode(), version, _Headers(block, lowered))
         return self._fast.answer(head, self._remote)
 
     def eof_received(self) -> bool | None:
