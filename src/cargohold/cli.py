@@ -28,11 +28,37 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: "os/arch[/variant]" is not markup to interpret.
+    rich_markup_mode=None,
 )
 
 
+def version() -> str:
+    """The installed version of cargohold."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("cargohold")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cargohold {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """A container image registry: OCI Distribution 1.1 and Docker Registry API V2."""
 
 
@@ -95,11 +121,12 @@ def gc(
 
     from cargohold.api.app import build_registry
     from cargohold.config import load_config
-    from cargohold.storage.gc import collect_garbage
+    from cargohold.storage.gc import collect_garbage, require_storage
 
     async def run() -> None:
         registry = build_registry(load_config(config))
         try:
+            await require_storage(registry)
             result = await collect_garbage(
                 registry, dry_run=dry_run, delete_untagged=delete_untagged
             )

@@ -35,6 +35,7 @@ from cargohold.digest import Digest
 from cargohold.errors import (
     BlobUnknown,
     CargoholdError,
+    ConfigError,
     DigestInvalid,
     ManifestInvalid,
     ManifestUnknown,
@@ -47,6 +48,7 @@ from cargohold.manifest.schema1 import SignedManifest
 from cargohold.storage.paths import (
     LayersDir,
     ManifestRevisionsDir,
+    RepositoriesRoot,
     digest_from_path,
     path_for,
 )
@@ -79,6 +81,27 @@ class _Revision:
     children: list[Digest]
     subject: Digest | None
     tagged: bool
+
+
+async def require_storage(registry: StorageRegistry) -> None:
+    """``ConfigError`` unless the storage holds a registry root, as Distribution's gc requires.
+
+    A collection over nothing would report success: a mistyped root directory
+    looks like an empty registry.
+    """
+    try:
+        await registry.driver.stat(path_for(RepositoriesRoot()))
+    except PathNotFound:
+        driver = registry.driver
+        files = driver.local_files
+        where = (
+            files.local_path(path_for(RepositoriesRoot()))
+            if files
+            else path_for(RepositoriesRoot())
+        )
+        raise ConfigError(
+            f"storage.{driver.name}", f"{where}: no registry here (not found)"
+        ) from None
 
 
 async def collect_garbage(

@@ -286,11 +286,12 @@ class FilesystemDriver(StorageDriver):
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
+            where = exc.filename or self.root
             raise StorageUnavailable(
-                self.root, self.name, f"cannot create: {exc.strerror}"
+                self.root, self.name, f"cannot create {where}: {exc.strerror}"
             ) from exc
         if not os.access(self.root, os.W_OK | os.X_OK):
-            raise StorageUnavailable(self.root, self.name, "not writable")
+            raise StorageUnavailable(self.root, self.name, f"{self.root} is not writable")
 
 
 #: A writer asks the disk to catch up after this many bytes (see _FilesystemWriter.write).
