@@ -48,7 +48,7 @@ from cargohold.manifest.schema1 import SignedManifest
 from cargohold.storage.paths import (
     LayersDir,
     ManifestRevisionsDir,
-    RepositoriesRoot,
+    RegistryRoot,
     digest_from_path,
     path_for,
 )
@@ -90,15 +90,11 @@ async def require_storage(registry: StorageRegistry) -> None:
     looks like an empty registry.
     """
     try:
-        await registry.driver.stat(path_for(RepositoriesRoot()))
+        await registry.driver.stat(path_for(RegistryRoot()))
     except PathNotFound:
         driver = registry.driver
         files = driver.local_files
-        where = (
-            files.local_path(path_for(RepositoriesRoot()))
-            if files
-            else path_for(RepositoriesRoot())
-        )
+        where = files.local_path(path_for(RegistryRoot())) if files else path_for(RegistryRoot())
         raise ConfigError(
             f"storage.{driver.name}", f"{where}: no registry here (not found)"
         ) from None

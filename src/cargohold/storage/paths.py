@@ -67,6 +67,11 @@ def _digest_parts(digest: Digest) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryRoot:
+    """Everything a registry keeps lives below this."""
+
+
+@dataclass(frozen=True, slots=True)
 class BlobsRoot:
     """Every blob's folder lives below this."""
 
@@ -211,7 +216,8 @@ class ReferrerDescriptor:
 
 
 PathSpec = (
-    BlobsRoot
+    RegistryRoot
+    | BlobsRoot
     | BlobData
     | BlobDir
     | RepositoriesRoot
@@ -276,6 +282,7 @@ def _referrers_dir(spec: ReferrersDir | ReferrerDescriptor) -> str:
 _LAYOUT: dict[type, Callable[[Any], str]] = {
     BlobData: lambda s: f"{_blob_dir(s.digest)}/data",
     BlobDir: lambda s: _blob_dir(s.digest),
+    RegistryRoot: lambda s: ROOT,
     BlobsRoot: lambda s: BLOBS,
     RepositoriesRoot: lambda s: REPOSITORIES,
     RepositoryDir: lambda s: _repository(s.name),
