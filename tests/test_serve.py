@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import cargohold, cargohold_argv, free_port, running
+from tests.support.http import location as location_of
+from tests.support.http import request, with_query
+from tests.support.servers import cargohold, cargohold_argv, free_port, running, stop
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -242,3 +248,102 @@ def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
     assert server.stderr is not None
     with server.stderr:
         assert b"right after starting" in server.stderr.read()
+
+
+# -- where it listens, and how many workers ------------------------------------------------
+
+
+def curl_unix(socket_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["curl", "-sS", "--unix-socket", str(socket_path), *args],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@contextmanager
+def serving_unix(socket_path: Path, root: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "REGISTRY_HTTP_NET": "unix",
+        "REGISTRY_HTTP_ADDR": str(socket_path),
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root),
+    }
+    process = subprocess.Popen(
+        cargohold_argv("serve"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while curl_unix(socket_path, "http://localhost/v2/").returncode != 0:
+            assert process.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "nothing answered on the unix socket"
+            time.sleep(0.05)
+        yield process
+    finally:
+        stop(process)
+
+
+def test_http_net_unix_serves_on_a_unix_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "registry.sock"
+    # A socket file left by a server that died is replaced, as nothing listens there.
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(socket_path))
+    stale.close()
+    blob = b"over a unix socket"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with serving_unix(socket_path, tmp_path / "root") as server:
+        assert children(server.pid) == [], "one process: a unix socket is not shared"
+        version = curl_unix(socket_path, "-i", "http://localhost/v2/")
+        assert version.stdout.startswith(b"HTTP/1.1 200")
+        assert version.stdout.endswith(b"\r\n\r\n{}")
+        pushed = curl_unix(
+            socket_path,
+            *("-o", "/dev/null", "-w", "%{http_code}", "--data-binary", blob.decode()),
+            *("-H", "Content-Type: application/octet-stream"),
+            f"http://localhost/v2/unix/blobs/uploads/?digest={digest}",
+        )
+        assert pushed.stdout == b"201"
+        pulled = curl_unix(socket_path, f"http://localhost/v2/unix/blobs/{digest}")
+        assert pulled.stdout == blob
+
+
+def test_inmemory_storage_runs_one_worker_and_every_request_agrees(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}", "REGISTRY_STORAGE": "inmemory"}
+    log = tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    with running(cargohold_argv("serve"), f"{url}/v2/", env=env, log=log) as server:
+        assert children(server.pid) == []
+        started = request("POST", f"{url}/v2/mem/blobs/uploads/")
+        assert started.status == 202
+        location = location_of(started, url)
+        data = b"all in one process"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        # Each request on a connection of its own: with several workers they would spread.
+        for _ in range(8):
+            assert request("GET", location).status == 204
+        finished = request("PUT", with_query(location, f"digest={digest}"), body=data)
+        assert finished.status == 201
+        for _ in range(8):
+            assert request("GET", f"{url}/v2/mem/blobs/{digest}").body == data
+            listed = request("GET", f"{url}/v2/mem/tags/list")
+            assert (listed.status, json.loads(listed.body)) == (200, {"name": "mem", "tags": []})
+    assert "inmemory storage: one worker" in log.read_text()
+
+
+def test_inmemory_storage_with_several_workers_is_refused() -> None:
+    result = subprocess.run(
+        cargohold_argv("serve", "--workers", "2"),
+        env={**os.environ, "REGISTRY_STORAGE": "inmemory", "REGISTRY_HTTP_ADDR": "127.0.0.1:0"},
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.decode().splitlines()
+    assert line.startswith("cargohold: config: storage.inmemory: ")
+    assert "--workers 2" in line

@@ -6,7 +6,6 @@ on stderr naming what is wrong, never a traceback).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -93,9 +92,7 @@ def serve(
     try:
         settings = load_config(config)
         setup_logging(settings.log.level, settings.log.formatter, settings.log.fields)
-        status = run(
-            settings, workers or os.cpu_count() or 1, fast_path=fast_path, config_path=config
-        )
+        status = run(settings, workers, fast_path=fast_path, config_path=config)
     except ConfigError as exc:
         raise fail(f"config: {exc}", 2) from None
     except CargoholdError as exc:

@@ -1,10 +1,19 @@
-"""``cargohold serve``: N worker processes answering on one port.
+"""``cargohold serve``: worker processes answering on one address.
 
 Each worker binds its own listening socket with SO_REUSEPORT, so the kernel
 spreads connections across the processes, and serves it with a ``Listener``
 (``api/listener.py``). Nothing a request needs lives in a worker's memory
 (``docs/ARCHITECTURE.md``, invariant 5), so any worker can answer any request.
 The supervisor only forks, forwards signals and restarts a worker that dies.
+
+Two configurations run one process whatever ``--workers`` says by default:
+``inmemory`` storage (the content lives in that process's memory; asking for
+more workers is refused) and ``http.net: unix`` (one socket file).
+
+On SIGTERM or SIGINT a worker stops accepting, closes idle connections, and
+lets the requests under way finish for up to ``http.draintimeout``; those
+still running then are cut, each logged. As in Distribution, no drain time
+(the default) means they are cut at once.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ import os
 import signal
 import socket
 import ssl
+import stat
 import sys
 
 from cargohold.api.app import create_app
 from cargohold.api.listener import Listener
+from cargohold.api.tls import server_context
 from cargohold.auth import check_config as check_auth
 from cargohold.config import Config, load_config
 from cargohold.errors import ConfigError, StorageUnavailable
@@ -28,37 +39,67 @@ from cargohold.storage.driver import create_driver
 log = logging.getLogger("cargohold.server")
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` that other workers may share."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def listen_socket(config: Config) -> socket.socket:
+    """A listening socket on ``http.addr`` (TCP ones shareable by other workers)."""
+    http = config.http
+    if http.net == "unix":
+        return _unix_socket(http.addr)
+    host, port = http.listen_host, http.listen_port
+    if http.net == "tcp6" or ":" in host:
+        family, host = socket.AF_INET6, host or "::"
+    else:
+        family, host = socket.AF_INET, host or "0.0.0.0"
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and http.net == "tcp6":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(1024)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ConfigError("http.addr", f"cannot listen on {http.addr}: {exc.strerror}") from exc
     sock.setblocking(False)
     return sock
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    tls = config.http.tls
-    if tls is None or not tls.certificate:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+def _unix_socket(path: str) -> socket.socket:
+    """A listening unix socket at ``path``; a stale socket file left there is replaced."""
     try:
-        context.load_cert_chain(tls.certificate, tls.key or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("http.tls", f"cannot load certificate and key: {exc}") from exc
-    return context
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            with socket.socket(socket.AF_UNIX) as probe:
+                if probe.connect_ex(path) == 0:
+                    raise ConfigError("http.addr", f"{path}: a server is listening there")
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError("http.addr", f"{path}: {exc.strerror}") from exc
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("http.addr", f"cannot listen on {path}: {exc.strerror}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _describe(config: Config, sock: socket.socket, tls: ssl.SSLContext | None) -> str:
+    if config.http.net == "unix":
+        return f"unix:{config.http.addr}"
+    host, port = sock.getsockname()[:2]
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 async def _serve(config: Config, sock: socket.socket, use_fast_path: bool) -> None:
     listener = Listener(
-        create_app(config), fast_path=use_fast_path, ssl_context=_ssl_context(config)
+        create_app(config),
+        fast_path=use_fast_path,
+        ssl_context=server_context(config.http.tls),
+        shutdown_timeout=config.http.draintimeout,
     )
     await listener.start(sock)
     stop = asyncio.Event()
@@ -71,13 +112,9 @@ async def _serve(config: Config, sock: socket.socket, use_fast_path: bool) -> No
         await listener.close()
 
 
-def _address(config: Config) -> tuple[str, int]:
-    return config.http.listen_host or "0.0.0.0", config.http.listen_port
-
-
 def _run_worker(config: Config, sock: socket.socket | None = None, fast_path: bool = True) -> None:
     if sock is None:
-        sock = listen_socket(*_address(config))
+        sock = listen_socket(config)
     asyncio.run(_serve(config, sock, fast_path))
 
 
@@ -92,8 +129,31 @@ async def _check_storage(config: Config) -> None:
         await driver.close()
 
 
+def worker_count(config: Config, asked: int | None) -> int:
+    """How many workers to run: ``asked`` (default: one per CPU), where the configuration allows.
+
+    In-memory storage lives in one process: other workers would not see its
+    content, so it runs one, and asking for more is refused.
+    """
+    if config.storage.driver_name == "inmemory":
+        if asked is not None and asked > 1:
+            raise ConfigError(
+                "storage.inmemory",
+                f"keeps content in one process's memory: --workers {asked} would split it "
+                "(serve it with one worker)",
+            )
+        return 1
+    if config.http.net == "unix":
+        return 1
+    return asked if asked is not None else (os.cpu_count() or 1)
+
+
 def serve(
-    config: Config, workers: int, *, fast_path: bool = True, config_path: str | None = None
+    config: Config,
+    workers: int | None = None,
+    *,
+    fast_path: bool = True,
+    config_path: str | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status.
 
@@ -102,28 +162,28 @@ def serve(
     them carries what only the command line needed, and the supervisor holds
     almost nothing.
     """
-    host, port = _address(config)
     # Start-up errors stop the server here, with one line, rather than crash each worker.
-    _ssl_context(config)
+    count = worker_count(config, workers)
+    tls = server_context(config.http.tls)
     check_auth(config)
     asyncio.run(_check_storage(config))
-    try:
-        probe = listen_socket(host, port)
-    except OSError as exc:
-        raise ConfigError("http.addr", f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    scheme = "https" if config.http.tls and config.http.tls.certificate else "http"
-    bound = probe.getsockname()[1]
-    if workers <= 1 or port == 0:
+    probe = listen_socket(config)
+    where = _describe(config, probe, tls)
+    drain = config.http.draintimeout
+    if config.storage.driver_name == "inmemory":
+        log.info("inmemory storage: one worker (the content lives in its memory)")
+    single = count <= 1 or config.http.net == "unix" or config.http.listen_port == 0
+    if single:
         # One process (or an ephemeral port, which workers could not share).
-        log.info("listening on %s://%s:%d with 1 worker", scheme, host, bound)
+        log.info("listening on %s with 1 worker; draining for %gs on stop", where, drain)
         _run_worker(config, probe, fast_path)
         return 0
     # Workers bind their own sockets; the probe must not take connections.
     probe.close()
-    log.info("listening on %s://%s:%d with %d workers", scheme, host, port, workers)
+    log.info("listening on %s with %d workers; draining for %gs on stop", where, count, drain)
     for handler in logging.getLogger().handlers:
         handler.flush()
-    argv = [sys.executable, "-m", "cargohold.supervisor", str(workers)]
+    argv = [sys.executable, "-m", "cargohold.supervisor", str(count)]
     argv += ["--fast-path" if fast_path else "--no-fast-path", config_path or ""]
     os.execv(sys.executable, argv)
 

@@ -143,6 +143,7 @@ class Dispatcher:
             request.remote or "-",
             request.headers,
             fast=False,
+            connection=request.transport,
         )
         request[EXCHANGE] = exchange
         status = size = 0
@@ -151,10 +152,15 @@ class Dispatcher:
             status = response.status
             if request.method != "HEAD" and status not in (204, 304):
                 size = response.content_length or 0
+            if self.pipeline.draining and not response.prepared:
+                response.force_close()  # the server is stopping: no request after this one
             # Sent here, not after returning, so that the hooks run once it is out.
             await response.prepare(request)
             await response.write_eof()
             return response
+        except asyncio.CancelledError:
+            exchange.cut = True  # the server is stopping, and its drain time ran out
+            raise
         finally:
             self.pipeline.finish(exchange, status, size)
 

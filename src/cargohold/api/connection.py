@@ -107,24 +107,33 @@ class _Headers(Mapping[str, str]):
 
 
 class ConnectionSet:
-    """The connections the fast path holds, so that they can be closed at shutdown."""
+    """Every open connection of a listener, so that a drain can close the idle ones."""
 
     def __init__(self, keepalive_timeout: float) -> None:
         self.keepalive_timeout = keepalive_timeout
         self.open: set[Connection] = set()
 
-    def close(self) -> None:
-        """Close every connection not handed to aiohttp: none is in the middle of a reply."""
+    def close_idle(self, busy: set[object]) -> None:
+        """Close every connection whose transport is not in ``busy`` (answering a request).
+
+        A connection the fast path holds is always between requests: its replies
+        are written whole as soon as they are decided.
+        """
         for connection in list(self.open):
-            connection.close()
+            if connection.transport not in busy:
+                connection.close()
 
 
 class Connection(asyncio.Protocol):
-    """A connection served by the fast path until it hands itself to aiohttp."""
+    """A connection served by the fast path until it hands itself to aiohttp.
+
+    Without a fast path (``fast`` None) it is aiohttp's from the first byte,
+    and stays here only so that its listener knows it.
+    """
 
     def __init__(
         self,
-        fast: FastPath,
+        fast: FastPath | None,
         pipeline: Pipeline,
         full: Callable[[], asyncio.Protocol],
         connections: ConnectionSet,
@@ -134,7 +143,7 @@ class Connection(asyncio.Protocol):
         self._full = full
         self._connections = connections
         self._loop = asyncio.get_running_loop()
-        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self._parser = httptools.HttpRequestParser(self) if fast is not None else None
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._remote = "-"
@@ -149,13 +158,20 @@ class Connection(asyncio.Protocol):
 
     # -- the transport's calls ---------------------------------------------------------
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._connections.open.add(self)
+        if self._fast is None:
+            self._hand_over(b"")
+            return
         peer = transport.get_extra_info("peername")
         if peer:
             self._remote = str(peer[0])
-        self._connections.open.add(self)
         self._last_active = self._loop.time()
         self._idle = self._loop.call_at(
             self._last_active + self._connections.keepalive_timeout, self._check_idle
@@ -235,6 +251,7 @@ class Connection(asyncio.Protocol):
         ):
             return None
         head = RequestHead(method, target.decode(), version, _Headers(block, lowered))
+        assert self._fast is not None
         return self._fast.answer(head, self._remote)
 
     def eof_received(self) -> bool | None:
@@ -298,7 +315,6 @@ class Connection(asyncio.Protocol):
         self._parser = None
         self._pending = b""
         self._cancel_idle()
-        self._connections.open.discard(self)
         inner = self._inner = self._full()
         inner.connection_made(transport)
         if self._writing_paused:
@@ -308,7 +324,7 @@ class Connection(asyncio.Protocol):
             inner.data_received(data)
 
     def close(self) -> None:
-        if self._inner is None and self._transport is not None:
+        if self._transport is not None:
             self._transport.close()
 
     # -- the idle timer -----------------------------------------------------------------

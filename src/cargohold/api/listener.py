@@ -11,16 +11,17 @@ connection from the first byte.
 
 Closing stops accepting, closes the connections the fast path holds (each is
 between requests: its replies are written whole), then lets aiohttp finish
-the requests it is answering, for up to ``shutdown_timeout`` seconds, and run
-the application's cleanup.
+the requests it is answering, for up to ``shutdown_timeout`` seconds (the
+drain), cuts those still running, and runs the application's cleanup. The
+drain and every request it cut are logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
-from collections.abc import Callable
 
 from aiohttp import web
 
@@ -29,6 +30,8 @@ from cargohold.api.connection import Connection, ConnectionSet
 from cargohold.api.fastpath import fast_path_for
 
 __all__ = ["KEEPALIVE_TIMEOUT", "Listener"]
+
+log = logging.getLogger("cargohold.server")
 
 #: Seconds an idle keep-alive connection stays open (aiohttp's ``run_app`` default).
 KEEPALIVE_TIMEOUT = 75.0
@@ -48,6 +51,7 @@ class Listener:
         backlog: int = 1024,
     ) -> None:
         self.app = app
+        self._drain = shutdown_timeout
         self._fast_path = fast_path
         self._ssl = ssl_context
         self._backlog = backlog
@@ -56,7 +60,8 @@ class Listener:
             handle_signals=False,
             access_log=None,  # the pipeline's access log hook logs both paths
             keepalive_timeout=keepalive_timeout,
-            shutdown_timeout=shutdown_timeout,
+            # aiohttp reads 0 as "wait for ever": no drain time means cutting at once.
+            shutdown_timeout=max(shutdown_timeout, 0.001),
         )
         self._connections = ConnectionSet(keepalive_timeout)
         self._server: asyncio.Server | None = None
@@ -70,14 +75,10 @@ class Listener:
         full = runner.server
         assert full is not None
         fast = fast_path_for(self.app) if self._fast_path else None
-        factory: Callable[[], asyncio.Protocol]
-        if fast is None:
-            factory = full
-        else:
-            pipeline, connections = self.app[PIPELINE_KEY], self._connections
+        pipeline, connections = self.app[PIPELINE_KEY], self._connections
 
-            def factory() -> asyncio.Protocol:
-                return Connection(fast, pipeline, full, connections)
+        def factory() -> asyncio.Protocol:
+            return Connection(fast, pipeline, full, connections)
 
         self.fast = fast is not None
         loop = asyncio.get_running_loop()
@@ -92,10 +93,36 @@ class Listener:
         return str(host), int(port)
 
     async def close(self) -> None:
+        """Stop: close idle connections, let requests under way finish (the drain), cut the rest.
+
+        aiohttp's own shutdown stops reading from every connection at once, which
+        would starve an upload whose body is still arriving; so the drain is
+        waited for here, with every reply closing its connection, before aiohttp
+        shuts down what is left.
+        """
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        self._connections.close()
+        pipeline = self.app[PIPELINE_KEY]
+        pipeline.draining = True
+        running = list(pipeline.in_flight)
+        self._connections.close_idle({exchange.connection for exchange in running})
+        if running:
+            log.info("stopping: draining %d requests for up to %gs", len(running), self._drain)
+            await pipeline.drained(self._drain)
         await self._runner.cleanup()
+        for exchange in running:
+            if exchange.cut:
+                log.warning(
+                    "stopping: cut %s %s after %.1fs (request %s)",
+                    exchange.method,
+                    exchange.target,
+                    exchange.duration,
+                    exchange.id,
+                    extra={"fields": {"http.request.id": exchange.id}},
+                )
+        if running:
+            cut = sum(exchange.cut for exchange in running)
+            log.info("stopped: %d requests finished, %d cut", len(running) - cut, cut)
         if server is not None:
             await server.wait_closed()

@@ -23,6 +23,7 @@ not see, so adding a hook never turns it off.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -72,6 +73,10 @@ class Exchange:
     #: Seconds from the start to the reply's last byte handed to the connection.
     duration: float = 0.0
     event: Event | None = None
+    #: True when the server stopped before the reply was done (a drain ran out of time).
+    cut: bool = False
+    #: The transport the request came on (aiohttp's path), for a drain to tell busy ones.
+    connection: object = None
 
     @property
     def id(self) -> str:
@@ -112,6 +117,11 @@ class Pipeline:
         self.hooks = tuple(hooks)
         self._sequence = itertools.count(1)
         self._prefix = int.from_bytes(secrets.token_bytes(8), "big")
+        #: Requests aiohttp is answering (the fast path's take no time to wait for).
+        self.in_flight: set[Exchange] = set()
+        #: Set once the server is stopping: replies then close their connections.
+        self.draining = False
+        self._idle: asyncio.Event | None = None
 
     def begin(
         self,
@@ -123,6 +133,7 @@ class Pipeline:
         *,
         fast: bool,
         clock: float | None = None,
+        connection: object = None,
     ) -> Exchange:
         """Open the exchange of a request (``clock``: when it began, if earlier than now)."""
         exchange = Exchange(
@@ -130,6 +141,9 @@ class Pipeline:
         )
         if clock is not None:
             exchange.clock = clock
+        if not fast:
+            exchange.connection = connection
+            self.in_flight.add(exchange)
         for hook in self.hooks:
             hook.request_started(exchange)
         return exchange
@@ -138,8 +152,23 @@ class Pipeline:
         exchange.status = status
         exchange.size = size
         exchange.duration = time.perf_counter() - exchange.clock
+        self.in_flight.discard(exchange)
+        if not self.in_flight and self._idle is not None:
+            self._idle.set()
         for hook in self.hooks:
             hook.request_finished(exchange)
+
+    async def drained(self, within: float) -> bool:
+        """Wait up to ``within`` seconds for the requests under way; whether all finished."""
+        if not self.in_flight:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def route(self, path: str) -> Route | None:
         """The endpoint ``path`` (as sent, without query) names under ``http.prefix``."""
