@@ -123,16 +123,16 @@ def _set_ciphers(context: ssl.SSLContext, tls: TLS, minimum: ssl.TLSVersion) -> 
 
 def _set_client_auth(context: ssl.SSLContext, tls: TLS) -> None:
     mode = tls.clientauth
-    if not tls.clientcas:
-        if "clientauth" in tls.model_fields_set:
-            raise ConfigError("http.tls.clientauth", "needs http.tls.clientcas to verify with")
-        return
     if mode not in _CLIENT_AUTH:
         raise ConfigError(
             "http.tls.clientauth",
             f"{mode} is not supported by cargohold (a client certificate is always verified "
             "when asked for); use verify-client-cert-if-given or require-and-verify-client-cert",
         )
+    if not tls.clientcas:
+        if "clientauth" in tls.model_fields_set:
+            raise ConfigError("http.tls.clientauth", "needs http.tls.clientcas to verify with")
+        return
     for ca in tls.clientcas:
         try:
             context.load_verify_locations(cafile=ca)
