@@ -250,8 +250,9 @@ def test_skopeo_pushes_over_mutual_tls_with_its_cert_dir(
     with pytest.raises(SkopeoError) as refused:  # without a client certificate: no handshake
         skopeo("copy", "--dest-cert-dir", str(anonymous), f"oci:{layout}:v1", destination)
     # Under TLS 1.3 the server refuses after the client's handshake: skopeo sees the close.
-    assert "pinging container registry" in refused.value.stderr
-    assert "EOF" in refused.value.stderr
+    stderr = refused.value.stderr
+    assert "pinging container registry" in stderr
+    assert "EOF" in stderr or "connection reset by peer" in stderr
     skopeo("copy", "--dest-cert-dir", str(certs), f"oci:{layout}:v1", destination)
     listed = skopeo("list-tags", "--cert-dir", str(certs), f"docker://{mtls_registry}/mtls/app")
     assert b'"v1"' in listed
