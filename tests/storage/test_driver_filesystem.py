@@ -37,13 +37,23 @@ async def test_content_lives_at_the_path_under_the_root(tmp_path: Path) -> None:
     await driver.close()
 
 
-async def test_commit_leaves_no_partial_file(tmp_path: Path) -> None:
+async def test_a_writer_appends_to_the_file_at_its_path_as_distribution_does(
+    tmp_path: Path,
+) -> None:
+    """An upload's bytes are at its ``data`` path while it is open, not in a file aside."""
     driver = FilesystemDriver(str(tmp_path))
+    data = tmp_path / "a" / "data"
     async with await driver.writer("/a/data") as writer:
         await writer.write(b"x" * 1000)
-        assert hidden_names(str(tmp_path)) != [], "pending content is kept aside"
+        assert data.read_bytes() == b"x" * 1000
+    assert hidden_names(str(tmp_path)) == [], "nothing is kept aside"
+    inode = data.stat().st_ino
+    async with await driver.writer("/a/data", append=True) as writer:
+        assert writer.size == 1000
+        await writer.write(b"y" * 10)
         await writer.commit()
-    assert hidden_names(str(tmp_path)) == []
+    assert data.read_bytes() == b"x" * 1000 + b"y" * 10
+    assert data.stat().st_ino == inode, "resuming appends to the same file: nothing is copied"
     await driver.close()
 
 
@@ -71,8 +81,10 @@ def test_driver_registry_builds_the_configured_driver(tmp_path: Path) -> None:
     assert driver.root == str(tmp_path)
 
 
-# A writer killed with SIGKILL mid-write must never leave a partial file at the
-# target path: the target holds the old whole version or nothing.
+# put_content killed with SIGKILL mid-write never leaves a torn file at the target
+# path: the target holds the old whole version or the new one. A writer appends in
+# place (as Distribution's): killed mid-write, it leaves the chunks it finished and a
+# prefix of the one it was writing, never anything else.
 _KILLED_WRITER = textwrap.dedent(
     """
     import asyncio, sys
@@ -82,8 +94,7 @@ _KILLED_WRITER = textwrap.dedent(
         driver = FilesystemDriver(root)
         chunk = b"N" * (1 << 20)
         if mode == "writer":
-            writer = await driver.writer(path)
-            await writer.write(chunk)
+            writer = await driver.writer(path, append=True)
             print("writing", flush=True)
             for _ in range(10_000):
                 await writer.write(chunk)
@@ -118,5 +129,10 @@ async def test_sigkill_mid_write_never_leaves_a_partial_file(tmp_path: Path, mod
         child.stdout.close()
         assert child.returncode == -signal.SIGKILL, "the writer must be killed mid-write"
         content = await driver.get_content(path)
-        assert content == old or content == b"N" * (64 << 20), "torn file at the target path"
+        if mode == "writer":
+            assert content.startswith(old), "what was there stays"
+            assert content[len(old) :] == b"N" * (len(content) - len(old)), "only a prefix added"
+            old = content
+        else:
+            assert content in (old, b"N" * (64 << 20)), "torn file at the target path"
     await driver.close()

@@ -298,6 +298,7 @@ def create_app(
         relative_urls=config.http.relativeurls,
         prefix=_mount_point(config.http.prefix),
         catalog_max_entries=config.catalog.maxentries,
+        upload_secret=config.http.secret,
     )
     configured: list[RequestHook] = [] if config.log.accesslog.disabled else [AccessLog()]
     pipeline = Pipeline(

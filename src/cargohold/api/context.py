@@ -46,6 +46,8 @@ class Api:
     prefix: str = ""
     catalog_max_entries: int = 1000
     manifest_max_size: int = 4 * 1024 * 1024
+    #: ``http.secret``: signs the ``_state`` of upload URLs, for Go registries sharing storage.
+    upload_secret: str = ""
 
     def __post_init__(self) -> None:
         base = {API_VERSION[0]: API_VERSION[1], SERVER[0]: SERVER[1]}

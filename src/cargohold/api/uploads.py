@@ -7,6 +7,8 @@ request may reach any worker on any host.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from aiohttp import web
 
 from cargohold.api.auth import may
@@ -15,6 +17,7 @@ from cargohold.api.events import MOUNT, PUSH, Event
 from cargohold.api.http import parse_content_range, upload_range
 from cargohold.api.pipeline import respond
 from cargohold.api.reply import Reply
+from cargohold.api.uploadstate import pack_upload_state
 from cargohold.auth.access import PULL, Access
 from cargohold.descriptor import Descriptor
 from cargohold.digest import DEFAULT_ALGORITHM, Digest
@@ -36,6 +39,12 @@ def _upload_reply(
     api: Api, request: web.Request, repo: Repository, upload: BlobWriter, status: int
 ) -> web.Response:
     location = api.url(request, f"/v2/{repo.name}/blobs/uploads/{upload.id}")
+    if api.upload_secret:
+        # For a Go registry sharing the storage: it continues only uploads whose URL it can verify.
+        state = pack_upload_state(
+            api.upload_secret, repo.name, upload.id, upload.size, upload.started_at
+        )
+        location += f"?_state={quote(state, safe='')}"
     return web.Response(
         status=status,
         headers=api.headers(

@@ -1,12 +1,19 @@
 """A driver on a local directory tree, laid out exactly as the paths say.
 
-Crash safety: nothing is ever written at a target path in place. ``put_content``
-writes a temporary sibling, fsyncs it and renames it over the target; a
-``FileWriter`` appends to a *partial* sibling (``.~<name>.partial``) that any
-process can resume, and ``commit`` fsyncs it and renames it into place. So a
-process killed at any instant leaves the old file or the new one, never a
-torn one. Both sibling names contain ``~``, which no valid driver path can, so
-they never collide with real content and ``list``/``walk`` hide them.
+Crash safety. ``put_content`` never writes at a target path in place: it
+writes a temporary sibling (``.~<name>.<random>.tmp``), fsyncs it and renames
+it over the target, so a process killed at any instant leaves the old file or
+the new one, never a torn one. The temporary name contains ``~``, which no
+valid driver path can, so it never collides with real content and
+``list``/``walk`` hide it.
+
+A ``FileWriter`` (an upload's data) appends to the file at its path itself,
+as Distribution's filesystem driver does, so a Go registry sharing the root
+sees and continues an upload cargohold started, and the other way round,
+without copying it. ``close`` (the end of each chunk) and ``commit`` make
+what was written durable before they return, so an acknowledged chunk
+survives a crash; a crash in the middle of a write leaves a prefix of it,
+and the file's size says where to resume.
 
 Small files and single chunks are read and written inline on the event loop:
 on a local disk with a warm page cache that costs microseconds, less than a
@@ -47,14 +54,9 @@ from cargohold.storage.driver.base import (
     plain_path,
 )
 
-_HIDDEN = "~"
+_HIDDEN = "~"  # marks our temporary files; never in a valid path
 #: What ``read_now`` asks for first; larger files take a second read.
-_FIRST_READ = 16 * 1024  # marks our temporary and partial files; never in a valid path
-
-
-def _partial_name(path: str) -> str:
-    head, _, leaf = path.rpartition("/")
-    return f"{head}/.~{leaf}.partial"
+_FIRST_READ = 16 * 1024
 
 
 def _temp_name(path: str) -> str:
@@ -210,15 +212,14 @@ class FilesystemDriver(StorageDriver):
             os.close(fd)
 
     async def _writer(self, path: str, append: bool) -> FileWriter:
-        full, partial = self._full(path), self._full(_partial_name(path))
+        full = self._full(path)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
         with self._errors(path):
-            _makedirs(os.path.dirname(full))
-            if append and not os.path.exists(partial) and os.path.isfile(full):
-                # Resuming committed content: continue from a copy, so the
-                # committed file stays whole until the next commit.
-                await self.in_thread(shutil.copyfile, full, partial)
-            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-            fd = os.open(partial, flags, 0o644)
+            try:
+                fd = os.open(full, flags, 0o644)
+            except FileNotFoundError:
+                _makedirs(os.path.dirname(full))
+                fd = os.open(full, flags, 0o644)
             size = os.fstat(fd).st_size
         return _FilesystemWriter(self, path, fd, size)
 
@@ -254,7 +255,6 @@ class FilesystemDriver(StorageDriver):
                 await self.in_thread(shutil.rmtree, full)
             else:
                 os.unlink(full)
-                _unlink_quietly(self._full(_partial_name(path)))
 
     async def _walk(self, path: str, descend: Descend | None) -> AsyncIterator[FileInfo]:
         full = self._full(path)
@@ -299,7 +299,7 @@ FLUSH_EVERY = 8 * 1024 * 1024
 
 
 class _FilesystemWriter(FileWriter):
-    """Appends to the partial file; ``commit`` fsyncs it and renames it into place.
+    """Appends to the file at its path; ``close`` and ``commit`` make it durable first.
 
     While a large upload arrives, the writer has the data written out to disk
     in the background every ``FLUSH_EVERY`` bytes (one ``fdatasync`` at a
@@ -345,21 +345,26 @@ class _FilesystemWriter(FileWriter):
                 await flushing
 
     async def commit(self) -> None:
-        fd = self._open_fd()
-        driver, path = self._driver, self._path
-        await self._flushed()
-        with driver._errors(path):
-            await driver.in_thread(os.fsync, fd)
-            self._close_fd()
-            os.replace(driver._full(_partial_name(path)), driver._full(path))
+        self._open_fd()
+        await self._sync_and_close()
 
     async def cancel(self) -> None:
         self._open_fd()
         self._close_fd()
-        _unlink_quietly(self._driver._full(_partial_name(self._path)))
+        _unlink_quietly(self._driver._full(self._path))
 
     async def close(self) -> None:
         if self._fd is not None:
+            await self._sync_and_close()
+
+    async def _sync_and_close(self) -> None:
+        # The content is already at its path: what is left is to make it durable.
+        fd = self._open_fd()
+        await self._flushed()
+        try:
+            with self._driver._errors(self._path):
+                await self._driver.in_thread(os.fdatasync, fd)
+        finally:
             self._close_fd()
 
     def _close_fd(self) -> None:
