@@ -91,7 +91,12 @@ def serve(
 
     try:
         settings = load_config(config)
-        setup_logging(settings.log.level, settings.log.formatter, settings.log.fields)
+        setup_logging(
+            settings.log.level,
+            settings.log.formatter,
+            settings.log.fields,
+            report_caller=settings.log.reportcaller,
+        )
         status = run(settings, workers, fast_path=fast_path, config_path=config)
     except ConfigError as exc:
         raise fail(f"config: {exc}", 2) from None

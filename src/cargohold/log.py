@@ -2,7 +2,9 @@
 
 Every record carries the configured ``log.fields`` and whatever a caller
 passes as ``extra={"fields": {...}}``; each worker of ``serve --workers N``
-adds its ``pid``, so a line tells which process wrote it.
+adds its ``pid``, so a line tells which process wrote it. With
+``log.reportcaller`` each line also names where it was logged from, under
+logrus's keys: ``func`` (the function) and ``file`` (path and line).
 """
 
 from __future__ import annotations
@@ -41,12 +43,23 @@ def _timestamp(record: logging.LogRecord) -> str:
 class _StructuredFormatter(logging.Formatter):
     """A formatter that adds the same fields to every record."""
 
-    def __init__(self, fields: Mapping[str, Any]) -> None:
+    def __init__(self, fields: Mapping[str, Any], report_caller: bool = False) -> None:
         super().__init__()
         self._static = dict(fields)
+        self._report_caller = report_caller
 
     def add_fields(self, fields: Mapping[str, Any]) -> None:
         self._static.update(fields)
+
+    #: The key of the calling function with ``log.reportcaller``.
+    caller_key = "func"
+
+    def fields_of(self, record: logging.LogRecord) -> dict[str, Any]:
+        fields = _fields(record, self._static)
+        if self._report_caller:
+            fields[self.caller_key] = f"{record.module}.{record.funcName}"
+            fields["file"] = f"{record.pathname}:{record.lineno}"
+        return fields
 
 
 class TextFormatter(_StructuredFormatter):
@@ -58,7 +71,7 @@ class TextFormatter(_StructuredFormatter):
             f"level={_level_name(record)}",
             f"msg={json.dumps(record.getMessage())}",
         ]
-        for key, value in sorted(_fields(record, self._static).items()):
+        for key, value in sorted(self.fields_of(record).items()):
             text = value if isinstance(value, str) else json.dumps(value, default=str)
             quoted = text if text and all(c.isalnum() or c in "-._/:" for c in text) else None
             parts.append(f"{key}={quoted or json.dumps(text)}")
@@ -76,21 +89,37 @@ class JSONFormatter(_StructuredFormatter):
             "level": _level_name(record),
             "msg": record.getMessage(),
         }
-        entry.update(_fields(record, self._static))
+        entry.update(self.fields_of(record))
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class LogstashFormatter(JSONFormatter):
+    """Distribution's ``logstash``: its JSON lines, the caller under ``function``."""
+
+    caller_key = "function"
 
 
 def _level_name(record: logging.LogRecord) -> str:
     return "warning" if record.levelno == logging.WARNING else record.levelname.lower()
 
 
-def setup_logging(level: str, formatter: str, fields: Mapping[str, Any] | None = None) -> None:
+def setup_logging(
+    level: str,
+    formatter: str,
+    fields: Mapping[str, Any] | None = None,
+    *,
+    report_caller: bool = False,
+) -> None:
     """Send cargohold's and aiohttp's logs to stderr in the configured shape."""
     handler = logging.StreamHandler(sys.stderr)
-    shape = JSONFormatter if formatter in ("json", "logstash") else TextFormatter
-    handler.setFormatter(shape(fields or {}))
+    shapes: dict[str, type[_StructuredFormatter]] = {
+        "json": JSONFormatter,
+        "logstash": LogstashFormatter,
+    }
+    shape = shapes.get(formatter, TextFormatter)
+    handler.setFormatter(shape(fields or {}, report_caller))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level.lower(), logging.INFO))
