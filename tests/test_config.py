@@ -195,9 +195,17 @@ def test_two_storage_drivers_are_an_error() -> None:
 
 
 def test_an_unknown_storage_driver_is_named() -> None:
-    error = config_error("version: 0.1\nstorage:\n  azure:\n    accountname: x\n")
+    error = config_error("version: 0.1\nstorage:\n  floppy:\n    size: 1440\n")
     assert error.key == "storage"
-    assert "unknown storage driver 'azure'" in error.reason
+    assert "unknown storage driver 'floppy'" in error.reason
+
+
+def test_a_driver_of_distributions_that_cargohold_lacks_is_not_supported() -> None:
+    error = config_error("version: 0.1\nstorage:\n  azure:\n    accountname: x\n")
+    assert (error.key, error.reason) == (
+        "storage",
+        "storage driver 'azure' is not supported by cargohold; use filesystem, inmemory or s3",
+    )
 
 
 def test_storage_settings_without_a_driver_are_an_error() -> None:

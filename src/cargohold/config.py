@@ -359,6 +359,10 @@ def _and(names: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
+#: Drivers Distribution has and cargohold does not (yet).
+_DISTRIBUTION_DRIVERS = frozenset({"azure", "gcs", "swift", "oss", "cos", "bos", "hdfsweb"})
+
+
 class Storage(_Section):
     """The ``storage`` section: exactly one driver section, plus the registry's own settings."""
 
@@ -383,6 +387,10 @@ class Storage(_Section):
         found = [str(key) for key in data if key not in sections]
         unknown = [name for name in found if name not in cls.drivers]
         known = _one_of(list(cls.drivers))
+        if unknown and unknown[0] in _DISTRIBUTION_DRIVERS:
+            raise ValueError(
+                f"storage driver {unknown[0]!r} is not supported by cargohold; use {known}"
+            )
         if unknown:
             raise ValueError(f"unknown storage driver {unknown[0]!r} (cargohold has {known})")
         if len(found) > 1:
@@ -726,6 +734,8 @@ class RedisTLS(_Section):
     enabled: bool = False
     certificate: str = ""
     key: str = ""
+    #: The CAs that verify the Redis server: ``rootcas`` in Distribution 3, ``clientcas`` before.
+    rootcas: list[str] = Field(default_factory=list)
     clientcas: list[str] = Field(default_factory=list)
 
 
@@ -861,6 +871,17 @@ class Catalog(_Section):
         return value if value > 0 else 1000  # as Distribution: no limit is not an option
 
 
+class Tags(_Section):
+    """Distribution 3's ``tags``: the most tags one page of ``tags/list?n=`` holds."""
+
+    maxtags: int = Field(1000, ge=0)
+
+    @field_validator("maxtags")
+    @classmethod
+    def _default_for_zero(cls, value: int) -> int:
+        return value or 1000  # as Distribution: 0 means the default
+
+
 # --- the whole file --------------------------------------------------------------------
 
 
@@ -880,6 +901,7 @@ class Config(_Section):
     redis: Redis = Field(default_factory=Redis)
     health: Health = Field(default_factory=Health)
     catalog: Catalog = Field(default_factory=Catalog)
+    tags: Tags = Field(default_factory=Tags)
     proxy: Proxy | None = None
     compatibility: Compatibility = Field(default_factory=Compatibility)
     validation: Validation = Field(default_factory=Validation)

@@ -35,6 +35,7 @@ from cargohold.config import Config, load_config
 from cargohold.errors import ConfigError, StorageUnavailable
 from cargohold.log import add_fields, setup_logging
 from cargohold.storage.driver import create_driver
+from cargohold.unsupported import check_supported
 
 log = logging.getLogger("cargohold.server")
 
@@ -163,6 +164,7 @@ def serve(
     almost nothing.
     """
     # Start-up errors stop the server here, with one line, rather than crash each worker.
+    check_supported(config)
     count = worker_count(config, workers)
     tls = server_context(config.http.tls)
     check_auth(config)
@@ -191,6 +193,11 @@ def serve(
 def run_worker(config_path: str | None, fast_path: bool) -> None:
     """A worker process: read the configuration again, then serve on a port of its own."""
     config = load_config(config_path)
-    setup_logging(config.log.level, config.log.formatter, config.log.fields)
+    setup_logging(
+        config.log.level,
+        config.log.formatter,
+        config.log.fields,
+        report_caller=config.log.reportcaller,
+    )
     add_fields({"pid": os.getpid()})
     _run_worker(config, fast_path=fast_path)

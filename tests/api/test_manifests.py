@@ -493,3 +493,81 @@ async def test_delete_when_deletes_are_disabled(make_registry: MakeRegistry) -> 
         response = await registry.request("DELETE", f"/v2/repo/manifests/{reference}")
         await assert_error(response, 405, "UNSUPPORTED")
     await assert_served(registry, "repo", "v1", image)
+
+
+# -- validation.manifests.indexes and validation.disabled ------------------------------------
+
+
+async def put_index_with_missing_children(
+    registry: Registry, missing: list[int]
+) -> tuple[int, str]:
+    """PUT an index of three children (arch0..arch2) where those at ``missing`` are absent."""
+    children = []
+    for i in range(3):
+        if i in missing:
+            children.append((digest_of(f"absent {i}".encode()), 100 + i))
+        else:
+            image = await registry.push_image("repo")
+            children.append((image.digest, image.size))
+    response = await registry.request(
+        "PUT",
+        "/v2/repo/manifests/multi",
+        data=image_index(children),
+        headers={"Content-Type": OCI_INDEX},
+    )
+    return response.status, await response.text()
+
+
+ARCH0 = {"architecture": "arch0", "os": "linux"}
+
+
+@pytest.mark.parametrize(
+    ("indexes", "missing", "status"),
+    [
+        ({}, [1], 400),  # all: the default
+        ({"platforms": "all"}, [2], 400),
+        ({"platforms": "none"}, [0, 1, 2], 201),
+        (
+            {"platforms": "list", "platformlist": [{"architecture": "arch0", "os": "linux"}]},
+            [1, 2],
+            201,
+        ),
+        (
+            {"platforms": "list", "platformlist": [{"architecture": "arch0", "os": "linux"}]},
+            [0],
+            400,
+        ),
+        ({"platforms": "list", "platformlist": []}, [2], 400),  # an empty list: every platform
+    ],
+)
+async def test_indexes_setting_says_which_children_must_be_present(
+    make_registry: MakeRegistry, indexes: dict[str, Any], missing: list[int], status: int
+) -> None:
+    registry = await make_registry({"validation": {"manifests": {"indexes": indexes}}})
+    got, body = await put_index_with_missing_children(registry, missing)
+    assert got == status, body
+    if status == 400:
+        assert "MANIFEST_BLOB_UNKNOWN" in body
+
+
+async def test_with_validation_disabled_children_and_urls_are_not_checked(
+    make_registry: MakeRegistry,
+) -> None:
+    registry = await make_registry(
+        {"validation": {"disabled": True, "manifests": {"urls": {"allow": ["^https://ok/"]}}}}
+    )
+    assert (await put_index_with_missing_children(registry, [0, 1, 2]))[0] == 201
+    config = await registry.push_blob("repo", random_config())
+    foreign = Blob(b"elsewhere", "application/vnd.oci.image.layer.nondistributable.v1.tar")
+    payload = encode(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [foreign.descriptor(urls=["https://not-ok/x"])],
+        }
+    )
+    response = await registry.request(
+        "PUT", "/v2/repo/manifests/foreign", data=payload, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert response.status == 201, await response.text()

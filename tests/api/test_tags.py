@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.api.conftest import Registry, assert_error
+from tests.api.conftest import MakeRegistry, Registry, assert_error
 
 TAGS = ["1.0", "A", "latest", "v1", "v10", "v2", "z_last"]  # already in lexical (byte) order
 LINK = re.compile(r'<([^>]+)>; rel="next"')
@@ -139,3 +139,20 @@ async def test_nested_repository_tags(registry: Registry) -> None:
     assert await response.json() == {"name": "a/b/c", "tags": ["v1"]}
     response = await registry.request("GET", "/v2/a/b/tags/list")
     assert await response.json() == {"name": "a/b", "tags": ["v2"]}
+
+
+async def test_maxtags_caps_a_page_asked_for_with_n(make_registry: MakeRegistry) -> None:
+    """Distribution 3's ``tags.maxtags``: ``n`` above it gets it, and a Link to go on."""
+    registry = await make_registry({"tags": {"maxtags": 3}})
+    image = await registry.push_image("repo")
+    for tag in TAGS:
+        await registry.put_manifest("repo", tag, image.payload)
+    assert await get_tags(registry, "/v2/repo/tags/list?n=100") == (
+        TAGS[:3],
+        "/v2/repo/tags/list?n=3&last=latest",
+    )
+    assert await get_tags(registry, "/v2/repo/tags/list?n=2") == (
+        TAGS[:2],
+        "/v2/repo/tags/list?n=2&last=A",
+    )
+    assert await get_tags(registry, "/v2/repo/tags/list") == (TAGS, None), "no n: every tag"

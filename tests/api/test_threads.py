@@ -21,7 +21,7 @@ import bcrypt
 import yaml
 from tests.support.inprocess import serve
 
-from cargohold.api.app import create_app
+from cargohold.api.app import API_KEY, create_app
 from cargohold.config import parse_config
 
 
@@ -103,3 +103,51 @@ def test_no_thread_outlives_the_application(tmp_path: Path) -> None:
     seen, left = asyncio.run(exercise(tmp_path / "root", htpasswd))
     assert any(name.startswith("cargohold") for name in seen), "the work ran on its threads"
     assert set(left) <= before, [thread.name for thread in set(left) - before]
+
+
+def test_maxthreads_bounds_the_threads(tmp_path: Path) -> None:
+    """``storage.filesystem.maxthreads`` bounds the blocking calls running at once."""
+
+    async def run() -> tuple[int, int]:
+        config = parse_config(
+            yaml.safe_dump(
+                {
+                    "version": "0.1",
+                    "storage": {"filesystem": {"rootdirectory": str(tmp_path), "maxthreads": 25}},
+                }
+            ),
+            environ={},
+        )
+        app = create_app(config)
+        threads = app[API_KEY].threads
+        assert threads is not None
+        running = 0
+        most = 0
+        lock = threading.Lock()
+        all_busy = threading.Event()
+        release = threading.Event()
+
+        def block() -> None:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+                if running == 25:
+                    all_busy.set()
+            release.wait(5)
+            with lock:
+                running -= 1
+
+        loop = asyncio.get_running_loop()
+        # The pool starts its threads as the calls are submitted, so once these
+        # sixty are queued the number of its threads is settled.
+        calls = [loop.run_in_executor(threads, block) for _ in range(60)]
+        assert await asyncio.to_thread(all_busy.wait, 5)
+        pool = [t for t in threading.enumerate() if t.name.startswith("cargohold")]
+        seen = (most, len(pool))
+        release.set()
+        await asyncio.gather(*calls)
+        threads.shutdown(wait=True)
+        return seen
+
+    assert asyncio.run(run()) == (25, 25)

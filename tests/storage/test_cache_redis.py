@@ -529,7 +529,11 @@ async def test_from_config_with_tls(tmp_path: Path) -> None:
         ({"addr": "host:port"}, "redis.addr"),
         (
             {"addr": "h:1", "tls": {"enabled": True, "clientcas": ["/nonexistent"]}},
-            "redis.tls.clientcas",
+            "redis.tls.rootcas",  # Distribution 3's name for what 2.x called clientcas
+        ),
+        (
+            {"addr": "h:1", "tls": {"enabled": True, "rootcas": ["/nonexistent"]}},
+            "redis.tls.rootcas",
         ),
     ],
 )

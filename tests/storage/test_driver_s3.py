@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -554,3 +555,28 @@ def test_the_host_header_is_botocores(origin: str) -> None:
     from botocore.auth import _host_from_url
 
     assert s3objects.host_header(origin) == _host_from_url(origin + "/bucket/key")
+
+
+async def test_loglevel_debug_logs_every_request(
+    s3_parameters: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Distribution's ``storage.s3.loglevel``: any level but ``off`` logs the SDK's requests."""
+    for name in ("botocore", "aiobotocore", "cargohold.s3"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    caplog.set_level(logging.INFO)  # the root logger: what an operator's log.level gives
+    caplog.handler.setLevel(logging.NOTSET)  # and the capture takes whatever reaches it
+    quiet = S3Driver(**s3_parameters)
+    await quiet.put_content("/quiet", b"x")
+    await quiet.close()
+    assert not [r for r in caplog.records if r.name.startswith(("cargohold.s3", "botocore"))]
+    driver = S3Driver(**s3_parameters, loglevel="debugwithhttpbody")
+    try:
+        await driver.put_content("/logged", b"x")
+        await driver.list("/")
+    finally:
+        await driver.close()
+    lean = [r.getMessage() for r in caplog.records if r.name == "cargohold.s3"]
+    assert any(message.startswith("PutObject ") and ": 200 " in message for message in lean), lean
+    assert any(r.name.startswith("botocore") for r in caplog.records), "listings go by botocore"

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from jwt.algorithms import ECAlgorithm
 
+from cargohold.api.app import registry_options
+from cargohold.config import parse_config
 from cargohold.digest import Digest, digest_of
 from cargohold.errors import (
+    ConfigError,
     DigestInvalid,
     ManifestBlobUnknown,
     ManifestInvalid,
@@ -19,6 +26,7 @@ from cargohold.errors import (
 from cargohold.manifest import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SCHEMA1_SIGNED
 from cargohold.manifest.schema1 import SignedManifest, sign
 from cargohold.manifest.urls import URLPolicy
+from cargohold.storage.driver.inmemory import InMemoryDriver
 from cargohold.storage.paths import (
     BlobData,
     ManifestRevisionLink,
@@ -265,3 +273,65 @@ async def test_manifests_of_oci_1_1_artifacts(registry: StorageRegistry) -> None
     stored = await repo.manifests.put(json.dumps(body).encode(), OCI_MANIFEST)
     assert isinstance(stored.digest, Digest)
     assert stored.subject is None
+
+
+# -- compatibility.schema1 ---------------------------------------------------------------------
+
+
+def registry_with(settings: dict[str, object]) -> StorageRegistry:
+    text = yaml.safe_dump({"version": "0.1", "storage": "inmemory", **settings})
+    return StorageRegistry(InMemoryDriver(), options=registry_options(parse_config(text, {})))
+
+
+def key_file(path: Path, key: ec.EllipticCurvePrivateKey, form: str) -> Path:
+    if form == "jwk":
+        path.write_text(ECAlgorithm.to_jwk(key))
+        return path
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption())
+    lines = pem.decode().splitlines()
+    # libtrust writes its key ID as a PEM header inside the block.
+    path.write_text("\n".join([lines[0], "keyID: ABCD:EFGH", *lines[1:]]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("form", ["pem", "jwk"])
+async def test_signingkeyfile_signs_what_is_stored_without_signatures(
+    tmp_path: Path, form: str
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = key_file(tmp_path / f"key.{form}", key, form)
+    registry = registry_with({"compatibility": {"schema1": {"signingkeyfile": str(path)}}})
+    _, parsed = await schema1("legacy", registry)
+    digest = (await registry.blobs.put(parsed.canonical)).digest
+    await registry.driver.put_content(
+        path_for(ManifestRevisionLink("legacy", digest)), str(digest).encode()
+    )
+    got = await registry.repository("legacy").manifests.get(digest)
+    (signature,) = json.loads(got.payload)["signatures"]
+    numbers = key.public_key().public_numbers()
+    jwk = signature["header"]["jwk"]
+    assert ECAlgorithm.from_jwk(json.dumps(jwk)).public_numbers() == numbers  # type: ignore[union-attr]
+    assert SignedManifest.parse(got.payload).canonical == parsed.canonical
+
+
+def test_a_signingkeyfile_that_is_no_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    path.write_text("not a key")
+    with pytest.raises(ConfigError) as caught:
+        registry_with({"compatibility": {"schema1": {"signingkeyfile": str(path)}}})
+    assert caught.value.key == "compatibility.schema1.signingkeyfile"
+
+
+@pytest.mark.parametrize(("enabled", "accepted"), [(None, True), (True, True), (False, False)])
+async def test_schema1_pushes_follow_compatibility_schema1_enabled(
+    enabled: bool | None, accepted: bool
+) -> None:
+    settings = {} if enabled is None else {"compatibility": {"schema1": {"enabled": enabled}}}
+    registry = registry_with(settings)
+    signed, _ = await schema1("legacy", registry)
+    manifests = registry.repository("legacy").manifests
+    if accepted:
+        assert (await manifests.put(signed, SCHEMA1_SIGNED, ["old"])).media_type == SCHEMA1_SIGNED
+    else:
+        with pytest.raises(ManifestInvalid, match=r"compatibility\.schema1\.enabled"):
+            await manifests.put(signed, SCHEMA1_SIGNED, ["old"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from cargohold.manifest import OCI_MANIFEST
 from cargohold.storage.driver.base import StorageDriver
 from cargohold.storage.driver.inmemory import InMemoryDriver
 from cargohold.storage.paths import ManifestRevisionLink, TagCurrentLink, TagIndexLink, path_for
-from cargohold.storage.registry import StorageRegistry
+from cargohold.storage.registry import RegistryOptions, StorageRegistry
 from tests.storage.conftest import fresh
 from tests.storage.images import image_manifest, subject_json
 
@@ -49,6 +50,47 @@ async def test_moving_a_tag_rewrites_current_and_keeps_the_old_index_entry(
         entry = await driver.get_content(path_for(TagIndexLink("a", "t", digest)))
         assert entry == str(digest).encode()
     assert await repo.tags.lookup(first.digest) == []
+
+
+class SlowTagReads(InMemoryDriver):
+    """Holds every tag read open until released, counting how many are open at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = 0
+        self.most_open = 0
+        self.release = asyncio.Event()
+
+    async def _get_content(self, path: str) -> bytes:
+        if not path.endswith("/current/link"):
+            return await super()._get_content(path)
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await self.release.wait()
+            return await super()._get_content(path)
+        finally:
+            self.open -= 1
+
+
+async def test_lookup_reads_at_most_concurrencylimit_tags_at_once() -> None:
+    driver = SlowTagReads()
+    registry = StorageRegistry(driver, options=RegistryOptions(tag_lookup_limit=3))
+    repo = registry.repository("a")
+    stored = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST)
+    tags = [f"t{n:02d}" for n in range(10)]
+    for tag in tags:
+        await repo.tags.tag(tag, stored.digest)
+
+    lookup = asyncio.ensure_future(repo.tags.lookup(stored.digest))
+    for _ in range(100):
+        if driver.open == 3:
+            break
+        await asyncio.sleep(0)
+    assert driver.open == 3, "three reads are held open"
+    driver.release.set()
+    assert sorted(await lookup) == tags
+    assert driver.most_open == 3
 
 
 async def test_tags_of_an_unknown_repository(registry: StorageRegistry) -> None:

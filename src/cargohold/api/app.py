@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -41,8 +42,10 @@ from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.driver import create_driver
+from cargohold.storage.manifeststore import IndexChildren
 from cargohold.storage.purge import run_purger
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
+from cargohold.unsupported import check_supported
 
 if TYPE_CHECKING:
     from cargohold.auth.issuer import TokenIssuer
@@ -253,12 +256,39 @@ def build_registry(config: Config, threads: Executor | None = None) -> StorageRe
     """The registry on the configured storage; ``threads`` runs its blocking calls."""
     storage = config.storage
     driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
-    urls = config.validation.manifests.urls
-    options = RegistryOptions(
-        delete_enabled=storage.delete.enabled,
-        url_policy=URLPolicy.compile(urls.allow, urls.deny),
+    return StorageRegistry(
+        driver, cache=build_cache(config), options=registry_options(config), threads=threads
     )
-    return StorageRegistry(driver, cache=build_cache(config), options=options, threads=threads)
+
+
+def registry_options(config: Config) -> RegistryOptions:
+    """What the configuration decides of the storage layer's behaviour."""
+    validation, storage = config.validation, config.storage
+    # Distribution: ``enabled`` is the deprecated spelling; either one may turn validation on.
+    validating = validation.enabled or not validation.disabled
+    if validating:
+        urls, indexes = validation.manifests.urls, validation.manifests.indexes
+        url_policy = URLPolicy.compile(urls.allow, urls.deny)
+        platforms = frozenset((p.architecture, p.os) for p in indexes.platformlist)
+        index_children = IndexChildren(indexes.platforms, platforms)
+    else:
+        url_policy, index_children = URLPolicy.permissive(), IndexChildren("none")
+    limit = storage.tag.concurrencylimit or os.cpu_count() or 1
+    schema1 = config.compatibility.schema1
+    signing_key = None
+    if schema1.signingkeyfile:
+        from cargohold.manifest.schema1 import load_signing_key
+
+        signing_key = load_signing_key(schema1.signingkeyfile)
+    return RegistryOptions(
+        delete_enabled=storage.delete.enabled,
+        url_policy=url_policy,
+        index_children=index_children,
+        tag_lookup_limit=limit,
+        # Accepted unless explicitly turned off: cargohold verifies schema1 pushes.
+        schema1_pushes=schema1.enabled or "enabled" not in schema1.model_fields_set,
+        schema1_key=signing_key,
+    )
 
 
 def _mount_point(prefix: str) -> str:
@@ -271,7 +301,8 @@ def _mount_point(prefix: str) -> str:
     return f"/{prefix}" if prefix else ""
 
 
-#: Threads of the application's executor: fsyncs, hashing, large sends, scans, bcrypt.
+#: Threads of the application's executor (fsyncs, hashing, large sends, scans, bcrypt)
+#: when the storage is not a local disk, whose maxthreads sets it.
 THREADS = 32
 
 
@@ -284,8 +315,12 @@ def create_app(
     The application owns one executor for every blocking call, made here and
     shut down when the application is cleaned up, after ``registry`` is closed.
     """
+    check_supported(config)
     storage = config.storage
-    threads = ThreadPoolExecutor(THREADS, thread_name_prefix="cargohold")
+    # Every blocking call of the application runs here; on a local disk it is also the
+    # bound Distribution's storage.filesystem.maxthreads puts on blocking file operations.
+    size = storage.filesystem.maxthreads if storage.filesystem is not None else THREADS
+    threads = ThreadPoolExecutor(size, thread_name_prefix="cargohold")
     namespace = registry if registry is not None else build_registry(config, threads)
     api = Api(
         registry=namespace,
@@ -298,6 +333,7 @@ def create_app(
         relative_urls=config.http.relativeurls,
         prefix=_mount_point(config.http.prefix),
         catalog_max_entries=config.catalog.maxentries,
+        tags_max_entries=config.tags.maxtags,
         upload_secret=config.http.secret,
     )
     configured: list[RequestHook] = [] if config.log.accesslog.disabled else [AccessLog()]

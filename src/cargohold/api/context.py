@@ -45,6 +45,8 @@ class Api:
     #: ``http.prefix``: where the API is mounted, e.g. ``/registry``.
     prefix: str = ""
     catalog_max_entries: int = 1000
+    #: ``tags.maxtags``: the most tags a page asked for with ``n`` holds.
+    tags_max_entries: int = 1000
     manifest_max_size: int = 4 * 1024 * 1024
     #: ``http.secret``: signs the ``_state`` of upload URLs, for Go registries sharing storage.
     upload_secret: str = ""

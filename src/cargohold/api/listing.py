@@ -49,7 +49,10 @@ async def list_tags(api: Api, request: web.Request, repo: Repository) -> web.Str
     if page.last is not None:
         # ``last`` is exclusive (Distribution 2.8 wrongly includes it).
         tags = [tag for tag in tags if tag > page.last]
-    shown, headers = _paginate(api, request, tags, page.n, f"/v2/{repo.name}/tags/list")
+    # ``tags.maxtags`` caps a page asked for with ``n``, as Distribution 3 does; without
+    # ``n`` every tag is listed.
+    n = min(page.n, api.tags_max_entries) if page.n is not None else None
+    shown, headers = _paginate(api, request, tags, n, f"/v2/{repo.name}/tags/list")
     return tags_reply(api, repo.name, shown, headers).response()
 
 

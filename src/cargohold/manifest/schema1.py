@@ -644,3 +644,37 @@ def _history(body: Mapping[str, Any]) -> list[str]:
             raise ManifestInvalid(f"history[{i}].v1Compatibility: not a string")
         out.append(compat)
     return out
+
+
+def load_signing_key(path: str) -> PrivateKey:
+    """The key of ``compatibility.schema1.signingkeyfile``, as libtrust stores one.
+
+    libtrust writes PEM whose block may carry headers (``keyID: ...``), or a JWK
+    (JSON); EC and RSA keys are read. ``ConfigError`` names the setting otherwise.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    from cargohold.errors import ConfigError
+
+    key_name = "compatibility.schema1.signingkeyfile"
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigError(key_name, f"cannot read {path}: {exc.strerror}") from None
+    key: object
+    try:
+        if data.lstrip().startswith(b"{"):
+            jwk = json.loads(data)
+            algorithm = RSAAlgorithm if jwk.get("kty") == "RSA" else ECAlgorithm
+            key = algorithm.from_jwk(jwk)
+        else:
+            # PEM headers ("keyID: ...") are libtrust's; OpenSSL reads a block without them.
+            lines = [line for line in data.splitlines() if b": " not in line]
+            key = load_pem_private_key(b"\n".join(lines) + b"\n", password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm, AttributeError) as exc:
+        raise ConfigError(key_name, f"{path}: not a private key libtrust reads: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ConfigError(key_name, f"{path}: an EC or RSA private key is needed")
+    return key

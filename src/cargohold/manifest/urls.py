@@ -39,6 +39,13 @@ class URLPolicy:
 
     allow: tuple[re.Pattern[str], ...] = ()
     deny: tuple[re.Pattern[str], ...] = ()
+    #: With ``validation.disabled``, Distribution checks no URL at all.
+    checked: bool = True
+
+    @classmethod
+    def permissive(cls) -> URLPolicy:
+        """The policy of a registry whose validation is disabled: any URL passes."""
+        return cls(checked=False)
 
     @classmethod
     def compile(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> URLPolicy:
@@ -50,6 +57,8 @@ class URLPolicy:
 
     def refusal(self, url: str) -> str | None:
         """Why ``url`` is refused, or None when it is allowed."""
+        if not self.checked:
+            return None
         if _UNPARSABLE.search(url):
             return "not a valid URL"
         try:

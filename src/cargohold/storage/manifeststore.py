@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from cargohold.descriptor import Descriptor
 from cargohold.digest import DEFAULT_ALGORITHM, Digest
@@ -52,11 +53,35 @@ from cargohold.storage.referrers import ReferrersIndex
 from cargohold.storage.tagstore import TagStore
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     from cargohold.manifest.schema1 import SignedManifest
 
+    #: What signs stored schema1 manifests that have lost their signatures.
+    SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
 _SCHEMA1_TYPES = frozenset({SCHEMA1, SCHEMA1_SIGNED})
+
+
+@dataclass(frozen=True)
+class IndexChildren:
+    """Which children an index may only name once they are in the repository.
+
+    Distribution's ``validation.manifests.indexes``: ``all`` (the default) of
+    them; ``none``; or those whose platform is in ``platforms``
+    (``platformlist``: architecture and os), every one when the list is empty.
+    """
+
+    required: Literal["all", "none", "list"] = "all"
+    platforms: frozenset[tuple[str, str]] = frozenset()
+
+    def must_exist(self, child: Descriptor) -> bool:
+        if self.required == "none":
+            return False
+        if self.required == "all" or not self.platforms:
+            return True
+        platform = child.platform or {}
+        return (platform.get("architecture"), platform.get("os")) in self.platforms
 
 
 class ManifestStore:
@@ -70,8 +95,10 @@ class ManifestStore:
         referrers: ReferrersIndex,
         *,
         url_policy: URLPolicy,
+        index_children: IndexChildren | None = None,
+        schema1_pushes: bool = True,
         delete_enabled: bool,
-        schema1_key: Callable[[], ec.EllipticCurvePrivateKey],
+        schema1_key: Callable[[], SigningKey],
     ) -> None:
         self.name = revisions.name
         self._revisions = revisions
@@ -79,6 +106,8 @@ class ManifestStore:
         self._tags = tags
         self._referrers = referrers
         self._url_policy = url_policy
+        self._index_children = index_children or IndexChildren()
+        self._schema1_pushes = schema1_pushes
         self._delete_enabled = delete_enabled
         self._schema1_key = schema1_key
 
@@ -105,6 +134,10 @@ class ManifestStore:
         tags = [validate_tag(tag) for tag in tags]
         manifest = parse_manifest(payload, content_type)
         schema1 = _as_schema1(manifest)
+        if schema1 is not None and not self._schema1_pushes:
+            raise ManifestInvalid(
+                "schema1 manifests are not accepted here (compatibility.schema1.enabled is false)"
+            )
         if schema1 is not None and schema1.name != self.name:
             raise NameInvalid(
                 f"schema1 manifest names {schema1.name!r}, not {self.name!r}", {"name": self.name}
@@ -172,8 +205,9 @@ class ManifestStore:
     # -- validation -----------------------------------------------------------------------
 
     async def _check_references(self, manifest: Manifest) -> None:
-        """Every blob and child manifest must be in this repository already."""
-        blobs, children = manifest.blobs(), manifest.manifests()
+        """Every blob and required child manifest must be in this repository already."""
+        blobs = manifest.blobs()
+        children = [d for d in manifest.manifests() if self._index_children.must_exist(d)]
         present = await asyncio.gather(
             *(self._blobs.exists(d.digest) for d in blobs),
             *(self.exists(d.digest) for d in children),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.catalog import catalog_for
 from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
 from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore, linked_now
-from cargohold.storage.manifeststore import ManifestStore, manifest_now
+from cargohold.storage.manifeststore import IndexChildren, ManifestStore, manifest_now
 from cargohold.storage.paths import LayerLink
 from cargohold.storage.purge import purge_uploads
 from cargohold.storage.referrers import ReferrersIndex
@@ -26,7 +27,7 @@ from cargohold.storage.tagstore import TagStore, tag_now, tags_now
 from cargohold.storage.uploads import HasherCache
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cargohold.storage.manifeststore import SigningKey
 
 #: The largest manifest read inline on the fast path; larger ones take the async read.
 IMMEDIATE_MANIFEST_LIMIT = 4 * 1024 * 1024
@@ -41,7 +42,13 @@ class RegistryOptions:
     url_policy: URLPolicy = field(default_factory=URLPolicy)
     #: Signs schema1 manifests stored without signatures (``compatibility.schema1.signingkeyfile``);
     #: a fresh key per process when not configured, as Distribution does.
-    schema1_key: ec.EllipticCurvePrivateKey | None = None
+    schema1_key: SigningKey | None = None
+    #: ``storage.tag.concurrencylimit``: tags read at once when finding those of a manifest.
+    tag_lookup_limit: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: Which children of an index must be in the repository (``validation.manifests.indexes``).
+    index_children: IndexChildren = field(default_factory=lambda: IndexChildren())
+    #: Whether schema1 manifests may be pushed (``compatibility.schema1.enabled``).
+    schema1_pushes: bool = True
 
 
 class StorageRegistry:
@@ -65,7 +72,7 @@ class StorageRegistry:
         self.options = options or RegistryOptions()
         self.blobs = GlobalBlobStore(driver, cache)
         self.hashers = HasherCache()
-        self._schema1_key: ec.EllipticCurvePrivateKey | None = None
+        self._schema1_key: SigningKey | None = None
         self._catalog = catalog_for(driver)
         files = driver.immediate
         self._immediate = (
@@ -74,7 +81,7 @@ class StorageRegistry:
             else None
         )
 
-    def schema1_key(self) -> ec.EllipticCurvePrivateKey:
+    def schema1_key(self) -> SigningKey:
         """The key that signs stored schema1 manifests served without signatures."""
         if self._schema1_key is None:
             # Imported and made on first need: most registries never serve schema1.
@@ -187,7 +194,7 @@ class StorageRepository:
             delete_enabled=options.delete_enabled,
             hashers=registry.hashers,
         )
-        self._tags = TagStore(name, registry.driver)
+        self._tags = TagStore(name, registry.driver, options.tag_lookup_limit)
         self._referrers = ReferrersIndex(name, registry.driver)
         self._manifests = ManifestStore(
             ManifestBlobStore(name, registry.blobs, delete_enabled=options.delete_enabled),
@@ -195,6 +202,8 @@ class StorageRepository:
             self._tags,
             self._referrers,
             url_policy=options.url_policy,
+            index_children=options.index_children,
+            schema1_pushes=options.schema1_pushes,
             delete_enabled=options.delete_enabled,
             schema1_key=registry.schema1_key,
         )

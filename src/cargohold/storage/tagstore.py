@@ -27,9 +27,16 @@ from cargohold.storage.paths import (
 
 
 class TagStore:
-    def __init__(self, name: str, driver: StorageDriver) -> None:
+    """The tags of repository ``name``.
+
+    ``lookup_limit`` bounds how many tags ``lookup`` reads at once
+    (Distribution's ``storage.tag.concurrencylimit``).
+    """
+
+    def __init__(self, name: str, driver: StorageDriver, lookup_limit: int = 8) -> None:
         self.name = name
         self._driver = driver
+        self._lookup_limit = max(1, lookup_limit)
 
     async def get(self, tag: str) -> Digest:
         path = path_for(TagCurrentLink(self.name, validate_tag(tag)))
@@ -76,11 +83,14 @@ class TagStore:
         except NameUnknown:
             return []
 
+        reading = asyncio.Semaphore(self._lookup_limit)
+
         async def points_at_digest(tag: str) -> bool:
-            try:
-                return await self.get(tag) == digest
-            except ManifestUnknown:
-                return False
+            async with reading:
+                try:
+                    return await self.get(tag) == digest
+                except ManifestUnknown:
+                    return False
 
         found = await asyncio.gather(*(points_at_digest(tag) for tag in tags))
         return [tag for tag, hit in zip(tags, found, strict=True) if hit]

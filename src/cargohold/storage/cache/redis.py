@@ -429,8 +429,8 @@ def _client_from_config(redis_config: config.Redis) -> Redis:
         # Distribution hands these to Go's tls.Config.ClientCAs, which a client never
         # consults; whoever sets them means "the CAs my Redis server's certificate is
         # signed by", so they are trusted here in addition to the system's.
-        if tls.clientcas:
-            kwargs["ssl_ca_data"] = _read_cas(tls.clientcas)
+        if tls.rootcas or tls.clientcas:
+            kwargs["ssl_ca_data"] = _read_cas([*tls.rootcas, *tls.clientcas])
     pool = BlockingConnectionPool(
         # go-redis: 10 connections per CPU unless told, and a caller waits for a free
         # one for the read timeout plus a second before giving up (a miss here).
@@ -470,7 +470,7 @@ def _read_cas(paths: list[str]) -> str:
             with open(path, encoding="ascii") as file:
                 pems.append(file.read())
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("redis.tls.clientcas", f"cannot read {path}: {exc}") from None
+            raise ConfigError("redis.tls.rootcas", f"cannot read {path}: {exc}") from None
     return "\n".join(pems)
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -209,7 +210,7 @@ class S3Driver(StorageDriver):
         usefipsendpoint: bool = False,
         accelerate: bool = False,
         objectacl: str = "private",
-        loglevel: str = "off",  # botocore logs through `logging`; cargohold's log config rules it
+        loglevel: str = "off",
         redirectexpiry: float = 1200,
     ) -> None:
         if not bucket:
@@ -229,6 +230,12 @@ class S3Driver(StorageDriver):
                 f"must be between 1s and 168h, not {redirectexpiry:g} s "
                 "(a bare number is nanoseconds: write 20m)",
             )
+        if loglevel != "off":
+            # Distribution's AWS SDK log levels all come down to the SDK's debug log here:
+            # botocore logs every request, its signing and its retries at debug.
+            for sdk in ("botocore", "aiobotocore"):
+                logging.getLogger(sdk).setLevel(logging.DEBUG)
+            logging.getLogger("cargohold.s3").setLevel(logging.DEBUG)
         self.bucket = bucket
         self.chunksize = chunksize
         self.copy_chunksize = multipartcopychunksize

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import http.client
 import io
+import logging
 import random
 import re
 import ssl
@@ -35,6 +36,9 @@ from botocore.httpsession import get_cert_path
 from yarl import URL
 
 from cargohold.storage.driver.sigv4 import EMPTY_SHA256, Credentials, Signer, uri_encode
+
+#: The lean path's requests, at debug (``storage.s3.loglevel``).
+log = logging.getLogger("cargohold.s3")
 
 #: Runs a blocking call on the driver's threads (``StorageDriver.in_thread``).
 InThread = Callable[[Callable[[bytes | bytearray], str], bytes | bytearray], Awaitable[str]]
@@ -299,12 +303,14 @@ class HTTPObjects:
                     allow_redirects=False,
                 )
             except TRANSPORT_FAILURES as exc:
+                log.debug("%s %s: %s (attempt %d)", operation, path, exc, attempt)
                 timeout = isinstance(exc, asyncio.TimeoutError)
                 drawn = self._quota.timeout if timeout else self._quota.error
                 if not self._retry(attempt, drawn):
                     raise
                 await asyncio.sleep(backoff(attempt))
                 continue
+            log.debug("%s %s: %d (attempt %d)", operation, path, response.status, attempt)
             if response.status < 300:
                 self._quota.succeeded(drawn)
                 return response
