@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,25 @@ def finish(sock: socket.socket, pieces: int, pause: float) -> bytes:
     return reply
 
 
+def wait_until(condition: Callable[[], bool], within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
+def under_way(root: Path, location: str) -> Callable[[], bool]:
+    """Whether the slow PATCH's first chunk has reached the upload's data."""
+    upload_id = location.rstrip("/").rsplit("/", 1)[1].split("?")[0]
+    data = root / f"docker/registry/v2/repositories/drain/_uploads/{upload_id}/data"
+    return lambda: data.exists() and data.stat().st_size == 5
+
+
+def refusing(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def wait_for_exit(process: subprocess.Popen[bytes], within: float) -> float:
     started = time.monotonic()
     process.wait(timeout=within)
@@ -77,12 +97,9 @@ def test_a_request_under_way_completes_within_the_drain_time(tmp_path: Path, wor
     with running(argv, f"{url}/v2/", env=env, log=log) as server:
         location = start_upload(url)
         sock = slow_patch(location)
-        time.sleep(0.3)  # the PATCH is under way on a worker
+        wait_until(under_way(tmp_path / "root", location))
         server.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        refused = socket.socket()
-        assert refused.connect_ex(("127.0.0.1", port)) != 0, "it stopped accepting"
-        refused.close()
+        wait_until(lambda: refusing(port))  # it stopped accepting
         reply = finish(sock, pieces=3, pause=0.4)
         assert reply.startswith(b"HTTP/1.1 202 "), reply
         assert b"Range: 0-19" in reply
@@ -107,7 +124,7 @@ def test_a_request_past_the_drain_time_is_cut_and_logged(tmp_path: Path) -> None
     ) as server:
         location = start_upload(url)
         sock = slow_patch(location)
-        time.sleep(0.3)
+        wait_until(under_way(tmp_path / "root", location))
         server.send_signal(signal.SIGTERM)
         elapsed = wait_for_exit(server, within=15)
         assert 0.9 < elapsed < 5, "it waited for the drain time, then stopped"
