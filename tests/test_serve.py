@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -347,3 +348,27 @@ def test_inmemory_storage_with_several_workers_is_refused() -> None:
     (line,) = result.stderr.decode().splitlines()
     assert line.startswith("cargohold: config: storage.inmemory: ")
     assert "--workers 2" in line
+
+
+def test_a_tls_hello_on_a_plain_port_is_one_debug_line(tmp_path: Path) -> None:
+    """skopeo probes HTTPS first: its hello is junk to a plain port, answered and noted once."""
+    log = tmp_path / "server.log"
+    env = {"REGISTRY_LOG_LEVEL": "debug"}
+    with cargohold(tmp_path / "root", env=env, log=log) as url:
+        host, port = url.removeprefix("http://").split(":")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((host, int(port))) as sock, pytest.raises(ssl.SSLError):
+            context.wrap_socket(sock, server_hostname=host)
+        deadline = time.monotonic() + 10
+        while "HTTPS" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+    text = log.read_text()
+    assert "Traceback" not in text
+    (line,) = [line for line in text.splitlines() if "HTTPS" in line]
+    assert " level=debug " in line
+    assert "Received HTTPS traffic on an HTTP port" in line
+    info = [line for line in text.splitlines() if " level=info " in line]
+    assert not [line for line in info if " 400 " in line or "UNKNOWN" in line], info

@@ -2,7 +2,9 @@
 
 Every record carries the configured ``log.fields`` and whatever a caller
 passes as ``extra={"fields": {...}}``; each worker of ``serve --workers N``
-adds its ``pid``, so a line tells which process wrote it. With
+adds its ``pid``, so a line tells which process wrote it. A line logged while
+a request is being answered carries that request's fields (``bind_request``:
+its ``http.request.id``), so every line about a request can be found by it. With
 ``log.reportcaller`` each line also names where it was logged from, under
 logrus's keys: ``func`` (the function) and ``file`` (path and line).
 """
@@ -13,6 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +32,24 @@ _LEVELS = {
 
 logger = logging.getLogger("cargohold")
 
+#: The fields of the request being answered in this context, if any.
+_REQUEST: ContextVar[Mapping[str, Any] | None] = ContextVar("cargohold_request", default=None)
+
+
+def bind_request(fields: Mapping[str, Any]) -> Token[Mapping[str, Any] | None]:
+    """Add ``fields`` to every line logged in this context until ``unbind_request``."""
+    return _REQUEST.set(fields)
+
+
+def unbind_request(token: Token[Mapping[str, Any] | None]) -> None:
+    _REQUEST.reset(token)
+
 
 def _fields(record: logging.LogRecord, static: Mapping[str, Any]) -> dict[str, Any]:
     fields = dict(static)
+    request = _REQUEST.get()
+    if request:
+        fields.update(request)
     fields.update(getattr(record, "fields", {}) or {})
     return fields
 
@@ -105,6 +123,24 @@ def _level_name(record: logging.LogRecord) -> str:
     return "warning" if record.levelno == logging.WARNING else record.levelname.lower()
 
 
+class _OneLineProtocolErrors(logging.Filter):
+    """aiohttp's report of a request it could not parse, as one line without a traceback.
+
+    Junk on the wire (a TLS hello on a plain port, a scanner's probe) is the
+    client's mistake, answered with 400; a traceback would only bury it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__module__ == "aiohttp.http_exceptions":
+            message = getattr(exc, "message", "") or str(exc)
+            record.args = (record.getMessage(), " ".join(str(message).split()))
+            record.msg = "%s: %s"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(
     level: str,
     formatter: str,
@@ -122,6 +158,9 @@ def setup_logging(
     handler.setFormatter(shape(fields or {}, report_caller))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _OneLineProtocolErrors) for f in server.filters):
+        server.addFilter(_OneLineProtocolErrors())
     root.setLevel(_LEVELS.get(level.lower(), logging.INFO))
 
 

@@ -26,8 +26,11 @@ class RawReply:
         return int(self.status_line.split()[1])
 
     def comparable(self) -> tuple[bytes, dict[bytes, bytes], bytes]:
-        """Everything but the ``Date`` header, which differs between any two replies."""
-        return self.status_line, {k: v for k, v in self.headers.items() if k != b"date"}, self.body
+        """Everything but what differs between any two replies: ``Date``, and the value
+        of ``X-Request-Id`` (each request's own)."""
+        headers = {k: b"<id>" if k == b"x-request-id" else v for k, v in self.headers.items()}
+        headers.pop(b"date", None)
+        return self.status_line, headers, self.body
 
 
 def request_bytes(

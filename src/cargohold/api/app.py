@@ -37,6 +37,7 @@ from cargohold.errors import (
     StorageUnavailable,
     Unauthorized,
 )
+from cargohold.log import bind_request, unbind_request
 from cargohold.manifest.urls import URLPolicy
 from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.cache import BlobDescriptorCache
@@ -139,19 +140,27 @@ class Dispatcher:
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         version = request.version
-        exchange = self.pipeline.begin(
+        pipeline = self.pipeline
+        headers = request.headers
+        # The path as sent, still percent-encoded: see routes.py.
+        path = request.raw_path.partition("?")[0]
+        exchange = pipeline.begin(
             request.method,
             request.raw_path,
             f"{version.major}.{version.minor}",
             request.remote or "-",
-            request.headers,
+            headers,
             fast=False,
+            route=pipeline.route(path),
+            request_id=pipeline.request_id(headers),
+            head_size=_head_size(request),
             connection=request.transport,
         )
         request[EXCHANGE] = exchange
+        bound = bind_request({"http.request.id": exchange.id})
         status = size = 0
         try:
-            response = await self._answer(exchange, request)
+            response = await self._answer(exchange, request, path)
             status = response.status
             if request.method != "HEAD" and status not in (204, 304):
                 size = response.content_length or 0
@@ -165,20 +174,21 @@ class Dispatcher:
             exchange.cut = True  # the server is stopping, and its drain time ran out
             raise
         finally:
-            self.pipeline.finish(exchange, status, size)
+            exchange.received = request.content.total_bytes
+            unbind_request(bound)
+            pipeline.finish(exchange, status, size)
 
-    async def _answer(self, exchange: Exchange, request: web.Request) -> web.StreamResponse:
+    async def _answer(
+        self, exchange: Exchange, request: web.Request, path: str
+    ) -> web.StreamResponse:
         api = self.api
-        # The path as sent, still percent-encoded: see routes.py.
-        path = request.raw_path.partition("?")[0]
         if path == health.PATH and self.checks is not None:
             return await self.checks.handle(request)
         if self.issuer is not None and path.rstrip("/") == self._token_path:
             return await auth.token_endpoint(api, self.issuer, request)
-        route = self.pipeline.route(path)
+        route = exchange.route
         if route is None:
             return self._not_found()
-        exchange.route = route
         method = request.method
         try:
             grant = await self.pipeline.authorize(exchange, route, request.headers)
@@ -291,6 +301,21 @@ def registry_options(config: Config) -> RegistryOptions:
     )
 
 
+def _head_size(request: web.Request) -> int:
+    """Bytes of the request line and headers as sent (give or take the spaces)."""
+    size = len(request.method) + len(request.raw_path) + 13  # " ", " HTTP/1.1\r\n", "\r\n"
+    for name, value in request.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
+
+
+async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    # Here rather than in the handler: streamed replies send their headers themselves.
+    exchange = request.get(EXCHANGE)
+    if exchange is not None:
+        response.headers["X-Request-Id"] = exchange.id
+
+
 def _mount_point(prefix: str) -> str:
     """``http.prefix`` as a path with a leading and no trailing slash (``/registry``), or "".
 
@@ -350,6 +375,7 @@ def create_app(
     # The bound coroutine method, not the instance: aiohttp deprecates (and warns about)
     # handlers that are not coroutine functions, and an instance with ``__call__`` is not one.
     app.router.add_route("*", "/{tail:.*}", dispatcher.__call__)
+    app.on_response_prepare.append(_echo_request_id)
     app.cleanup_ctx.append(checks.running)
     purging = storage.maintenance.uploadpurging
     upkeep = namespace.upkeep

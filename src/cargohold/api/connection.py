@@ -250,7 +250,7 @@ class Connection(asyncio.Protocol):
             or lowered.count(b"\r\n") > MAX_FIELDS + 2
         ):
             return None
-        head = RequestHead(method, target.decode(), version, _Headers(block, lowered))
+        head = RequestHead(method, target.decode(), version, _Headers(block, lowered), len(block))
         assert self._fast is not None
         return self._fast.answer(head, self._remote)
 

@@ -58,6 +58,8 @@ class RequestHead:
     #: ``1.1``, or ``1.0`` with keep-alive.
     version: str
     headers: Mapping[str, str]
+    #: Bytes of the request line and headers.
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -124,6 +126,7 @@ class FastPath:
         if reply is None or reply.status != 200:
             return None
         body = b"" if head.method == "HEAD" else reply.body
+        request_id = pipeline.request_id(head.headers)
         exchange = None
         if pipeline.hooks:
             exchange = pipeline.begin(
@@ -133,12 +136,14 @@ class FastPath:
                 remote,
                 head.headers,
                 fast=True,
+                route=route,
+                request_id=request_id,
+                head_size=head.size,
                 clock=started,
             )
-            exchange.route = route
             exchange.user = grant.subject or None
             exchange.event = reply.event
-        return Answer(self._encode(reply, head, body), exchange, len(body))
+        return Answer(self._encode(reply, head, body, request_id), exchange, len(body))
 
     def _reply(self, head: RequestHead, route: Route) -> Reply | None:
         api, reads, endpoint = self._api, self._reads, route.endpoint
@@ -175,8 +180,9 @@ class FastPath:
             return None if tags is None else tags_reply(api, name, tags)
         return None
 
-    def _encode(self, reply: Reply, head: RequestHead, body: bytes) -> bytes:
-        """The reply as aiohttp writes it: its headers, then Content-Length, Date, Connection."""
+    def _encode(self, reply: Reply, head: RequestHead, body: bytes, request_id: str) -> bytes:
+        """The reply as aiohttp writes it: its headers, the request id, then Content-Length,
+        Date and Connection."""
         headers = reply.headers
         lines = [_STATUS_LINES[head.version]]
         cache = self._lines
@@ -187,6 +193,7 @@ class FastPath:
                     cache.clear()
                 line = cache[item] = f"{item[0]}: {item[1]}\r\n".encode("latin-1")
             lines.append(line)
+        lines.append(f"X-Request-Id: {request_id}\r\n".encode("latin-1"))
         if "Content-Length" not in headers:
             lines.append(b"Content-Length: %d\r\n" % len(reply.body))
         lines += (b"Date: ", self._clock.date(), b"\r\n")

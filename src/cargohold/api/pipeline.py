@@ -5,9 +5,11 @@ fast path (``fastpath.py``), which answers the commonest reads inline from the
 connection, and aiohttp's handlers (``app.py``), which answer everything. Both
 run the same steps, in this order, through one ``Pipeline``:
 
-1. ``begin``: an ``Exchange`` is opened for the request; it gets a request id
-   and its start time; every hook hears ``request_started``.
-2. ``route``: the path (without ``http.prefix``) names an endpoint.
+1. ``route``: the path (without ``http.prefix``) names an endpoint.
+2. ``begin``: an ``Exchange`` is opened for the request, with its route, its
+   request id (``request_id``: the client's ``X-Request-Id`` when it is
+   well-formed, else a new one; every reply echoes it) and its start time;
+   every hook hears ``request_started``.
 3. ``authorize`` (or ``authorize_now`` on the fast path): access control decides,
    on the same access records either way.
 4. The reply is decided by the one function for its endpoint (``reply.py``).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -60,14 +63,19 @@ class Exchange:
     headers: Mapping[str, str]
     #: True when the fast path answered, False when aiohttp's handlers did.
     fast: bool
-    sequence: int
-    prefix: int
+    #: The request id (``Pipeline.request_id``), echoed as ``X-Request-Id``.
+    id: str
+    #: The endpoint the target names; None for anything else (health, tokens, 404s).
+    route: Route | None
+    #: Bytes of the request line and headers.
+    head_size: int = 0
     started: float = field(default_factory=time.time)
     clock: float = field(default_factory=time.perf_counter)
-    route: Route | None = None
     #: Who the credentials belong to, when access control identified them.
     user: str | None = None
     status: int = 0
+    #: Bytes of body received.
+    received: int = 0
     #: Bytes of body sent.
     size: int = 0
     #: Seconds from the start to the reply's last byte handed to the connection.
@@ -79,15 +87,13 @@ class Exchange:
     connection: object = None
 
     @property
-    def id(self) -> str:
-        """The request id: unique across processes (a random prefix per pipeline) and time."""
-        text = f"{self.prefix:016x}{self.sequence:016x}"
-        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-    @property
     def repository(self) -> str | None:
         route = self.route
         return route.name if route is not None and route.name else None
+
+
+#: An ``X-Request-Id`` kept as the request's id: visible ASCII, no spaces, at most 128.
+_GIVEN_ID = re.compile(r"[!-~]{1,128}", re.ASCII)
 
 
 class RequestHook(Protocol):
@@ -116,12 +122,22 @@ class Pipeline:
         self.access = access
         self.hooks = tuple(hooks)
         self._sequence = itertools.count(1)
-        self._prefix = int.from_bytes(secrets.token_bytes(8), "big")
+        # Ids are unique across processes and time: a random half, then a sequence.
+        random = secrets.token_hex(8)
+        self._id_prefix = f"{random[:8]}-{random[8:12]}-{random[12:]}"
         #: Requests aiohttp is answering (the fast path's take no time to wait for).
         self.in_flight: set[Exchange] = set()
         #: Set once the server is stopping: replies then close their connections.
         self.draining = False
         self._idle: asyncio.Event | None = None
+
+    def request_id(self, headers: Mapping[str, str]) -> str:
+        """The id of a request: its ``X-Request-Id`` when well-formed, else a new one."""
+        given = headers.get("X-Request-Id")
+        if given is not None and _GIVEN_ID.fullmatch(given):
+            return given
+        sequence = f"{next(self._sequence):016x}"
+        return f"{self._id_prefix}-{sequence[:4]}-{sequence[4:]}"
 
     def begin(
         self,
@@ -132,12 +148,15 @@ class Pipeline:
         headers: Mapping[str, str],
         *,
         fast: bool,
+        route: Route | None,
+        request_id: str,
+        head_size: int = 0,
         clock: float | None = None,
         connection: object = None,
     ) -> Exchange:
         """Open the exchange of a request (``clock``: when it began, if earlier than now)."""
         exchange = Exchange(
-            method, target, version, remote, headers, fast, next(self._sequence), self._prefix
+            method, target, version, remote, headers, fast, request_id, route, head_size
         )
         if clock is not None:
             exchange.clock = clock
