@@ -109,8 +109,6 @@ REFUSED: dict[str, dict[str, Any]] = {
         "middleware": {"storage": [{"name": "cloudfront", "options": {"baseurl": "x"}}]}
     },
     "http.tls.letsencrypt": {"http": {"tls": {"letsencrypt": {"cachefile": "/c"}}}},
-    "http.debug": {"http": {"debug": {"addr": "127.0.0.1:5001"}}},
-    "http.debug.prometheus": {"http": {"debug": {"prometheus": {"enabled": True}}}},
     "http.http2": {"http": {"http2": {"disabled": False}}},
     "http.h2c": {"http": {"h2c": {"enabled": True}}},
     "notifications.endpoints": {
@@ -182,6 +180,9 @@ EXERCISED: dict[str, str] = {
     "http.tls.clientauth": "tests/test_tls.py::test_optional_client_certificates_are_verified_when_given",
     "http.tls.minimumtls": "tests/test_tls.py::test_minimumtls_refuses_older_clients",
     "http.tls.ciphersuites": "tests/test_tls.py::test_ciphersuites_are_the_only_tls12_suites_accepted",
+    "http.debug": "tests/metrics/test_debug_listener.py::test_health_without_metrics",
+    "http.debug.prometheus": "tests/metrics/test_distribution_names.py::test_every_request_is_counted_under_the_same_labels",
+    "http.debug.prometheus.path": "tests/metrics/test_debug_listener.py::test_metrics_at_the_configured_path",
     "http.http2.disabled": "tests/test_settings.py::test_http2_disabled_asks_for_nothing_missing",
     "notifications": "tests/test_settings.py::test_every_refused_key_is_refused_with_one_line",
     "redis": "tests/storage/test_cache_redis.py::test_from_config_uses_address_db_timeouts_and_pool",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from cargohold import __version__
 from cargohold.errors import CargoholdError, ConfigError
 
 if TYPE_CHECKING:
@@ -32,20 +33,9 @@ app = typer.Typer(
 )
 
 
-def version() -> str:
-    """The installed version of cargohold."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    try:
-        return installed("cargohold")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"cargohold {version()}")
+        typer.echo(f"cargohold {__version__}")
         raise typer.Exit()
 
 

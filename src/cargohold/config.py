@@ -645,11 +645,29 @@ class TLS(_Section):
 class Prometheus(_Section):
     enabled: bool = False
     path: str = "/metrics"
+    #: cargohold's: repositories given series of their own (per worker); the rest
+    #: are counted together under ``repository="_other"``.
+    repositories: int = Field(1000, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with /, not {value!r}")
+        return value
 
 
 class Debug(_Section):
     addr: str = ""  # empty: no debug server
     prometheus: Prometheus = Field(default_factory=Prometheus)
+
+    @property
+    def listen_host(self) -> str:
+        return _split_host_port(self.addr)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return _split_host_port(self.addr)[1]
 
 
 class HTTP2(_Section):

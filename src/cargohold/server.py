@@ -14,6 +14,12 @@ On SIGTERM or SIGINT a worker stops accepting, closes idle connections, and
 lets the requests under way finish for up to ``http.draintimeout``; those
 still running then are cut, each logged. As in Distribution, no drain time
 (the default) means they are cut at once.
+
+With ``http.debug.addr`` every worker also listens there (``api/debug.py``).
+With metrics on, each worker records them in a store of its own in one
+directory (``metrics/store.py``): ``$CARGOHOLD_METRICS_DIR`` when set (the
+counters then carry on across restarts), else a temporary one removed when
+the server stops. A scrape on any worker reads them all.
 """
 
 from __future__ import annotations
@@ -26,14 +32,21 @@ import socket
 import ssl
 import stat
 import sys
+import tempfile
+
+from aiohttp import web
 
 from cargohold.api.app import create_app
+from cargohold.api.debug import create_debug_app
 from cargohold.api.listener import Listener
 from cargohold.api.tls import server_context
 from cargohold.auth import check_config as check_auth
 from cargohold.config import Config, load_config
 from cargohold.errors import ConfigError, StorageUnavailable
 from cargohold.log import add_fields, setup_logging
+from cargohold.metrics import METRICS_DIR, METRICS_DIR_MADE, remove_metrics_dir
+from cargohold.metrics.recorders import Metrics
+from cargohold.metrics.store import Store
 from cargohold.storage.driver import create_driver
 from cargohold.unsupported import check_supported
 
@@ -45,8 +58,17 @@ def listen_socket(config: Config) -> socket.socket:
     http = config.http
     if http.net == "unix":
         return _unix_socket(http.addr)
-    host, port = http.listen_host, http.listen_port
-    if http.net == "tcp6" or ":" in host:
+    return _tcp_socket("http.addr", http.addr, http.listen_host, http.listen_port, http.net)
+
+
+def debug_socket(config: Config) -> socket.socket:
+    """A listening socket on ``http.debug.addr``, shareable by other workers."""
+    debug = config.http.debug
+    return _tcp_socket("http.debug.addr", debug.addr, debug.listen_host, debug.listen_port, "tcp")
+
+
+def _tcp_socket(key: str, addr: str, host: str, port: int, net: str) -> socket.socket:
+    if net == "tcp6" or ":" in host:
         family, host = socket.AF_INET6, host or "::"
     else:
         family, host = socket.AF_INET, host or "0.0.0.0"
@@ -54,13 +76,13 @@ def listen_socket(config: Config) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6 and http.net == "tcp6":
+        if family == socket.AF_INET6 and net == "tcp6":
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(1024)
     except OSError as exc:
         sock.close()
-        raise ConfigError("http.addr", f"cannot listen on {http.addr}: {exc.strerror}") from exc
+        raise ConfigError(key, f"cannot listen on {addr}: {exc.strerror}") from exc
     sock.setblocking(False)
     return sock
 
@@ -95,28 +117,56 @@ def _describe(config: Config, sock: socket.socket, tls: ssl.SSLContext | None) -
     return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
-async def _serve(config: Config, sock: socket.socket, use_fast_path: bool) -> None:
+async def _serve(
+    config: Config,
+    sock: socket.socket,
+    use_fast_path: bool,
+    debug_sock: socket.socket | None = None,
+) -> None:
+    prometheus = config.http.debug.prometheus
+    directory = os.environ.get(METRICS_DIR) if prometheus.enabled else None
+    metrics = None
+    if prometheus.enabled:
+        path = os.path.join(directory, f"worker-{os.getpid()}.metrics") if directory else None
+        metrics = Metrics(Store(path), prometheus.repositories)
+    app = create_app(config, metrics=metrics)
     listener = Listener(
-        create_app(config),
+        app,
         fast_path=use_fast_path,
         ssl_context=server_context(config.http.tls),
         shutdown_timeout=config.http.draintimeout,
     )
-    await listener.start(sock)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    debug: web.AppRunner | None = None
     try:
+        await listener.start(sock)
+        if config.http.debug.addr:
+            debug = web.AppRunner(
+                create_debug_app(config, app, directory), access_log=None, handle_signals=False
+            )
+            await debug.setup()
+            await web.SockSite(debug, debug_sock or debug_socket(config)).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
+        if debug is not None:
+            await debug.cleanup()
         await listener.close()
+        if metrics is not None:
+            metrics.store.close()
 
 
-def _run_worker(config: Config, sock: socket.socket | None = None, fast_path: bool = True) -> None:
+def _run_worker(
+    config: Config,
+    sock: socket.socket | None = None,
+    fast_path: bool = True,
+    debug_sock: socket.socket | None = None,
+) -> None:
     if sock is None:
         sock = listen_socket(config)
-    asyncio.run(_serve(config, sock, fast_path))
+    asyncio.run(_serve(config, sock, fast_path, debug_sock))
 
 
 async def _check_storage(config: Config) -> None:
@@ -170,18 +220,30 @@ def serve(
     check_auth(config)
     asyncio.run(_check_storage(config))
     probe = listen_socket(config)
+    debug_probe = debug_socket(config) if config.http.debug.addr else None
     where = _describe(config, probe, tls)
     drain = config.http.draintimeout
     if config.storage.driver_name == "inmemory":
         log.info("inmemory storage: one worker (the content lives in its memory)")
+    if debug_probe is not None:
+        host, port = debug_probe.getsockname()[:2]
+        log.info("debug listener on http://%s:%d", host, port)
+    if config.http.debug.prometheus.enabled and not os.environ.get(METRICS_DIR):
+        os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="cargohold-metrics-")
+        os.environ[METRICS_DIR_MADE] = "1"
     single = count <= 1 or config.http.net == "unix" or config.http.listen_port == 0
     if single:
         # One process (or an ephemeral port, which workers could not share).
         log.info("listening on %s with 1 worker; draining for %gs on stop", where, drain)
-        _run_worker(config, probe, fast_path)
+        try:
+            _run_worker(config, probe, fast_path, debug_probe)
+        finally:
+            remove_metrics_dir()
         return 0
-    # Workers bind their own sockets; the probe must not take connections.
+    # Workers bind their own sockets; the probes must not take connections.
     probe.close()
+    if debug_probe is not None:
+        debug_probe.close()
     log.info("listening on %s with %d workers; draining for %gs on stop", where, count, drain)
     for handler in logging.getLogger().handlers:
         handler.flush()

@@ -90,7 +90,12 @@ def supervise(workers: int, config_path: str | None, fast_path: bool) -> int:
 
 def main(argv: list[str]) -> int:
     workers, fast, config_path = argv
-    return supervise(int(workers), config_path or None, fast == "--fast-path")
+    try:
+        return supervise(int(workers), config_path or None, fast == "--fast-path")
+    finally:
+        from cargohold.metrics import remove_metrics_dir
+
+        remove_metrics_dir()  # the workers' metrics stores, when made for this run
 
 
 if __name__ == "__main__":

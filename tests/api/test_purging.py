@@ -7,9 +7,11 @@ from pathlib import Path
 
 import yaml
 from tests.support.inprocess import Client, Servers
+from tests.support.metrics import parse
 
-from cargohold.api.app import create_app
+from cargohold.api.app import METRICS_KEY, create_app
 from cargohold.config import parse_config
+from cargohold.metrics.exposition import render
 
 
 def config(root: Path, **purging: object) -> str:
@@ -20,6 +22,7 @@ def config(root: Path, **purging: object) -> str:
                 "filesystem": {"rootdirectory": str(root)},
                 "maintenance": {"uploadpurging": {"interval": "100ms", **purging}},
             },
+            "http": {"debug": {"prometheus": {"enabled": True}}},
         }
     )
 
@@ -45,6 +48,12 @@ async def test_uploads_older_than_the_age_are_purged(tmp_path: Path, servers: Se
             break
     assert await upload_status(client, upload_id) == 404
     assert not (tmp_path / "docker/registry/v2/repositories/repo/_uploads" / upload_id).exists()
+    metrics = app[METRICS_KEY]
+    assert metrics is not None
+    found = parse(render([metrics.store.as_file()], None)[0].decode())
+    assert found.value("cargohold_uploads_purged_total") == 1
+    assert found.value("cargohold_upload_purge_runs_total") >= 1
+    assert found.value("cargohold_uploads_in_progress") == 0
 
 
 async def test_young_uploads_and_disabled_purging_keep_uploads(

@@ -35,23 +35,41 @@ http:
 """
 
 
+#: Appended with ``metrics_port``: the debug listener with Prometheus metrics, and the
+#: in-memory descriptor cache (so that the cache metrics count).
+_METRICS = """\
+  debug:
+    addr: 127.0.0.1:{metrics_port}
+    prometheus:
+      enabled: true
+      path: /metrics
+"""
+
+
 @contextmanager
 def distribution(
-    root: Path, *, log: Path | None = None, secret: str = "a secret for tests only"
+    root: Path,
+    *,
+    log: Path | None = None,
+    secret: str = "a secret for tests only",
+    metrics_port: int | None = None,
 ) -> Iterator[str]:
     """``docker-registry serve`` with filesystem storage at ``root``; yields its URL.
 
     ``secret`` is its ``http.secret``: a cargohold sharing the root with the same one
-    can hand uploads over to it.
+    can hand uploads over to it. With ``metrics_port`` its debug listener serves
+    Prometheus metrics there, at ``/metrics``.
     """
     executable = shutil.which(DOCKER_REGISTRY)
     if executable is None:
         pytest.fail(f"{DOCKER_REGISTRY} is not installed (Debian package docker-registry)")
     port = free_port()
     config = root.parent / f"{root.name}-distribution-{port}.yml"
-    config.write_text(
-        _CONFIG.format(root=json.dumps(str(root)), port=port, secret=json.dumps(secret))
-    )
+    text = _CONFIG.format(root=json.dumps(str(root)), port=port, secret=json.dumps(secret))
+    if metrics_port is not None:
+        text += _METRICS.format(metrics_port=metrics_port)
+        text = text.replace("  delete:\n", "  cache:\n    blobdescriptor: inmemory\n  delete:\n", 1)
+    config.write_text(text)
     url = f"http://127.0.0.1:{port}"
     with running([executable, "serve", str(config)], f"{url}/v2/", log=log):
         yield url

@@ -39,6 +39,8 @@ from cargohold.errors import (
 )
 from cargohold.log import bind_request, unbind_request
 from cargohold.manifest.urls import URLPolicy
+from cargohold.metrics.recorders import Metrics
+from cargohold.metrics.store import Store
 from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
@@ -55,6 +57,9 @@ log = logging.getLogger("cargohold.api")
 
 API_KEY = web.AppKey("api", Api)
 PIPELINE_KEY = web.AppKey("pipeline", Pipeline)
+HEALTH_KEY = web.AppKey("health", health.Health)
+#: The application's metrics (``http.debug.prometheus``), None when off.
+METRICS_KEY: web.AppKey[Metrics | None] = web.AppKey("metrics")
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -262,13 +267,18 @@ def build_cache(config: Config) -> BlobDescriptorCache | None:
     return None
 
 
-def build_registry(config: Config, threads: Executor | None = None) -> StorageRegistry:
-    """The registry on the configured storage; ``threads`` runs its blocking calls."""
+def build_registry(
+    config: Config, threads: Executor | None = None, metrics: Metrics | None = None
+) -> StorageRegistry:
+    """The registry on the configured storage; ``threads`` runs its blocking calls, and
+    ``metrics`` times its storage calls and counts its cache lookups."""
     storage = config.storage
     driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
-    return StorageRegistry(
-        driver, cache=build_cache(config), options=registry_options(config), threads=threads
-    )
+    cache = build_cache(config)
+    if metrics is not None:
+        driver.watch = metrics.storage
+        cache = None if cache is None else metrics.cache(cache)
+    return StorageRegistry(driver, cache=cache, options=registry_options(config), threads=threads)
 
 
 def registry_options(config: Config) -> RegistryOptions:
@@ -332,21 +342,32 @@ THREADS = 32
 
 
 def create_app(
-    config: Config, registry: Namespace | None = None, *, hooks: Sequence[RequestHook] = ()
+    config: Config,
+    registry: Namespace | None = None,
+    *,
+    hooks: Sequence[RequestHook] = (),
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """An application serving the configured registry (or ``registry``, when given).
 
-    ``hooks`` hear of every request after the configured ones (the access log).
-    The application owns one executor for every blocking call, made here and
-    shut down when the application is cleaned up, after ``registry`` is closed.
+    ``hooks`` hear of every request after the configured ones (the access log,
+    metrics). The application owns one executor for every blocking call, made
+    here and shut down when the application is cleaned up, after ``registry``
+    is closed. With ``http.debug.prometheus`` it records metrics in ``metrics``
+    (``serve`` gives each worker a store the others can read) or, when none is
+    given, in a store of its own.
     """
     check_supported(config)
+    prometheus = config.http.debug.prometheus
+    own_metrics = metrics is None and prometheus.enabled
+    if own_metrics:
+        metrics = Metrics(Store(), prometheus.repositories)
     storage = config.storage
     # Every blocking call of the application runs here; on a local disk it is also the
     # bound Distribution's storage.filesystem.maxthreads puts on blocking file operations.
     size = storage.filesystem.maxthreads if storage.filesystem is not None else THREADS
     threads = ThreadPoolExecutor(size, thread_name_prefix="cargohold")
-    namespace = registry if registry is not None else build_registry(config, threads)
+    namespace = registry if registry is not None else build_registry(config, threads, metrics)
     api = Api(
         registry=namespace,
         threads=threads,
@@ -362,6 +383,8 @@ def create_app(
         upload_secret=config.http.secret,
     )
     configured: list[RequestHook] = [] if config.log.accesslog.disabled else [AccessLog()]
+    if metrics is not None:
+        configured.append(metrics.http)
     pipeline = Pipeline(
         prefix=api.prefix,
         access=build_access_controller(config, threads),
@@ -370,7 +393,8 @@ def create_app(
     app = web.Application(client_max_size=api.manifest_max_size + 1)
     app[API_KEY] = api
     app[PIPELINE_KEY] = pipeline
-    checks = health.build_health(config, namespace.upkeep, api.headers())
+    app[METRICS_KEY] = metrics
+    checks = app[HEALTH_KEY] = health.build_health(config, namespace.upkeep, api.headers())
     dispatcher = Dispatcher(api, pipeline, build_token_issuer(config, threads), checks)
     # The bound coroutine method, not the instance: aiohttp deprecates (and warns about)
     # handlers that are not coroutine functions, and an instance with ``__call__`` is not one.
@@ -380,28 +404,60 @@ def create_app(
     purging = storage.maintenance.uploadpurging
     upkeep = namespace.upkeep
     if purging.enabled and not api.read_only and upkeep is not None:
-        app.cleanup_ctx.append(_purger(upkeep, purging.age, purging.interval, purging.dryrun))
+        on_purged = metrics.http.purged if metrics is not None else None
+        app.cleanup_ctx.append(
+            _purger(upkeep, purging.age, purging.interval, purging.dryrun, on_purged)
+        )
+    if metrics is not None:
+        app.cleanup_ctx.append(_noting_cpu(metrics))
 
     async def close(app: web.Application) -> None:
         try:
             await namespace.close()
         finally:
             threads.shutdown(wait=True)
+            if own_metrics and metrics is not None:
+                metrics.store.close()
 
     app.on_cleanup.append(close)
     return app
 
 
 def _purger(
-    upkeep: Upkeep, age: float, interval: float, dry_run: bool
+    upkeep: Upkeep,
+    age: float,
+    interval: float,
+    dry_run: bool,
+    on_purged: Callable[[int], None] | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Purge abandoned uploads in the background while the application runs."""
+    return _background(
+        lambda: run_purger(upkeep, age, interval, dry_run=dry_run, on_purged=on_purged)
+    )
 
-    async def purge(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_purger(upkeep, age, interval, dry_run=dry_run))
+
+def _noting_cpu(metrics: Metrics) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Note the process's CPU time while the application runs, and once more at its end."""
+    background = _background(metrics.noting_cpu)
+
+    async def noting(app: web.Application) -> AsyncIterator[None]:
+        async for _ in background(app):
+            yield
+        metrics.note_cpu()
+
+    return noting
+
+
+def _background(
+    work: Callable[[], Awaitable[None]],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running ``work`` as a task while the application runs."""
+
+    async def running(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.ensure_future(work())
         yield
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
 
-    return purge
+    return running

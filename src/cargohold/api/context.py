@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from cargohold import __version__
 from cargohold.api.errcode import ErrorCode, code_for, error_body
 from cargohold.api.filesend import FileSender
 from cargohold.api.http import API_VERSION, base_url
@@ -16,16 +16,8 @@ from cargohold.api.reply import Reply
 from cargohold.errors import RegistryError
 from cargohold.registry import Namespace
 
-
-def _server() -> str:
-    try:
-        return f"cargohold/{version('cargohold')}"
-    except PackageNotFoundError:
-        return "cargohold"
-
-
 #: The ``Server`` header of every reply: set here, so that both request paths send the same.
-SERVER = ("Server", _server())
+SERVER = ("Server", f"cargohold/{__version__}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
@@ -57,17 +58,27 @@ async def _started_at(driver: StorageDriver, info: FileInfo) -> datetime:
         return info.modtime
 
 
-async def run_purger(upkeep: Upkeep, age: float, interval: float, *, dry_run: bool = False) -> None:
+async def run_purger(
+    upkeep: Upkeep,
+    age: float,
+    interval: float,
+    *,
+    dry_run: bool = False,
+    on_purged: Callable[[int], None] | None = None,
+) -> None:
     """Purge every ``interval`` seconds, starting after a random delay.
 
     The delay spreads the work of many processes started together, as
-    Distribution's jitter does.
+    Distribution's jitter does. ``on_purged`` hears how many uploads each run
+    removed (metrics).
     """
     await asyncio.sleep(random.uniform(0, min(interval, 3600.0)))
     while True:
         cutoff = datetime.now(UTC) - timedelta(seconds=age)
         try:
             purged = await upkeep.purge_uploads(cutoff, dry_run=dry_run)
+            if on_purged is not None:
+                on_purged(0 if dry_run else len(purged))
             if purged:
                 log.info("purged %d uploads older than %s", len(purged), cutoff.isoformat())
         except StorageDriverError as exc:

@@ -74,7 +74,7 @@ class StorageRegistry:
         self.hashers = HasherCache()
         self._schema1_key: SigningKey | None = None
         self._catalog = catalog_for(driver)
-        files = driver.immediate
+        files = driver.watched_immediate()
         self._immediate = (
             _StorageImmediateReads(files, driver.redirects is not None)
             if files is not None

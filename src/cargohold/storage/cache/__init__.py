@@ -20,6 +20,11 @@ class BlobDescriptorCache(Protocol):
     #: cannot see another process unlink a blob, so for it links are always read.
     shared: bool
 
+    @property
+    def errors(self) -> int:
+        """Round trips that failed so far (always 0 for a cache in process memory)."""
+        ...
+
     async def get(self, digest: Digest) -> Descriptor | None:
         """The descriptor of a blob, wherever it is linked."""
         ...

@@ -43,6 +43,7 @@ class MemoryBlobDescriptorCache:
     """Up to ``size`` global entries and ``size`` repository entries, least recently used out."""
 
     shared = False
+    errors = 0
 
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         self._global: _LRU[Digest] = _LRU(size)

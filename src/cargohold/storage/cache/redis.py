@@ -146,6 +146,8 @@ class RedisBlobDescriptorCache:
     """
 
     shared = True
+    #: Failed round trips so far (for metrics): each one was answered from storage.
+    errors = 0
 
     def __init__(
         self,
@@ -346,6 +348,7 @@ class RedisBlobDescriptorCache:
         return Descriptor(media_type or OCTET_STREAM, parsed, length)
 
     def _trouble(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
         self._unavailable = self._unavailable or what == "unavailable"
         now = time.monotonic()
         if now < self._next_warning:

@@ -44,6 +44,12 @@ capability, never for the driver's class:
 Blocking calls (fsync, recursive deletes, copies) run on the threads of the
 registry that uses the driver (``use_threads``), or, for a driver used on its
 own, on a few threads of its own that ``close`` stops.
+
+A driver may be watched (``watch``, a ``DriverWatch``): each call of the
+public API, and each immediate read, is then made inside the watch's
+``action`` (metrics time it, traces make it a span), under Distribution's
+action names (``GetContent``, ``PutContent``, ``Stat``, ``List``, ``Move``,
+``Delete``, and ``Reader``, ``Writer``, ``Walk`` for the opening of a stream).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -104,6 +111,35 @@ class ImmediateFiles(Protocol):
     def list_now(self, path: str) -> builtins.list[str] | None:
         """The names (not paths) of the children of the folder at ``path``."""
         ...
+
+
+class DriverWatch(Protocol):
+    """Watches a driver's calls: each is made inside ``action(driver, action)``."""
+
+    def action(self, driver: str, action: str) -> AbstractContextManager[object]: ...
+
+
+class _WatchedImmediate:
+    """A driver's immediate reads, each made inside its watch's action."""
+
+    __slots__ = ("_files", "_name", "_watch")
+
+    def __init__(self, files: ImmediateFiles, watch: DriverWatch, name: str) -> None:
+        self._files = files
+        self._watch = watch
+        self._name = name
+
+    def read_now(self, path: str, limit: int) -> bytes | None:
+        with self._watch.action(self._name, "GetContent"):
+            return self._files.read_now(path, limit)
+
+    def size_now(self, path: str) -> int | None:
+        with self._watch.action(self._name, "Stat"):
+            return self._files.size_now(path)
+
+    def list_now(self, path: str) -> builtins.list[str] | None:
+        with self._watch.action(self._name, "List"):
+            return self._files.list_now(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +206,8 @@ class StorageDriver(ABC):
 
     _threads: Executor | None = None
     _own_threads: ThreadPoolExecutor | None = None
+    #: Told of every call when set (``watched``).
+    watch: DriverWatch | None = None
 
     # -- optional capabilities: None unless the driver has them ---------------------------
 
@@ -184,6 +222,13 @@ class StorageDriver(ABC):
     @property
     def immediate(self) -> ImmediateFiles | None:
         return None
+
+    def watched_immediate(self) -> ImmediateFiles | None:
+        """``immediate``, its reads made inside the watch's actions when there is one."""
+        files = self.immediate
+        if files is None or self.watch is None:
+            return files
+        return _WatchedImmediate(files, self.watch, self.name)
 
     # -- threads --------------------------------------------------------------------------
 
@@ -206,11 +251,19 @@ class StorageDriver(ABC):
 
     async def get_content(self, path: str) -> bytes:
         """The whole content at ``path``; meant for small files (links, manifests)."""
-        return await self._get_content(self._file_path(path))
+        path = self._file_path(path)
+        if self.watch is None:
+            return await self._get_content(path)
+        with self.watch.action(self.name, "GetContent"):
+            return await self._get_content(path)
 
     async def put_content(self, path: str, content: bytes) -> None:
         """Store ``content`` at ``path``, replacing what was there, atomically."""
-        await self._put_content(self._file_path(path), content)
+        path = self._file_path(path)
+        if self.watch is None:
+            return await self._put_content(path, content)
+        with self.watch.action(self.name, "PutContent"):
+            return await self._put_content(path, content)
 
     async def put_contents(self, items: Sequence[tuple[str, bytes]]) -> None:
         """``put_content`` for each ``(path, content)``, in order.
@@ -219,7 +272,11 @@ class StorageDriver(ABC):
         earlier ones written and the later ones not. Drivers may do the whole
         batch at once (the filesystem driver does it in one trip to a thread).
         """
-        await self._put_contents([(self._file_path(path), content) for path, content in items])
+        checked = [(self._file_path(path), content) for path, content in items]
+        if self.watch is None:
+            return await self._put_contents(checked)
+        with self.watch.action(self.name, "PutContent"):
+            return await self._put_contents(checked)
 
     async def reader(
         self, path: str, offset: int = 0, *, chunk_size: int = READ_CHUNK
@@ -231,26 +288,49 @@ class StorageDriver(ABC):
         self._file_path(path)
         if offset < 0:
             raise InvalidOffset(path, self.name, offset, "negative offset")
-        return await self._reader(path, offset, chunk_size)
+        if self.watch is None:
+            return await self._reader(path, offset, chunk_size)
+        with self.watch.action(self.name, "Reader"):
+            return await self._reader(path, offset, chunk_size)
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         """A writer for ``path``; ``append`` resumes earlier content instead of starting over."""
-        return await self._writer(self._file_path(path), append)
+        path = self._file_path(path)
+        if self.watch is None:
+            return await self._writer(path, append)
+        with self.watch.action(self.name, "Writer"):
+            return await self._writer(path, append)
 
     async def stat(self, path: str) -> FileInfo:
-        return await self._stat(self._any_path(path))
+        path = self._any_path(path)
+        if self.watch is None:
+            return await self._stat(path)
+        with self.watch.action(self.name, "Stat"):
+            return await self._stat(path)
 
     async def list(self, path: str) -> list[str]:
         """Full paths of the direct children of the directory at ``path``."""
-        return await self._list(self._any_path(path))
+        path = self._any_path(path)
+        if self.watch is None:
+            return await self._list(path)
+        with self.watch.action(self.name, "List"):
+            return await self._list(path)
 
     async def move(self, source: str, dest: str) -> None:
         """Move ``source`` to ``dest``, replacing ``dest`` atomically if it exists."""
-        await self._move(self._file_path(source), self._file_path(dest))
+        source, dest = self._file_path(source), self._file_path(dest)
+        if self.watch is None:
+            return await self._move(source, dest)
+        with self.watch.action(self.name, "Move"):
+            return await self._move(source, dest)
 
     async def delete(self, path: str) -> None:
         """Delete the file or the whole directory tree at ``path``."""
-        await self._delete(self._file_path(path))
+        path = self._file_path(path)
+        if self.watch is None:
+            return await self._delete(path)
+        with self.watch.action(self.name, "Delete"):
+            return await self._delete(path)
 
     def walk(self, path: str, descend: Descend | None = None) -> AsyncIterator[FileInfo]:
         """Every file and directory below ``path``, depth first, in lexical order.
@@ -258,7 +338,14 @@ class StorageDriver(ABC):
         ``descend`` is asked about each directory after it is yielded; when it
         answers False the walk does not enter it.
         """
-        return self._walk(self._any_path(path), descend)
+        walked = self._walk(self._any_path(path), descend)
+        return walked if self.watch is None else self._watched_walk(walked)
+
+    async def _watched_walk(self, walked: AsyncIterator[FileInfo]) -> AsyncIterator[FileInfo]:
+        assert self.watch is not None
+        with self.watch.action(self.name, "Walk"):
+            async for info in walked:
+                yield info
 
     async def check(self) -> None:  # noqa: B027 - nothing to check for most drivers
         """Raise ``StorageUnavailable`` with one clear line when the storage cannot be used."""

@@ -1,0 +1,87 @@
+"""The rows of a metrics store: what each kind holds, and where.
+
+The writers (``recorders.py``) and the reader (``exposition.py``) share this
+one description. A row is a kind, label values, and a fixed run of doubles; a
+histogram in a row is its sum, then one count per bucket (the last is
+``+Inf``), not yet cumulative; its count is the sum of its buckets.
+"""
+
+from __future__ import annotations
+
+from cargohold.api.routes import Endpoint
+
+#: Distribution's (docker/go-metrics) buckets: request durations, in seconds.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0)
+#: Request and response sizes: 1 KiB to 4 GiB, doubling.
+SIZE_BUCKETS = tuple(float(1024 << n) for n in range(22))
+#: Storage and cache calls: Prometheus' default buckets, as Distribution's timers use.
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def histogram_width(buckets: tuple[float, ...]) -> int:
+    """Doubles of one histogram: the sum, each bucket, and ``+Inf``."""
+    return 2 + len(buckets)
+
+
+#: Distribution's route names, the ``handler`` label (``referrers`` is cargohold's).
+HANDLERS: dict[Endpoint, str] = {
+    Endpoint.BASE: "base",
+    Endpoint.BLOB: "blob",
+    Endpoint.UPLOADS: "blob_upload",
+    Endpoint.UPLOAD: "blob_upload_chunk",
+    Endpoint.MANIFEST: "manifest",
+    Endpoint.TAGS: "tags",
+    Endpoint.CATALOG: "catalog",
+    Endpoint.REFERRERS: "referrers",
+}
+
+# -- kinds ------------------------------------------------------------------------------
+
+#: One per (handler, method, code): the count, then duration, request size and
+#: response size histograms.
+HTTP = "http"
+HTTP_COUNT = 0
+HTTP_DURATION = 1
+HTTP_REQUEST_SIZE = HTTP_DURATION + histogram_width(DURATION_BUCKETS)
+HTTP_RESPONSE_SIZE = HTTP_REQUEST_SIZE + histogram_width(SIZE_BUCKETS)
+HTTP_WIDTH = HTTP_RESPONSE_SIZE + histogram_width(SIZE_BUCKETS)
+
+#: One per handler: requests under way (counted only while their process lives).
+IN_FLIGHT = "in_flight"
+
+#: One per (driver, action): a histogram of its seconds.
+STORAGE = "storage"
+STORAGE_WIDTH = histogram_width(CALL_BUCKETS)
+#: The actions Distribution times (``registry/storage/driver/base``).
+TIMED_ACTIONS = frozenset({"GetContent", "PutContent", "Stat", "List", "Move", "Delete"})
+
+#: The descriptor cache: requests, hits, misses, errors.
+CACHE = "cache"
+CACHE_REQUESTS, CACHE_HITS, CACHE_MISSES, CACHE_ERRORS = range(4)
+CACHE_WIDTH = 4
+#: One per operation on a shared (Redis) cache: a histogram of its seconds.
+CACHE_CALLS = "cache_calls"
+
+#: One per repository (up to the configured number, then ``OTHER_REPOSITORIES``).
+REPOSITORY = "repository"
+(
+    REPO_BLOB_PULLS,
+    REPO_MANIFEST_PULLS,
+    REPO_PULLED_BYTES,
+    REPO_BLOB_PUSHES,
+    REPO_MANIFEST_PUSHES,
+    REPO_PUSHED_BYTES,
+) = range(6)
+REPOSITORY_WIDTH = 6
+#: The label of repositories past the cap: no repository name starts with ``_``.
+OTHER_REPOSITORIES = "_other"
+
+#: Uploads started, completed, cancelled, purged; purge runs.
+UPLOADS = "uploads"
+UPLOADS_STARTED, UPLOADS_COMPLETED, UPLOADS_CANCELLED, UPLOADS_PURGED, PURGE_RUNS = range(5)
+UPLOADS_WIDTH = 5
+
+#: The process: its CPU seconds when last noted (for a process that has died).
+PROCESS = "process"
+PROCESS_CPU = 0
+PROCESS_WIDTH = 1

@@ -1,0 +1,277 @@
+"""What writes the samples: a request hook, a storage watch, a cache wrapper, counters.
+
+Each adds to doubles of its process's ``Store`` in place (``layout.py`` says
+which); nothing here allocates per request beyond the first request of a
+label set. ``Metrics`` makes them all for one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from bisect import bisect_left
+from contextlib import AbstractContextManager
+from types import TracebackType
+
+from cargohold.api.events import MOUNT, PULL, PUSH, Event
+from cargohold.api.pipeline import Exchange
+from cargohold.api.routes import Endpoint
+from cargohold.descriptor import Descriptor
+from cargohold.digest import Digest
+from cargohold.metrics import layout
+from cargohold.metrics.store import Store
+from cargohold.storage.cache import BlobDescriptorCache
+
+__all__ = ["CacheMetrics", "HttpMetrics", "Metrics", "StorageMetrics"]
+
+#: How often a process notes its CPU time, for when it has died.
+CPU_NOTE_INTERVAL = 1.0
+#: Repositories with series of their own unless configured otherwise.
+DEFAULT_REPOSITORIES = 1000
+
+
+def _observe(values: memoryview[float], at: int, buckets: tuple[float, ...], value: float) -> None:
+    """One observation of the histogram whose sum is at ``values[at]``."""
+    values[at] += value
+    values[at + 1 + bisect_left(buckets, value)] += 1
+
+
+class HttpMetrics:
+    """A request hook: Distribution's HTTP metrics, and cargohold's per repository and upload."""
+
+    def __init__(self, store: Store, repositories: int = DEFAULT_REPOSITORIES) -> None:
+        self._store = store
+        self._rows: dict[tuple[Endpoint, str, int], int] = {}
+        self._in_flight = {
+            endpoint: store.row(layout.IN_FLIGHT, (handler,), 1)
+            for endpoint, handler in layout.HANDLERS.items()
+        }
+        self._repositories: dict[str, int] = {}
+        self._repository_cap = repositories
+        self._uploads = store.row(layout.UPLOADS, (), layout.UPLOADS_WIDTH)
+
+    def request_started(self, exchange: Exchange) -> None:
+        # The fast path's requests are over before anyone could see them in flight.
+        route = exchange.route
+        if route is not None and not exchange.fast:
+            self._store.values[self._in_flight[route.endpoint]] += 1
+
+    def request_finished(self, exchange: Exchange) -> None:
+        route = exchange.route
+        if route is None:
+            return  # no handler of Distribution's answered it: health, tokens, 404s
+        values = self._store.values
+        endpoint = route.endpoint
+        if not exchange.fast:
+            values[self._in_flight[endpoint]] -= 1
+        status = exchange.status
+        if status == 0:
+            return  # cut by a stopping server: no reply to count
+        key = (endpoint, exchange.method, status)
+        row = self._rows.get(key)
+        if row is None:
+            labels = (layout.HANDLERS[endpoint], exchange.method.lower(), str(status))
+            row = self._rows[key] = self._store.row(layout.HTTP, labels, layout.HTTP_WIDTH)
+            values = self._store.values  # the store may have grown
+        values[row] += 1
+        _observe(values, row + layout.HTTP_DURATION, layout.DURATION_BUCKETS, exchange.duration)
+        received = float(exchange.head_size + exchange.received)
+        _observe(values, row + layout.HTTP_REQUEST_SIZE, layout.SIZE_BUCKETS, received)
+        _observe(values, row + layout.HTTP_RESPONSE_SIZE, layout.SIZE_BUCKETS, exchange.size)
+        event = exchange.event
+        if event is not None:
+            self._content(exchange, endpoint, event)
+        if endpoint is Endpoint.UPLOADS or endpoint is Endpoint.UPLOAD:
+            self._upload(exchange.method, endpoint, status)
+
+    def _content(self, exchange: Exchange, endpoint: Endpoint, event: Event) -> None:
+        """Pulls count the bytes sent (a range sends part); pushes, the content's size."""
+        action, name = event.action, event.repository
+        row = self._repositories.get(name)
+        if row is None:
+            if len(self._repositories) >= self._repository_cap:
+                name = layout.OTHER_REPOSITORIES
+                row = self._repositories.get(name)
+            if row is None:
+                row = self._store.row(layout.REPOSITORY, (name,), layout.REPOSITORY_WIDTH)
+                self._repositories[name] = row
+        values = self._store.values
+        manifest = endpoint is Endpoint.MANIFEST
+        if action == PULL and exchange.method == "GET":
+            values[row + (layout.REPO_MANIFEST_PULLS if manifest else layout.REPO_BLOB_PULLS)] += 1
+            values[row + layout.REPO_PULLED_BYTES] += exchange.size
+        elif action == PUSH:
+            values[
+                row + (layout.REPO_MANIFEST_PUSHES if manifest else layout.REPO_BLOB_PUSHES)
+            ] += 1
+            values[row + layout.REPO_PUSHED_BYTES] += event.size or 0
+        elif action == MOUNT:
+            values[row + layout.REPO_BLOB_PUSHES] += 1
+
+    def _upload(self, method: str, endpoint: Endpoint, status: int) -> None:
+        values, row = self._store.values, self._uploads
+        if endpoint is Endpoint.UPLOADS:
+            if status == 202:
+                values[row + layout.UPLOADS_STARTED] += 1
+        elif method == "PUT" and status == 201:
+            values[row + layout.UPLOADS_COMPLETED] += 1
+        elif method == "DELETE" and status == 204:
+            values[row + layout.UPLOADS_CANCELLED] += 1
+
+    def purged(self, count: int) -> None:
+        """A purge run removed ``count`` abandoned uploads."""
+        values, row = self._store.values, self._uploads
+        values[row + layout.PURGE_RUNS] += 1
+        values[row + layout.UPLOADS_PURGED] += count
+
+
+class _Timed:
+    """Times one call into a histogram row; made once per call, so kept small."""
+
+    __slots__ = ("_at", "_started", "_store")
+
+    def __init__(self, store: Store, at: int) -> None:
+        self._store = store
+        self._at = at
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        elapsed = time.perf_counter() - self._started
+        _observe(self._store.values, self._at, layout.CALL_BUCKETS, elapsed)
+
+
+class _Untimed:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_UNTIMED = _Untimed()
+
+
+class StorageMetrics:
+    """A driver watch (``DriverWatch``): ``registry_storage_action_seconds``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._rows: dict[tuple[str, str], int] = {}
+
+    def action(self, driver: str, action: str) -> AbstractContextManager[object]:
+        if action not in layout.TIMED_ACTIONS:
+            return _UNTIMED  # Distribution times these only
+        at = self._rows.get((driver, action))
+        if at is None:
+            at = self._store.row(layout.STORAGE, (driver, action), layout.STORAGE_WIDTH)
+            self._rows[driver, action] = at
+        return _Timed(self._store, at)
+
+
+class CacheMetrics:
+    """A descriptor cache (``BlobDescriptorCache``) that counts its lookups, and times each
+    call when it is shared (Redis): ``registry_storage_cache_*``."""
+
+    def __init__(self, cache: BlobDescriptorCache, store: Store) -> None:
+        self._cache = cache
+        self._store = store
+        self.shared = cache.shared
+        self._row = store.row(layout.CACHE, (), layout.CACHE_WIDTH)
+        self._calls: dict[str, int] = {}
+        self._errors_seen = cache.errors
+
+    @property
+    def errors(self) -> int:
+        return self._cache.errors
+
+    def _timing(self, operation: str) -> AbstractContextManager[object]:
+        if not self.shared:
+            return _UNTIMED
+        at = self._calls.get(operation)
+        if at is None:
+            at = self._store.row(layout.CACHE_CALLS, (operation,), layout.STORAGE_WIDTH)
+            self._calls[operation] = at
+        return _Timed(self._store, at)
+
+    def _called(self, found: Descriptor | None = None, lookup: bool = False) -> None:
+        values, row = self._store.values, self._row
+        errors = self._cache.errors
+        if errors != self._errors_seen:
+            values[row + layout.CACHE_ERRORS] += errors - self._errors_seen
+            self._errors_seen = errors
+        if lookup:
+            values[row + layout.CACHE_REQUESTS] += 1
+            values[row + (layout.CACHE_HITS if found is not None else layout.CACHE_MISSES)] += 1
+
+    async def get(self, digest: Digest) -> Descriptor | None:
+        with self._timing("Stat"):
+            found = await self._cache.get(digest)
+        self._called(found, lookup=True)
+        return found
+
+    async def set(self, descriptor: Descriptor) -> None:
+        with self._timing("SetDescriptor"):
+            await self._cache.set(descriptor)
+        self._called()
+
+    async def clear(self, digest: Digest) -> None:
+        with self._timing("Clear"):
+            await self._cache.clear(digest)
+        self._called()
+
+    async def get_linked(self, repository: str, digest: Digest) -> Descriptor | None:
+        with self._timing("RepoStat"):
+            found = await self._cache.get_linked(repository, digest)
+        self._called(found, lookup=True)
+        return found
+
+    async def set_linked(self, repository: str, descriptor: Descriptor) -> None:
+        with self._timing("RepoSetDescriptor"):
+            await self._cache.set_linked(repository, descriptor)
+        self._called()
+
+    async def clear_linked(self, repository: str, digest: Digest) -> None:
+        with self._timing("RepoClear"):
+            await self._cache.clear_linked(repository, digest)
+        self._called()
+
+    async def ping(self) -> bool:
+        return await self._cache.ping()
+
+    async def close(self) -> None:
+        await self._cache.close()
+
+
+class Metrics:
+    """The recorders of one process, on its store."""
+
+    def __init__(self, store: Store, repositories: int = DEFAULT_REPOSITORIES) -> None:
+        self.store = store
+        self.http = HttpMetrics(store, repositories)
+        self.storage = StorageMetrics(store)
+        self._process = store.row(layout.PROCESS, (), layout.PROCESS_WIDTH)
+
+    def cache(self, cache: BlobDescriptorCache) -> BlobDescriptorCache:
+        return CacheMetrics(cache, self.store)
+
+    def note_cpu(self) -> None:
+        """Note this process's CPU seconds, which count on after it has died."""
+        times = os.times()
+        self.store.values[self._process + layout.PROCESS_CPU] = times.user + times.system
+
+    async def noting_cpu(self) -> None:
+        """Note the CPU time every second until cancelled."""
+        while True:
+            self.note_cpu()
+            await asyncio.sleep(CPU_NOTE_INTERVAL)
