@@ -48,6 +48,8 @@ from cargohold.metrics import METRICS_DIR, METRICS_DIR_MADE, remove_metrics_dir
 from cargohold.metrics.recorders import Metrics
 from cargohold.metrics.store import Store
 from cargohold.storage.driver import create_driver
+from cargohold.tracing import check_environment as check_tracing_environment
+from cargohold.tracing import from_environment
 from cargohold.unsupported import check_supported
 
 log = logging.getLogger("cargohold.server")
@@ -129,7 +131,11 @@ async def _serve(
     if prometheus.enabled:
         path = os.path.join(directory, f"worker-{os.getpid()}.metrics") if directory else None
         metrics = Metrics(Store(path), prometheus.repositories)
-    app = create_app(config, metrics=metrics)
+    # Made here, in the worker: its exporting thread would not survive a fork.
+    tracing = from_environment()
+    if tracing is not None:
+        tracing.install()
+    app = create_app(config, metrics=metrics, tracing=tracing)
     listener = Listener(
         app,
         fast_path=use_fast_path,
@@ -156,6 +162,9 @@ async def _serve(
         await listener.close()
         if metrics is not None:
             metrics.store.close()
+        if tracing is not None:
+            # In a thread: it sends what is pending, waiting on the collector at most its timeout.
+            await asyncio.to_thread(tracing.shutdown)
 
 
 def _run_worker(
@@ -215,6 +224,7 @@ def serve(
     """
     # Start-up errors stop the server here, with one line, rather than crash each worker.
     check_supported(config)
+    check_tracing_environment()
     count = worker_count(config, workers)
     tls = server_context(config.http.tls)
     check_auth(config)

@@ -45,6 +45,7 @@ from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.driver import create_driver
+from cargohold.storage.driver.base import DriverWatch, Watches
 from cargohold.storage.manifeststore import IndexChildren
 from cargohold.storage.purge import run_purger
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
@@ -52,6 +53,7 @@ from cargohold.unsupported import check_supported
 
 if TYPE_CHECKING:
     from cargohold.auth.issuer import TokenIssuer
+    from cargohold.tracing import Tracing
 
 log = logging.getLogger("cargohold.api")
 
@@ -268,16 +270,26 @@ def build_cache(config: Config) -> BlobDescriptorCache | None:
 
 
 def build_registry(
-    config: Config, threads: Executor | None = None, metrics: Metrics | None = None
+    config: Config,
+    threads: Executor | None = None,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> StorageRegistry:
-    """The registry on the configured storage; ``threads`` runs its blocking calls, and
-    ``metrics`` times its storage calls and counts its cache lookups."""
+    """The registry on the configured storage; ``threads`` runs its blocking calls,
+    ``metrics`` times its storage calls and counts its cache lookups, and ``tracing``
+    makes spans of them."""
     storage = config.storage
     driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
     cache = build_cache(config)
+    watches: list[DriverWatch] = []
     if metrics is not None:
-        driver.watch = metrics.storage
+        watches.append(metrics.storage)
         cache = None if cache is None else metrics.cache(cache)
+    if tracing is not None:
+        watches.append(tracing.watch)
+        cache = None if cache is None else tracing.cache(cache)
+    if watches:
+        driver.watch = watches[0] if len(watches) == 1 else Watches(*watches)
     return StorageRegistry(driver, cache=cache, options=registry_options(config), threads=threads)
 
 
@@ -347,6 +359,7 @@ def create_app(
     *,
     hooks: Sequence[RequestHook] = (),
     metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> web.Application:
     """An application serving the configured registry (or ``registry``, when given).
 
@@ -355,7 +368,8 @@ def create_app(
     here and shut down when the application is cleaned up, after ``registry``
     is closed. With ``http.debug.prometheus`` it records metrics in ``metrics``
     (``serve`` gives each worker a store the others can read) or, when none is
-    given, in a store of its own.
+    given, in a store of its own. With ``tracing`` (``tracing.from_environment``)
+    every request is a span, and its storage and cache calls are its children.
     """
     check_supported(config)
     prometheus = config.http.debug.prometheus
@@ -367,7 +381,9 @@ def create_app(
     # bound Distribution's storage.filesystem.maxthreads puts on blocking file operations.
     size = storage.filesystem.maxthreads if storage.filesystem is not None else THREADS
     threads = ThreadPoolExecutor(size, thread_name_prefix="cargohold")
-    namespace = registry if registry is not None else build_registry(config, threads, metrics)
+    namespace = (
+        registry if registry is not None else build_registry(config, threads, metrics, tracing)
+    )
     api = Api(
         registry=namespace,
         threads=threads,
@@ -382,7 +398,9 @@ def create_app(
         tags_max_entries=config.tags.maxtags,
         upload_secret=config.http.secret,
     )
-    configured: list[RequestHook] = [] if config.log.accesslog.disabled else [AccessLog()]
+    configured: list[RequestHook] = [] if tracing is None else [tracing.hook]
+    if not config.log.accesslog.disabled:
+        configured.append(AccessLog())
     if metrics is not None:
         configured.append(metrics.http)
     pipeline = Pipeline(

@@ -85,6 +85,8 @@ class Exchange:
     cut: bool = False
     #: The transport the request came on (aiohttp's path), for a drain to tell busy ones.
     connection: object = None
+    #: What tracing keeps of the request (its span), when it is traced.
+    trace: object = None
 
     @property
     def repository(self) -> str | None:

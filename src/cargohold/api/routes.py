@@ -32,6 +32,18 @@ class Route(NamedTuple):
     argument: str = ""
 
 
+#: Each endpoint's path, its variable parts in braces (a span's ``http.route``).
+TEMPLATES: dict[Endpoint, str] = {
+    Endpoint.BASE: "/v2/",
+    Endpoint.CATALOG: "/v2/_catalog",
+    Endpoint.TAGS: "/v2/{name}/tags/list",
+    Endpoint.MANIFEST: "/v2/{name}/manifests/{reference}",
+    Endpoint.BLOB: "/v2/{name}/blobs/{digest}",
+    Endpoint.UPLOADS: "/v2/{name}/blobs/uploads/",
+    Endpoint.UPLOAD: "/v2/{name}/blobs/uploads/{uuid}",
+    Endpoint.REFERRERS: "/v2/{name}/referrers/{digest}",
+}
+
 #: The methods each endpoint answers; anything else is 405.
 METHODS: dict[Endpoint, frozenset[str]] = {
     Endpoint.BASE: frozenset({"GET", "HEAD"}),

@@ -60,7 +60,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from time import perf_counter
@@ -126,6 +126,31 @@ class DriverWatch(Protocol):
         traced, and the watch resolves once, here, where their times go.
         """
         ...
+
+
+class Watches:
+    """Several watches as one: each call is made inside every watch's action."""
+
+    def __init__(self, *watches: DriverWatch) -> None:
+        self._watches = watches
+
+    def action(self, driver: str, action: str, path: str) -> AbstractContextManager[object]:
+        # Entered now rather than at the caller's ``with``: it is made only to be entered.
+        stack = ExitStack()
+        for watch in self._watches:
+            stack.enter_context(watch.action(driver, action, path))
+        return stack
+
+    def timer(self, driver: str, action: str) -> Callable[[float], None] | None:
+        timers = [t for t in (w.timer(driver, action) for w in self._watches) if t is not None]
+        if len(timers) <= 1:
+            return timers[0] if timers else None
+
+        def every(seconds: float) -> None:
+            for timer in timers:
+                timer(seconds)
+
+        return every
 
 
 class _WatchedImmediate:

@@ -63,6 +63,7 @@ from cargohold.errors import (
     StorageDriverError,
     StorageUnavailable,
 )
+from cargohold.storage.driver import s3spans
 from cargohold.storage.driver.base import (
     Descend,
     FileInfo,
@@ -182,7 +183,8 @@ class _Part:
 class S3Driver(StorageDriver):
     """Distribution's ``s3`` storage driver; parameters are its configuration names."""
 
-    name = "s3"
+    #: Distribution's name for it, in errors, metric labels and spans (configured as ``s3``).
+    name = "s3aws"
 
     def __init__(
         self,
@@ -290,6 +292,7 @@ class S3Driver(StorageDriver):
                     self._session = get_session()
                     creator = self._session.create_client("s3", **self._client_args)
                     self._client = await stack.enter_async_context(creator)
+                    s3spans.instrument(self._client.meta.events)
                     self._exit_stack = stack
         return self._client
 

@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 from yarl import URL
 
+from cargohold.storage.driver import s3spans
 from cargohold.storage.driver.sigv4 import EMPTY_SHA256, Credentials, Signer, uri_encode
 
 #: The lean path's requests, at debug (``storage.s3.loglevel``).
@@ -281,6 +282,28 @@ class HTTPObjects:
         content: bytes | bytearray | None = None,
     ) -> aiohttp.ClientResponse:
         """A successful response, its body unread; the caller releases it."""
+        span = s3spans.start(operation, method)
+        if span is None:
+            return await self._attempts_of(operation, method, key, headers, content)
+        try:
+            response = await self._attempts_of(operation, method, key, headers, content)
+        except BaseException as exc:
+            status = None
+            if isinstance(exc, ClientError):
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            s3spans.finish(span, status, exc)
+            raise
+        s3spans.finish(span, response.status)
+        return response
+
+    async def _attempts_of(
+        self,
+        operation: str,
+        method: str,
+        key: str,
+        headers: dict[str, str],
+        content: bytes | bytearray | None,
+    ) -> aiohttp.ClientResponse:
         path = self.path(key)
         url = URL(self._origin + path, encoded=True)
         headers["host"] = self._host
@@ -401,7 +424,8 @@ async def probe(client: S3Client, bucket: str) -> tuple[str, str, Signer] | None
     event = "before-send.s3.GetObject"
     client.meta.events.register_first(event, stop, unique_id="cargohold-probe")
     try:
-        await client.get_object(Bucket=bucket, Key=_PROBE_KEY)
+        with s3spans.untraced():  # it is stopped before it is sent: no request to trace
+            await client.get_object(Bucket=bucket, Key=_PROBE_KEY)
     except _Probed:
         pass
     except ClientError:
