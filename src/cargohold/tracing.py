@@ -381,8 +381,12 @@ class Tracing:
         self.provider.shutdown()
 
 
-def from_environment(environ: Mapping[str, str] = os.environ) -> Tracing | None:
-    """The tracing the ``OTEL_*`` variables ask for, or None; call it in each worker."""
+def from_environment() -> Tracing | None:
+    """The tracing the ``OTEL_*`` variables ask for, or None; call it in each worker.
+
+    The SDK reads the process's environment (sampler, exporter, batching), so this does too.
+    """
+    environ = os.environ
     if not requested(environ):
         return None
     check_environment(environ)

@@ -173,9 +173,10 @@ class Pipeline:
         exchange.status = status
         exchange.size = size
         exchange.duration = time.perf_counter() - exchange.clock
-        self.in_flight.discard(exchange)
-        if not self.in_flight and self._idle is not None:
-            self._idle.set()
+        if not exchange.fast:  # the fast path's are never in flight
+            self.in_flight.discard(exchange)
+            if not self.in_flight and self._idle is not None:
+                self._idle.set()
         for hook in self.hooks:
             hook.request_finished(exchange)
 
