@@ -10,7 +10,8 @@ each server's peak RSS; writes every raw sample to JSON.
 ``--s3`` runs the workloads with both servers on one SeaweedFS (``bench.s3``),
 ``--s3 --redis`` compares the Redis blob descriptor cache with none
 (``bench.rediscache``), ``--copy`` compares ``cargohold copy`` with
-``skopeo copy`` (``bench.imagecopy``).
+``skopeo copy`` (``bench.imagecopy``), ``--metrics`` compares cargohold with
+metrics and tracing off and on (``bench.metrics``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ DEFAULT_JSON = {
     "s3": RESULTS / "s3.json",
     "redis": RESULTS / "s3-redis.json",
     "copy": RESULTS / "copy.json",
+    "metrics": RESULTS / "metrics.json",
 }
 
 
@@ -56,7 +58,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "--json",
         type=Path,
         help=f"results file (default {DEFAULT_JSON['filesystem']}, or s3.json, s3-redis.json,"
-        " copy.json beside it for the other modes)",
+        " copy.json, metrics.json beside it for the other modes)",
     )
     parser.add_argument(
         "--calibrate",
@@ -79,6 +81,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="cargohold copy against skopeo copy of a 1 GiB image between two registries",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="two cargohold servers, metrics and tracing off and on: HEAD/GET small blob,"
+        " GET/PUT manifest",
+    )
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -90,6 +98,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--calibrate goes with the filesystem comparison only")
     if args.redis and args.only:
         parser.error("--redis runs head-blob and get-manifest; it takes no --only")
+    if args.metrics and (args.s3 or args.copy or args.calibrate):
+        parser.error("--metrics takes no --s3, --copy or --calibrate")
+    if args.metrics and args.only:
+        from bench.metrics import WORKLOADS
+
+        outside = set(args.only.split(",")) - set(WORKLOADS)
+        if outside:
+            parser.error(f"--metrics runs {', '.join(WORKLOADS)}; not {', '.join(sorted(outside))}")
     if args.only:
         unknown = set(args.only.split(",")) - set(names)
         if unknown:
@@ -110,6 +126,8 @@ def _select(only: str | None) -> list[Workload]:
 def _mode(args: argparse.Namespace) -> str:
     if args.copy:
         return "copy"
+    if args.metrics:
+        return "metrics"
     if args.s3:
         return "redis" if args.redis else "s3"
     return "filesystem"
@@ -121,6 +139,7 @@ def _require_tools(mode: str) -> None:
         "s3": ("wrk", "ab", "docker-registry"),
         "redis": ("wrk", "ab", "docker-registry", "redis-server"),
         "copy": ("skopeo",),
+        "metrics": ("wrk", "ab"),
     }[mode]
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
@@ -215,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import imagecopy
 
             return imagecopy.run(args, json_path)
+        if mode == "metrics":
+            from bench import metrics
+
+            return metrics.run(args, json_path)
         if mode == "redis":
             from bench import rediscache
 

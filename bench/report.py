@@ -1,7 +1,9 @@
 """The results: a table on stdout, every raw sample in JSON.
 
 Ratios are oriented so that > 1 means cargohold is better: cargohold/Go for
-rates (req/s, MiB/s), Go/cargohold for memory.
+rates (req/s, MiB/s), Go/cargohold for memory. The samples are keyed by server
+label; other modes (``--metrics``: "off" and "on") name their two servers and
+the ratio they want (``ratio=(numerator, denominator)``).
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ def _tree_digest(root: Path) -> str:
     return hasher.hexdigest()[:16]
 
 
-def environment() -> dict[str, Any]:
+def environment(go: bool = True) -> dict[str, Any]:
+    """Date, machine and versions; without ``go``, no docker-registry (a cargohold-only mode)."""
     repo = Path(__file__).resolve().parent.parent
-    return {
+    found: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {
             "cores": os.cpu_count(),
@@ -70,32 +73,46 @@ def environment() -> dict[str, Any]:
             ),
             # The tree may differ from the commit: hash what was actually run.
             "cargohold_sources_sha256": _tree_digest(repo / "src" / "cargohold"),
-            "docker-registry": _first_line([go_executable(), "--version"]),
+            "docker-registry": _first_line([go_executable(), "--version"]) if go else "",
             "wrk": _first_line(["wrk", "--version"]),
             "ab": _first_line(["ab", "-V"]),
         },
     }
+    if not go:
+        del found["versions"]["docker-registry"]
+    return found
 
 
 def median(samples: list[Sample], attribute: str = "value") -> float:
     return statistics.median(getattr(sample, attribute) for sample in samples)
 
 
+#: The default comparison's two servers, in the order of the table's columns.
+PAIR = (CARGOHOLD, GO)
+
+
 def summarise(
-    workloads: list[Workload], samples: dict[str, dict[str, list[Sample]]]
+    workloads: list[Workload],
+    samples: dict[str, dict[str, list[Sample]]],
+    ratio: tuple[str, str] = PAIR,
 ) -> dict[str, Any]:
-    """Per workload: raw samples, medians, ratio and peak RSS of each server."""
+    """Per workload: raw samples, medians, ratio and peak RSS of each server.
+
+    The ratio is the median of ``ratio[0]`` over that of ``ratio[1]``; a workload
+    missing a sample of either is left out.
+    """
+    numerator, denominator = ratio
     out: dict[str, Any] = {}
     for workload in workloads:
         by_server = samples[workload.name]
-        if not all(by_server.get(name) for name in (CARGOHOLD, GO)):
+        if not all(by_server.get(name) for name in ratio):
             continue
-        medians = {name: median(by_server[name]) for name in (CARGOHOLD, GO)}
+        medians = {name: median(by_server[name]) for name in by_server}
         out[workload.name] = {
             "title": workload.title,
             "unit": workload.unit,
             "median": medians,
-            "ratio": medians[CARGOHOLD] / medians[GO] if medians[GO] else None,
+            "ratio": medians[numerator] / medians[denominator] if medians[denominator] else None,
             "rss_peak_kib": {
                 name: max(s.rss_peak_kib for s in by_server[name]) for name in by_server
             },
@@ -112,15 +129,18 @@ def summarise(
 
 
 def summarise_run(
-    workloads: list[Workload], samples: dict[str, dict[str, list[Sample]]]
+    workloads: list[Workload],
+    samples: dict[str, dict[str, list[Sample]]],
+    ratio: tuple[str, str] = PAIR,
 ) -> dict[str, Any]:
     """``summarise``, plus each server's peak RSS over all the workloads."""
-    summary = summarise(workloads, samples)
+    summary = summarise(workloads, samples, ratio)
+    labels = list(next(iter(samples.values()), {})) or list(ratio)
     return {
         "workloads": summary,
         "rss_peak_kib": {
             name: max((entry["rss_peak_kib"][name] for entry in summary.values()), default=0)
-            for name in (CARGOHOLD, GO)
+            for name in labels
         },
     }
 
@@ -129,46 +149,57 @@ def fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
-def table(summary: dict[str, Any], calibration: dict[str, float] | None = None) -> str:
-    """The human-readable report."""
-    rows = [("workload", "cargohold", "Go", "unit", "ratio", "RSS MiB c/Go")]
+def table(
+    summary: dict[str, Any],
+    calibration: dict[str, float] | None = None,
+    pair: tuple[str, str] = PAIR,
+    titles: tuple[str, str] = ("cargohold", "Go"),
+    short: tuple[str, str] = ("c", "Go"),
+    ratio_title: str = "ratio",
+) -> str:
+    """The human-readable report: the servers labelled ``pair`` side by side.
+
+    ``titles`` head their columns, ``short`` the combined ones (RSS, CPU);
+    ``ratio_title`` heads the summary's ratio (however ``summarise`` made it).
+    """
+    first, second = pair
+    rows = [
+        ("workload", titles[0], titles[1], "unit", ratio_title, f"RSS MiB {short[0]}/{short[1]}")
+    ]
     for entry in summary.values():
         rss = entry["rss_peak_kib"]
         rows.append(
             (
                 entry["title"],
-                fmt(entry["median"][CARGOHOLD]),
-                fmt(entry["median"][GO]),
+                fmt(entry["median"][first]),
+                fmt(entry["median"][second]),
                 entry["unit"],
                 f"{entry['ratio']:.2f}" if entry["ratio"] is not None else "-",
-                f"{rss[CARGOHOLD] / MIB_KIB:.0f} / {rss[GO] / MIB_KIB:.0f}",
+                f"{rss[first] / MIB_KIB:.0f} / {rss[second] / MIB_KIB:.0f}",
             )
         )
     lines = columns(rows, right=(1, 2, 4, 5))
-    peaks = {
-        name: max(entry["rss_peak_kib"][name] for entry in summary.values())
-        for name in (CARGOHOLD, GO)
-    }
+    peaks = {name: max(entry["rss_peak_kib"][name] for entry in summary.values()) for name in pair}
     if summary:
         lines.append("")
         lines.append(
             "peak RSS over the run (whole process tree):"
-            f" cargohold {peaks[CARGOHOLD] / MIB_KIB:.0f} MiB,"
-            f" Go {peaks[GO] / MIB_KIB:.0f} MiB, ratio Go/cargohold"
-            f" {peaks[GO] / peaks[CARGOHOLD]:.2f}"
+            f" {titles[0]} {peaks[first] / MIB_KIB:.0f} MiB,"
+            f" {titles[1]} {peaks[second] / MIB_KIB:.0f} MiB, ratio {titles[1]}/{titles[0]}"
+            f" {peaks[second] / peaks[first]:.2f}"
         )
     lines += ["", "CPU during the timed runs, median % of one core (the machine has 200 %):"]
     parts = ["client", "server", "irq", "other"]
-    if any(e["cpu_percent_median"][GO].get("backend") for e in summary.values()):
+    if any(e["cpu_percent_median"][second].get("backend") for e in summary.values()):
         parts.insert(2, "backend")  # SeaweedFS (and redis-server)
-    cpu_rows = [("workload", *(f"{_CPU_TITLES[part]} c / Go" for part in parts))]
+    cpu_rows = [("workload", *(f"{_CPU_TITLES[part]} {short[0]} / {short[1]}" for part in parts))]
     if calibration is not None:
         cpu_rows[0] += ("client vs trivial server",)
     for name, entry in summary.items():
         cpu = entry["cpu_percent_median"]
         row = (
             name,
-            *(f"{cpu[CARGOHOLD][part]:.0f} / {cpu[GO][part]:.0f}" for part in parts),
+            *(f"{cpu[first][part]:.0f} / {cpu[second][part]:.0f}" for part in parts),
         )
         if calibration is not None:
             capacity = calibration.get(name)

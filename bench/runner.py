@@ -17,8 +17,9 @@ modes) and "other" (everything else the machine was busy with, such as other
 users of the machine), so a reader can see whether the load generator, the
 storage or a neighbour, rather than the server, set the pace.
 
-``interleave`` runs every workload against both servers round after round:
-cargohold first in even rounds, the Go registry first in odd ones.
+``interleave`` runs every workload against every server round after round:
+in even rounds in the order given (cargohold, then the Go registry), in odd
+rounds in the reverse order.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from bench import fixtures, procs
 from bench.fixtures import Content
-from bench.servers import CARGOHOLD, GO, Server
+from bench.servers import Server
 from bench.workloads import Context, Workload
 
 
@@ -91,9 +92,9 @@ def timed(ctx: Context, workload: Workload, server: Server) -> Sample:
     prepared = time.perf_counter()
     os.sync()
     synced = time.perf_counter()
-    if server.name not in ctx.warm_paths:
-        ctx.warm_paths[server.name] = snapshot(server.root)
-    touch(ctx.warm_paths[server.name])
+    if server.key not in ctx.warm_paths:
+        ctx.warm_paths[server.key] = snapshot(server.root)
+    touch(ctx.warm_paths[server.key])
     touched = time.perf_counter()
     workload.ready(ctx, server)
     server_before = procs.cpu_seconds(server.pid)
@@ -140,7 +141,7 @@ def setup(server: Server, content: Content, full: bool = True) -> float:
     fixtures.populate(server.url, content, full)
     fixtures.check(server.url, content, full)
     seconds = time.perf_counter() - started
-    say(f"bench: {server.name}: set up and checked in {seconds:.1f} s")
+    say(f"bench: {server.key}: set up and checked in {seconds:.1f} s")
     return seconds
 
 
@@ -151,17 +152,21 @@ def interleave(
     rounds: int,
     first_round: int = 0,
 ) -> dict[str, dict[str, list[Sample]]]:
-    """Rounds ``first_round`` ... of every workload against both servers; the samples.
+    """Rounds ``first_round`` ... of every workload against every server; the samples.
 
+    ``pair`` maps a label to each server (``{CARGOHOLD: ..., GO: ...}``, or any
+    labels): the samples are keyed by workload name, then by those labels. Even
+    rounds run the servers in ``pair``'s order, odd rounds in the reverse order.
     Rounds are numbered on across calls (``first_round``) so that a second set of
     rounds on the same storage pushes new blobs and PUTs new manifests.
     """
+    labels = list(pair)
     samples: dict[str, dict[str, list[Sample]]] = {
-        w.name: {CARGOHOLD: [], GO: []} for w in workloads
+        w.name: {label: [] for label in labels} for w in workloads
     }
     for number in range(first_round, first_round + rounds):
         ctx.round = number
-        order = (CARGOHOLD, GO) if number % 2 == 0 else (GO, CARGOHOLD)
+        order = labels if number % 2 == 0 else labels[::-1]
         for index, workload in enumerate(workloads):
             workload.prepare(ctx, index)
             for name in order:

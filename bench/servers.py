@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +39,17 @@ def filesystem_storage(root: Path) -> dict[str, Any]:
     return {"filesystem": {"rootdirectory": str(root)}}
 
 
-def config_text(port: int, storage: dict[str, Any], redis: dict[str, Any] | None = None) -> str:
+def config_text(
+    port: int,
+    storage: dict[str, Any],
+    redis: dict[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
     """The ``config.yml`` both registries read: ``storage`` plus the shared settings.
 
     ``redis`` is the ``redis`` section (``addr``, ``db``), given the pool settings.
+    ``extra`` is merged in last, section by section (``{"http": {"debug": ...}}``
+    adds to ``http`` rather than replacing it).
     """
     config: dict[str, Any] = {
         "version": "0.1",
@@ -60,7 +67,19 @@ def config_text(port: int, storage: dict[str, Any], redis: dict[str, Any] | None
     }
     if redis is not None:
         config["redis"] = {**redis, "pool": REDIS_POOL}
+    if extra is not None:
+        _merge(config, extra)
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def _merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    """Merge ``extra`` into ``into`` in place: mappings key by key, anything else replaced."""
+    for key, value in extra.items():
+        present = into.get(key)
+        if isinstance(value, Mapping) and isinstance(present, dict):
+            _merge(present, value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,13 @@ class Server:
     url: str
     root: Path
     process: subprocess.Popen[bytes]
+    #: Which server of the run this is: ``name`` unless several of one kind run side
+    #: by side (then each has its own files to warm, keyed by label).
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
 
     @property
     def pid(self) -> int:
@@ -100,12 +126,18 @@ def go_executable() -> str:
     return found
 
 
-def _environment(name: str) -> dict[str, str]:
+def _environment(name: str, extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment, adjusted for ``name``; ``extra`` sets (or with None, unsets)."""
     env = dict(os.environ)
     if name == GO:
         # With AWS_CA_BUNDLE set, aws-sdk-go v1 refuses the HTTP transport Distribution
         # builds ("LoadCustomCABundleError") and the Go registry panics on S3 storage.
         env.pop("AWS_CA_BUNDLE", None)
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 
@@ -118,13 +150,17 @@ def start(
     storage: dict[str, Any] | None = None,
     root: Path | None = None,
     redis: dict[str, Any] | None = None,
+    config_extra: Mapping[str, Any] | None = None,
+    env: Mapping[str, str | None] | None = None,
 ) -> Iterator[Server]:
     """Start registry ``name`` (CARGOHOLD or GO) on a free port.
 
     By default with a fresh filesystem root under ``workdir``; ``storage`` replaces
     that section (``root`` is then what the runner reads to warm the page cache).
-    ``label`` (default ``name``) names the config and log files, so that several
-    servers of one kind can run side by side.
+    ``label`` (default ``name``) names the config and log files and the server
+    (``Server.key``), so that several servers of one kind can run side by side.
+    ``config_extra`` is merged into the configuration (``config_text``), ``env``
+    into the environment (a None value removes the variable).
     """
     label = label or name
     if storage is None:
@@ -133,7 +169,7 @@ def start(
         storage = filesystem_storage(root)
     port = free_port()
     config = workdir / f"{label}-config.yml"
-    config.write_text(config_text(port, storage, redis))
+    config.write_text(config_text(port, storage, redis, config_extra))
     executable = cargohold_executable() if name == CARGOHOLD else go_executable()
     log = open(workdir / f"{label}.log", "ab")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
@@ -141,13 +177,13 @@ def start(
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=_environment(name),
+        env=_environment(name, env),
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/v2/", process, timeout=30)
-        yield Server(name, url, root or workdir, process)
+        yield Server(name, url, root or workdir, process, label)
     finally:
         stop(process)
         log.close()
