@@ -11,6 +11,7 @@ repositories.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -213,3 +214,37 @@ async def test_the_debug_application_answers_health_too(
                 assert metrics.status == 404, "prometheus is off in this configuration"
     finally:
         await runner.cleanup()
+
+
+async def test_a_slow_scrape_holds_up_no_request(
+    make_registry: MakeRegistry, scraper: Scraper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cargohold.metrics import exposition
+
+    registry = await make_registry(PROMETHEUS)
+    blob = await registry.push_blob("repo", random_blob(300))
+    rendering, release = threading.Event(), threading.Event()
+    render = exposition.render
+
+    def slow_render(*args: Any) -> tuple[bytes, str]:
+        rendering.set()
+        release.wait(30)
+        return render(*args)
+
+    monkeypatch.setattr(exposition, "render", slow_render)
+    scrape = asyncio.ensure_future(scraper(registry))
+    async with asyncio.timeout(10):
+        while not rendering.is_set():  # noqa: ASYNC110 - set by the scrape's thread
+            await asyncio.sleep(0.01)
+    try:
+        # The scrape is under way, stuck in its thread: requests are answered all the same.
+        for _ in range(3):
+            status, _ = await registry.request_anew("HEAD", f"/v2/repo/blobs/{blob.digest}")
+            assert status == 200
+        assert (await registry.request_anew("GET", "/v2/"))[0] == 200
+        assert not scrape.done()
+    finally:
+        release.set()
+    # The held scrape shows the samples as they were when it read them; the next, all three.
+    assert requests(await scrape, "blob", "head") == 0
+    assert requests(await scraper(registry), "blob", "head") == 3
