@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cargohold.client.auth import Credentials
     from cargohold.client.copy import Platform
     from cargohold.client.locations import Connections, Location
+    from cargohold.storage.gc import Collection
 
 T = TypeVar("T")
 
@@ -107,45 +108,68 @@ def gc(
         bool,
         typer.Option("--delete-untagged", "-m", help="Also delete manifests no tag points at."),
     ] = False,
+    metrics_file: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-file",
+            help="Write how the run went there, for node_exporter's textfile collector "
+            "(a *.prom in its directory), whether it succeeds or fails.",
+        ),
+    ] = None,
 ) -> None:
     """Delete blobs no manifest references (run it with the registry read-only or stopped)."""
     import asyncio
 
     from cargohold.api.app import build_registry
     from cargohold.config import load_config
+    from cargohold.metrics.gcreport import GcReport, ReportUnwritable, check_writable
     from cargohold.storage.gc import collect_garbage, require_storage
 
-    async def run() -> None:
+    async def run() -> Collection:
         registry = build_registry(load_config(config))
         try:
             await require_storage(registry)
-            result = await collect_garbage(
-                registry, dry_run=dry_run, delete_untagged=delete_untagged
-            )
+            return await collect_garbage(registry, dry_run=dry_run, delete_untagged=delete_untagged)
         finally:
             await registry.close()
-        verb = "would delete" if dry_run else "deleted"
-        for name, digest in result.deleted_manifests:
-            typer.echo(f"{verb} manifest {name}@{digest}")
-        for digest in result.deleted_blobs:
-            typer.echo(f"{verb} blob {digest}")
-        typer.echo(
-            f"{len(result.marked)} blobs marked, {len(result.deleted_blobs)} blobs and "
-            f"{len(result.deleted_manifests)} manifests {verb}"
-        )
-        if result.cache_stale:
-            raise fail(
-                "the blob descriptor cache (Redis) stopped answering during the sweep: "
-                "registries may report deleted blobs as present until the entries expire "
-                "(delete the blobs::<digest> keys of the blobs listed above to end it now)"
-            )
 
+    if metrics_file is not None:
+        try:
+            check_writable(metrics_file)
+        except ReportUnwritable as exc:
+            raise fail(f"--metrics-file: {exc}", 2) from None
+    report = GcReport(metrics_file, dry_run=dry_run)
     try:
-        asyncio.run(run())
-    except ConfigError as exc:
-        raise fail(f"config: {exc}", 2) from None
-    except CargoholdError as exc:
-        raise fail(str(exc)) from None
+        with report:
+            try:
+                result = report.collection = asyncio.run(run())
+            except ConfigError as exc:
+                raise fail(f"config: {exc}", 2) from None
+            except CargoholdError as exc:
+                raise fail(str(exc)) from None
+            _print_collection(result, dry_run)
+            if result.cache_stale:
+                raise fail(
+                    "the blob descriptor cache (Redis) stopped answering during the sweep: "
+                    "registries may report deleted blobs as present until the entries expire "
+                    "(delete the blobs::<digest> keys of the blobs listed above to end it now)"
+                )
+    except ReportUnwritable as exc:
+        raise fail(f"--metrics-file: {exc}") from None
+
+
+def _print_collection(result: Collection, dry_run: bool) -> None:
+    verb = "would delete" if dry_run else "deleted"
+    for name, digest in result.deleted_manifests:
+        typer.echo(f"{verb} manifest {name}@{digest}")
+    for digest in result.deleted_blobs:
+        typer.echo(f"{verb} blob {digest}")
+    done = "to delete" if dry_run else "deleted"
+    reclaimed = "to reclaim" if dry_run else "reclaimed"
+    typer.echo(
+        f"{len(result.marked)} blobs marked, {len(result.deleted_blobs)} blobs and "
+        f"{len(result.deleted_manifests)} manifests {done}, {result.reclaimed} bytes {reclaimed}"
+    )
 
 
 # -- the client: commands that talk to registries and OCI layouts ------------------------

@@ -228,6 +228,16 @@ class ImmediateReads(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PurgedUpload:
+    """An upload removed by upload purging (or that a dry run would remove)."""
+
+    #: The upload's folder in storage.
+    path: str
+    #: Bytes of its data when it was removed: what purging reclaimed.
+    size: int
+
+
 class Upkeep(Protocol):
     """Storage maintenance while serving: abandoned uploads and health probes."""
 
@@ -236,7 +246,9 @@ class Upkeep(Protocol):
         """The storage driver's name, as health checks name it (``filesystem``, ``s3``)."""
         ...
 
-    async def purge_uploads(self, older_than: datetime, *, dry_run: bool = False) -> list[str]:
+    async def purge_uploads(
+        self, older_than: datetime, *, dry_run: bool = False
+    ) -> list[PurgedUpload]:
         """Remove uploads started before ``older_than``; returns what was (or would be) removed."""
         ...
 

@@ -95,6 +95,25 @@ def test_uploads_in_progress_never_go_below_zero() -> None:
     assert found.value("cargohold_upload_purge_runs_total") == 2
 
 
+def test_rows_an_earlier_version_left_read_with_zeros_in_the_new_places() -> None:
+    # $CARGOHOLD_METRICS_DIR keeps stores across restarts, an upgrade's included: an
+    # earlier version's uploads row ends before the bytes purged.
+    earlier = store(1, False, Row(layout.UPLOADS, (), (0.0, 0.0, 0.0, 2.0, 5.0)))
+    values = [0.0] * layout.UPLOADS_WIDTH
+    values[layout.UPLOADS_PURGED] = 1
+    values[layout.PURGE_RUNS] = 1
+    values[layout.PURGED_BYTES] = 4096
+    now = store(2, True, Row(layout.UPLOADS, (), tuple(values)))
+    for stores in ([earlier, now], [now, earlier]):
+        found = parse(render(stores, None)[0].decode())
+        assert found.value("cargohold_uploads_purged_total") == 3
+        assert found.value("cargohold_upload_purge_runs_total") == 6
+        assert found.value("cargohold_upload_purge_bytes_total") == 4096
+    alone = parse(render([earlier], None)[0].decode())
+    assert alone.value("cargohold_upload_purge_runs_total") == 5
+    assert alone.samples["cargohold_upload_purge_bytes_total", frozenset()] == 0
+
+
 def test_openmetrics_is_written_when_asked_for() -> None:
     body, content_type = render([store(1, True)], "application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")

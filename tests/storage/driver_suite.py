@@ -235,6 +235,22 @@ class DriverSuite:
         assert await driver.get_content(path) == b""
         assert (await driver.stat(path)).size == 0
 
+    async def test_written_size_is_where_a_resume_would_start(self, driver: StorageDriver) -> None:
+        path = random_path()
+        with pytest.raises(PathNotFound):
+            await driver.written_size(path)
+        async with await driver.writer(path) as writer:
+            await writer.write(b"not committed")
+        assert await driver.written_size(path) == len(b"not committed")
+        async with await driver.writer(path, append=True) as resumed:
+            assert resumed.size == len(b"not committed")
+            await resumed.write(b", then committed")
+            await resumed.commit()
+        size = len(b"not committed, then committed")
+        assert await driver.written_size(path) == size == (await driver.stat(path)).size
+        with pytest.raises(PathNotFound):
+            await driver.written_size(path.rpartition("/")[0])  # a directory
+
     # -- stat -----------------------------------------------------------------------------
 
     async def test_stat_of_a_file(self, driver: StorageDriver) -> None:
@@ -410,6 +426,7 @@ class DriverSuite:
             driver.reader(path),
             driver.writer(path),
             driver.stat(path),
+            driver.written_size(path),
             driver.list(path),
             driver.move(path, good),
             driver.move(good, path),

@@ -217,6 +217,21 @@ async def test_a_large_commit_completes_the_upload_without_sending_the_bytes_aga
     assert (await driver.stat(path)).size == 23 * MiB
 
 
+async def test_the_written_size_of_an_upload_in_parts_takes_one_head(driver: S3Driver) -> None:
+    path, piece = random_path(), random_bytes(MiB)
+    async with await driver.writer(path) as writer:
+        for _ in range(11):  # a 10 MiB part, and 1 MiB in the pending object
+            await writer.write(piece)
+    with pytest.raises(PathNotFound):
+        await driver.stat(path)  # nothing is committed
+    calls = await record_operations(driver)
+    assert await driver.written_size(path) == 11 * MiB
+    assert calls == ["HeadObject"], "neither the pending bytes nor the parts are read"
+    resumed = await driver.writer(path, append=True)
+    assert resumed.size == 11 * MiB
+    await resumed.close()
+
+
 async def test_appending_to_large_committed_content_copies_it_server_side(
     driver: S3Driver,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,11 +12,13 @@ import pytest
 from cargohold.digest import digest_of
 from cargohold.errors import BlobUnknown, ManifestUnknown
 from cargohold.manifest import OCI_INDEX, OCI_MANIFEST
+from cargohold.registry import PurgedUpload
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.gc import collect_garbage
-from cargohold.storage.paths import BlobData, UploadStartedAt, path_for
+from cargohold.storage.paths import BlobData, UploadDir, UploadStartedAt, path_for
 from cargohold.storage.purge import purge_uploads
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
+from tests.storage.conftest import stored_files
 from tests.storage.images import image_manifest, index_manifest, subject_json
 from tests.support.servers import cargohold_argv
 
@@ -43,6 +46,26 @@ async def test_a_dry_run_deletes_nothing(registry: StorageRegistry) -> None:
     result = await collect_garbage(registry, dry_run=True)
     assert result.deleted_blobs == [digest_of(b"orphan")]
     assert await blob_exists(registry, b"orphan")
+
+
+async def test_a_collection_counts_the_bytes_of_the_blobs_it_sweeps(
+    registry: StorageRegistry,
+) -> None:
+    repo = registry.repository("a")
+    untagged = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST)
+    await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST, ["kept"])
+    await repo.blobs.put(b"orphan")
+    body = json.loads(untagged.payload)
+    # The manifest goes, and with it its config and layers, which nothing else references.
+    swept = len(untagged.payload) + body["config"]["size"] + len(b"orphan")
+    swept += sum(layer["size"] for layer in body["layers"])
+    dry = await collect_garbage(registry, dry_run=True, delete_untagged=True)
+    assert len(dry.deleted_blobs) == 5
+    assert dry.reclaimed == swept, "a dry run tells what a collection would reclaim"
+    real = await collect_garbage(registry, delete_untagged=True)
+    assert real.deleted_blobs == dry.deleted_blobs
+    assert real.reclaimed == swept
+    assert (await collect_garbage(registry)).reclaimed == 0, "nothing is left to reclaim"
 
 
 async def test_untagged_manifests_go_only_when_asked(registry: StorageRegistry) -> None:
@@ -98,18 +121,36 @@ async def test_collection_clears_the_descriptor_cache(storage_driver: object) ->
 async def test_purge_removes_only_uploads_older_than_the_age(registry: StorageRegistry) -> None:
     blobs = registry.repository("a/b").blobs
     old, recent = await blobs.create_upload(), await blobs.create_upload()
+    await old.write(b"seventeen bytes..")
     await old.close()
+    await recent.write(b"recent")
     await recent.close()
     long_ago = b"2020-01-01T00:00:00Z"
     await registry.driver.put_content(path_for(UploadStartedAt("a/b", old.id)), long_ago)
     cutoff = datetime.now(UTC) - timedelta(hours=168)
-    assert await purge_uploads(registry.driver, cutoff, dry_run=True) != []
-    await blobs.resume_upload(old.id)  # a dry run purges nothing
-    purged = await purge_uploads(registry.driver, cutoff)
-    assert [p.rpartition("/")[2] for p in purged] == [old.id]
+    old_dir = path_for(UploadDir("a/b", old.id))
+    # A dry run tells what it would reclaim, and purges nothing.
+    assert await purge_uploads(registry.driver, cutoff, dry_run=True) == [PurgedUpload(old_dir, 17)]
+    await blobs.resume_upload(old.id)
+    assert await purge_uploads(registry.driver, cutoff) == [PurgedUpload(old_dir, 17)]
     await blobs.resume_upload(recent.id)
     with pytest.raises(Exception):  # noqa: B017, PT011
         await blobs.resume_upload(old.id)
+
+
+async def test_purging_an_upload_without_data_reclaims_nothing(
+    registry: StorageRegistry,
+) -> None:
+    # What a process that died between the upload's two files leaves behind.
+    upload_id = "5c0d3bd6-7a55-4e0f-8d8e-9a6a3e1f4b21"
+    await registry.driver.put_content(
+        path_for(UploadStartedAt("a", upload_id)), b"2020-01-01T00:00:00Z"
+    )
+    assert await stored_files(registry.driver) != {}
+    cutoff = datetime.now(UTC) - timedelta(hours=168)
+    purged = await purge_uploads(registry.driver, cutoff)
+    assert purged == [PurgedUpload(path_for(UploadDir("a", upload_id)), 0)]
+    assert await stored_files(registry.driver) == {}
 
 
 def test_gc_command_sweeps_a_filesystem_root(tmp_path: Path) -> None:

@@ -446,7 +446,7 @@ def _purger(
     age: float,
     interval: float,
     dry_run: bool,
-    on_purged: Callable[[int], None] | None,
+    on_purged: Callable[[int, int], None] | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Purge abandoned uploads in the background while the application runs."""
     return _background(

@@ -3,7 +3,8 @@
 ``store.py`` keeps each process's samples in shared memory, ``recorders.py``
 writes them (a request hook, a storage watch, a cache wrapper), ``layout.py``
 says where each lives, and ``exposition.py`` sums every process's store into
-a scrape. ``api/debug.py`` serves it on ``http.debug.addr``.
+a scrape. ``api/debug.py`` serves it on ``http.debug.addr``. ``gcreport.py``
+is the offline ``cargohold gc``'s: a file for node_exporter to serve.
 
 This module itself imports nothing heavy: the supervisor of ``serve
 --workers N`` uses it to clean up.

@@ -65,11 +65,12 @@ class _Sums:
             for row in store.rows:
                 if row.kind in _LIVE_ONLY and not store.alive:
                     continue
+                values = _widened(row.kind, row.values)
                 sums = self.rows[row.kind].get(row.labels)
                 if sums is None:
-                    self.rows[row.kind][row.labels] = list(row.values)
+                    self.rows[row.kind][row.labels] = values
                 else:
-                    for index, value in enumerate(row.values):
+                    for index, value in enumerate(values):
                         sums[index] += value
 
     def of(self, kind: str) -> dict[tuple[str, ...], list[float]]:
@@ -88,6 +89,12 @@ class _Sums:
             else:
                 groups[group] = list(part)
         return groups
+
+
+def _widened(kind: str, values: tuple[float, ...]) -> list[float]:
+    """The row as wide as this version writes its kind: an earlier one's padded with zeros."""
+    width = layout.WIDTHS.get(kind, len(values))
+    return [*values[:width], *[0.0] * (width - len(values))]
 
 
 def _histogram(
@@ -258,6 +265,12 @@ def _cargohold(sums: _Sums, stores: Sequence[StoreFile]) -> Iterator[Metric]:
         "Runs of upload purging.",
         [],
         [((), uploads[layout.PURGE_RUNS])],
+    )
+    yield _counter(
+        "cargohold_upload_purge_bytes",
+        "Bytes of abandoned uploads' data removed by upload purging.",
+        [],
+        [((), uploads[layout.PURGED_BYTES])],
     )
     open_uploads = (
         uploads[layout.UPLOADS_STARTED]

@@ -48,6 +48,7 @@ HTTP_WIDTH = HTTP_RESPONSE_SIZE + histogram_width(SIZE_BUCKETS)
 
 #: One per handler: requests under way (counted only while their process lives).
 IN_FLIGHT = "in_flight"
+IN_FLIGHT_WIDTH = 1
 
 #: One per (driver, action): a histogram of its seconds.
 STORAGE = "storage"
@@ -76,12 +77,33 @@ REPOSITORY_WIDTH = 6
 #: The label of repositories past the cap: no repository name starts with ``_``.
 OTHER_REPOSITORIES = "_other"
 
-#: Uploads started, completed, cancelled, purged; purge runs.
+#: Uploads started, completed, cancelled, purged; purge runs; bytes purged.
 UPLOADS = "uploads"
-UPLOADS_STARTED, UPLOADS_COMPLETED, UPLOADS_CANCELLED, UPLOADS_PURGED, PURGE_RUNS = range(5)
-UPLOADS_WIDTH = 5
+(
+    UPLOADS_STARTED,
+    UPLOADS_COMPLETED,
+    UPLOADS_CANCELLED,
+    UPLOADS_PURGED,
+    PURGE_RUNS,
+    PURGED_BYTES,
+) = range(6)
+UPLOADS_WIDTH = 6
 
 #: The process: its CPU seconds when last noted (for a process that has died).
 PROCESS = "process"
 PROCESS_CPU = 0
 PROCESS_WIDTH = 1
+
+#: Each kind's width in this version. A new field goes at the end of its row, never
+#: between: a store left in ``$CARGOHOLD_METRICS_DIR`` by an earlier version, with
+#: narrower rows, then reads as this version's rows with zeros in the new places.
+WIDTHS = {
+    HTTP: HTTP_WIDTH,
+    IN_FLIGHT: IN_FLIGHT_WIDTH,
+    STORAGE: STORAGE_WIDTH,
+    CACHE: CACHE_WIDTH,
+    CACHE_CALLS: STORAGE_WIDTH,
+    REPOSITORY: REPOSITORY_WIDTH,
+    UPLOADS: UPLOADS_WIDTH,
+    PROCESS: PROCESS_WIDTH,
+}

@@ -55,7 +55,7 @@ class HttpMetrics:
         self._store = store
         self._rows: dict[tuple[Endpoint, str, int], int] = {}
         self._in_flight = {
-            endpoint: store.row(layout.IN_FLIGHT, (handler,), 1)
+            endpoint: store.row(layout.IN_FLIGHT, (handler,), layout.IN_FLIGHT_WIDTH)
             for endpoint, handler in layout.HANDLERS.items()
         }
         self._repositories: dict[str, int] = {}
@@ -143,11 +143,12 @@ class HttpMetrics:
         elif method == "DELETE" and status == 204:
             values[row + layout.UPLOADS_CANCELLED] += 1
 
-    def purged(self, count: int) -> None:
-        """A purge run removed ``count`` abandoned uploads."""
+    def purged(self, count: int, size: int) -> None:
+        """A purge run removed ``count`` abandoned uploads, ``size`` bytes of data in all."""
         values, row = self._store.values, self._uploads
         values[row + layout.PURGE_RUNS] += 1
         values[row + layout.UPLOADS_PURGED] += count
+        values[row + layout.PURGED_BYTES] += size
 
 
 class _Timed:

@@ -87,11 +87,16 @@ class GlobalBlobStore:
 
     async def enumerate(self) -> AsyncIterator[Digest]:
         """Every blob in storage."""
+        async for digest, _ in self.enumerate_sizes():
+            yield digest
+
+    async def enumerate_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
+        """Every blob in storage, with its size (from the walk: no request per blob)."""
         try:
             async for info in self.driver.walk(path_for(BlobsRoot())):
                 if not info.is_dir and info.path.endswith("/data"):
                     try:
-                        yield digest_from_path(info.path)
+                        yield digest_from_path(info.path), info.size
                     except DigestInvalid:
                         continue  # not a blob: a stray file someone left
         except PathNotFound:

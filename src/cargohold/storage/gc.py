@@ -69,6 +69,8 @@ class Collection:
     deleted_blobs: list[Digest] = field(default_factory=list)
     deleted_manifests: list[tuple[str, Digest]] = field(default_factory=list)
     deleted_links: list[tuple[str, Digest]] = field(default_factory=list)
+    #: Bytes of the deleted blobs, as storage listed them: what the collection reclaimed.
+    reclaimed: int = 0
     #: The shared cache did not acknowledge every clear: until its entries expire,
     #: registries may still report swept blobs as present.
     cache_stale: bool = False
@@ -116,9 +118,11 @@ async def collect_garbage(
                 result.deleted_manifests.append((name, revision.digest))
         layer_links[name] = await _layer_links(registry, name)
 
-    for digest in sorted(await _all_blobs(registry)):
+    stored = await _all_blobs(registry)
+    for digest in sorted(stored):
         if digest not in result.marked:
             result.deleted_blobs.append(digest)
+            result.reclaimed += stored[digest]
     swept = set(result.deleted_blobs)
     for name, digests in layer_links.items():
         result.deleted_links.extend((name, d) for d in sorted(digests & swept))
@@ -236,5 +240,6 @@ async def _layer_links(registry: StorageRegistry, name: str) -> set[Digest]:
     return links
 
 
-async def _all_blobs(registry: StorageRegistry) -> set[Digest]:
-    return {digest async for digest in registry.blobs.enumerate()}
+async def _all_blobs(registry: StorageRegistry) -> dict[Digest, int]:
+    """Every blob in storage, and its size."""
+    return {digest: size async for digest, size in registry.blobs.enumerate_sizes()}

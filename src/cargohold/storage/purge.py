@@ -16,7 +16,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 from cargohold.errors import PathNotFound, StorageDriverError
-from cargohold.registry import Upkeep
+from cargohold.registry import PurgedUpload, Upkeep
 from cargohold.storage.driver.base import FileInfo, StorageDriver
 from cargohold.storage.paths import REPOSITORIES, parse_startedat
 
@@ -25,8 +25,8 @@ log = logging.getLogger("cargohold.purge")
 
 async def purge_uploads(
     driver: StorageDriver, older_than: datetime, *, dry_run: bool = False
-) -> list[str]:
-    """Delete every upload folder started before ``older_than``; returns their paths."""
+) -> list[PurgedUpload]:
+    """Delete every upload folder started before ``older_than``; returns what went."""
     upload_dirs: list[FileInfo] = []
 
     def descend(info: FileInfo) -> bool:
@@ -44,11 +44,23 @@ async def purge_uploads(
     purged = []
     for info in upload_dirs:
         if await _started_at(driver, info) < older_than:
-            purged.append(info.path)
+            # Sized here, the old ones only: descending into every upload folder in
+            # the walk would cost a listing per upload (on S3, a request each).
+            purged.append(PurgedUpload(info.path, await _data_size(driver, info)))
             if not dry_run:
                 with suppress(PathNotFound):  # finished or purged meanwhile
                     await driver.delete(info.path)
     return purged
+
+
+async def _data_size(driver: StorageDriver, info: FileInfo) -> int:
+    """Bytes the upload received: none when it never got a chunk (or is gone already)."""
+    try:
+        # Not ``stat``: an upload's data is never committed, and until then a
+        # driver may keep it where stat does not look (S3's multipart upload).
+        return await driver.written_size(f"{info.path}/data")
+    except PathNotFound:
+        return 0
 
 
 async def _started_at(driver: StorageDriver, info: FileInfo) -> datetime:
@@ -64,23 +76,32 @@ async def run_purger(
     interval: float,
     *,
     dry_run: bool = False,
-    on_purged: Callable[[int], None] | None = None,
+    on_purged: Callable[[int, int], None] | None = None,
 ) -> None:
     """Purge every ``interval`` seconds, starting after a random delay.
 
     The delay spreads the work of many processes started together, as
     Distribution's jitter does. ``on_purged`` hears how many uploads each run
-    removed (metrics).
+    removed, and how many bytes of their data (metrics); a dry run removes none.
     """
     await asyncio.sleep(random.uniform(0, min(interval, 3600.0)))
     while True:
         cutoff = datetime.now(UTC) - timedelta(seconds=age)
         try:
             purged = await upkeep.purge_uploads(cutoff, dry_run=dry_run)
-            if on_purged is not None:
-                on_purged(0 if dry_run else len(purged))
+            reclaimed = sum(upload.size for upload in purged)
+            if on_purged is not None and dry_run:
+                on_purged(0, 0)  # still a run, though it removed nothing
+            elif on_purged is not None:
+                on_purged(len(purged), reclaimed)
             if purged:
-                log.info("purged %d uploads older than %s", len(purged), cutoff.isoformat())
+                log.info(
+                    "%s %d uploads (%d bytes) older than %s",
+                    "would purge" if dry_run else "purged",
+                    len(purged),
+                    reclaimed,
+                    cutoff.isoformat(),
+                )
         except StorageDriverError as exc:
             log.warning("upload purging failed: %s", exc)
         await asyncio.sleep(interval)

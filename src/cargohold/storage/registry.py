@@ -13,7 +13,13 @@ from cargohold.digest import Digest
 from cargohold.errors import PathNotFound, RegistryError
 from cargohold.manifest.urls import URLPolicy
 from cargohold.reference import validate_name, validate_tag
-from cargohold.registry import BlobSource, ImmediateReads, StoredManifest, Upkeep
+from cargohold.registry import (
+    BlobSource,
+    ImmediateReads,
+    PurgedUpload,
+    StoredManifest,
+    Upkeep,
+)
 from cargohold.storage.blobstore import GlobalBlobStore, content_now, size_now
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.catalog import catalog_for
@@ -110,7 +116,9 @@ class StorageRegistry:
     def storage_name(self) -> str:
         return self.driver.name
 
-    async def purge_uploads(self, older_than: datetime, *, dry_run: bool = False) -> list[str]:
+    async def purge_uploads(
+        self, older_than: datetime, *, dry_run: bool = False
+    ) -> list[PurgedUpload]:
         return await purge_uploads(self.driver, older_than, dry_run=dry_run)
 
     async def probe_storage(self) -> str | None:

@@ -22,6 +22,8 @@ Semantics shared by every driver, pinned by ``tests/storage/driver_suite.py``:
 - ``writer(path, append=True)`` continues content written earlier and not yet
   committed (or committed, if nothing newer is pending), from any process.
   A writer closed without ``commit`` keeps its content for such a resume.
+  ``written_size(path)`` is where such a resume would start; ``stat`` may not
+  see that content before the commit (on S3 it is not an object yet).
 - ``reader(path, offset)`` at ``offset == size`` yields nothing; beyond the
   end, or negative, raises ``InvalidOffset``.
 - ``list`` returns the full paths of the direct children; ``walk`` yields every
@@ -67,7 +69,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
-from cargohold.errors import InvalidOffset, InvalidPath
+from cargohold.errors import InvalidOffset, InvalidPath, PathNotFound
 
 # Distribution's driver path grammar: one or more "/component" groups.
 _PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+", re.ASCII)
@@ -355,6 +357,21 @@ class StorageDriver(ABC):
         with self.watch.action(self.name, "Stat", path):
             return await self._stat(path)
 
+    async def written_size(self, path: str) -> int:
+        """Bytes at ``path``, a closed writer's uncommitted ones included.
+
+        What ``writer(path, append=True)`` would resume from, without opening one
+        (which may read or write what the writer left). ``stat`` sees committed
+        files only, and a writer's content may live elsewhere until its commit
+        (S3's multipart upload). ``PathNotFound`` when there is neither.
+        """
+        path = self._file_path(path)
+        if self.watch is None:
+            return await self._written_size(path)
+        # Timed as the Stat it is on most drivers (a HEAD on S3): not an action of its own.
+        with self.watch.action(self.name, "Stat", path):
+            return await self._written_size(path)
+
     async def list(self, path: str) -> list[str]:
         """Full paths of the direct children of the directory at ``path``."""
         path = self._any_path(path)
@@ -440,6 +457,13 @@ class StorageDriver(ABC):
 
     @abstractmethod
     async def _stat(self, path: str) -> FileInfo: ...
+
+    async def _written_size(self, path: str) -> int:
+        # Right for a driver whose writers append to the file itself, as the filesystem's do.
+        info = await self._stat(path)
+        if info.is_dir:
+            raise PathNotFound(path, self.name, "a directory")
+        return info.size
 
     @abstractmethod
     async def _list(self, path: str) -> builtins.list[str]: ...

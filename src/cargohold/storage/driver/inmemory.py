@@ -154,6 +154,11 @@ class InMemoryDriver(StorageDriver):
             return FileInfo(path, len(node.data), node.modtime, is_dir=False)
         return FileInfo(path, 0, node.modtime, is_dir=True)
 
+    async def _written_size(self, path: str) -> int:
+        # A writer's bytes stay in its buffer until the commit stores them.
+        pending = self._pending.get(path)
+        return len(pending) if pending is not None else len(self._file(path).data)
+
     async def _list(self, path: str) -> list[str]:
         node = self._lookup(path)
         if not isinstance(node, _Dir):

@@ -520,6 +520,19 @@ class S3Driver(StorageDriver):
             raise PathNotFound(path, self.name)
         return FileInfo(path, 0, _NO_TIME, is_dir=True)
 
+    async def _written_size(self, path: str) -> int:
+        key = self._key(path)
+        # A writer's saved state: its parts, whose bytes are the pending object's
+        # offset, then the pending object's own; one HEAD, where resuming would read
+        # the pending object and list the parts.
+        pending = await self._head(path, _pending_key(key))
+        if pending is not None:
+            return int(pending.metadata.get(_OFFSET, "0")) + pending.size
+        head = await self._head(path, key)
+        if head is None:
+            raise PathNotFound(path, self.name)
+        return head.size
+
     async def _list(self, path: str) -> builtins.list[str]:
         entries, listed = await self._level(path)
         if not listed and path != "/":

@@ -23,7 +23,7 @@ import random
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -95,6 +95,8 @@ class Head:
 
     size: int
     modified: datetime
+    #: The object's user metadata (``x-amz-meta-*``), by lower-case name.
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 class Download(Protocol):
@@ -142,7 +144,8 @@ class BotoObjects:
 
     async def head(self, key: str) -> Head:
         response = await self._client.head_object(Bucket=self._bucket, Key=key)
-        return Head(response["ContentLength"], response["LastModified"])
+        metadata = {name.lower(): value for name, value in response.get("Metadata", {}).items()}
+        return Head(response["ContentLength"], response["LastModified"], metadata)
 
     async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
         await self._client.put_object(
@@ -236,6 +239,7 @@ class HTTPObjects:
                 return Head(
                     int(response.headers["Content-Length"]),
                     _http_date(response.headers["Last-Modified"]),
+                    _metadata(response.headers),
                 )
         return await self._botocore.head(key)
 
@@ -381,17 +385,22 @@ class _RetryQuota:
         self._available = min(self._capacity, self._available + (drawn or 1))
 
 
+def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    """The user metadata in an answer's headers (``x-amz-meta-*``), by lower-case name."""
+    return {
+        name.lower()[len(_META) :]: value
+        for name, value in headers.items()
+        if name.lower().startswith(_META)
+    }
+
+
 class _HTTPDownload:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
 
     @property
     def metadata(self) -> dict[str, str]:
-        return {
-            name.lower()[len(_META) :]: value
-            for name, value in self._response.headers.items()
-            if name.lower().startswith(_META)
-        }
+        return _metadata(self._response.headers)
 
     async def read(self, size: int = -1) -> bytes:
         if size < 0:
