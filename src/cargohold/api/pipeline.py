@@ -32,7 +32,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
@@ -69,8 +69,9 @@ class Exchange:
     route: Route | None
     #: Bytes of the request line and headers.
     head_size: int = 0
-    started: float = field(default_factory=time.time)
-    clock: float = field(default_factory=time.perf_counter)
+    #: When it began: wall-clock seconds, and ``time.perf_counter``'s (set by ``begin``).
+    started: float = 0.0
+    clock: float = 0.0
     #: Who the credentials belong to, when access control identified them.
     user: str | None = None
     status: int = 0
@@ -158,10 +159,18 @@ class Pipeline:
     ) -> Exchange:
         """Open the exchange of a request (``clock``: when it began, if earlier than now)."""
         exchange = Exchange(
-            method, target, version, remote, headers, fast, request_id, route, head_size
+            method,
+            target,
+            version,
+            remote,
+            headers,
+            fast,
+            request_id,
+            route,
+            head_size,
+            time.time(),
+            time.perf_counter() if clock is None else clock,
         )
-        if clock is not None:
-            exchange.clock = clock
         if not fast:
             exchange.connection = connection
             self.in_flight.add(exchange)

@@ -23,6 +23,10 @@ class Endpoint(Enum):
     UPLOAD = "upload"
     REFERRERS = "referrers"
 
+    # Enum hashes a member by its name, in Python; members are singletons, so identity
+    # will do, in C: endpoints key the dictionaries every request looks up.
+    __hash__ = object.__hash__
+
 
 class Route(NamedTuple):
     # A named tuple rather than a frozen dataclass: one is made per request, at a fifth of the cost.

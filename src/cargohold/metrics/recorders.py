@@ -97,7 +97,8 @@ class HttpMetrics:
         values[at] += sent
         values[at + 1 + bisect_left(_SIZE_BUCKETS, sent)] += 1
         event = exchange.event
-        if event is not None:
+        # A HEAD is a pull to Distribution's notifications, but moves no content to count.
+        if event is not None and (event.action != PULL or exchange.method == "GET"):
             self._content(exchange, endpoint, event)
         if endpoint in _UPLOAD_ENDPOINTS:
             self._upload(exchange.method, endpoint, status)
@@ -122,7 +123,7 @@ class HttpMetrics:
                 self._repositories[name] = row
         values = self._store.values
         manifest = endpoint is Endpoint.MANIFEST
-        if action == PULL and exchange.method == "GET":
+        if action == PULL:  # by GET: see request_finished
             values[row + (layout.REPO_MANIFEST_PULLS if manifest else layout.REPO_BLOB_PULLS)] += 1
             values[row + layout.REPO_PULLED_BYTES] += exchange.size
         elif action == PUSH:
