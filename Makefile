@@ -34,7 +34,8 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-## cargohold against the Go registry, side by side (ARGS=--quick for < 2 min; see bench/README.md).
+## cargohold against the Go registry, side by side (ARGS=--quick for < 2 min, ARGS=--metrics for
+## what metrics and tracing cost; see bench/README.md).
 bench: $(STAMP) debs
 	$(BIN)/python -m bench $(ARGS)
 
