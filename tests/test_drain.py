@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.http import request
 from tests.support.servers import cargohold_argv, free_port, running
+from tests.support.waiting import wait_until
 
 
 def start_upload(url: str) -> str:
@@ -57,13 +58,6 @@ def finish(sock: socket.socket, pieces: int, pause: float) -> bytes:
     return reply
 
 
-def wait_until(condition: Callable[[], bool], within: float = 10) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
-
-
 def under_way(root: Path, location: str) -> Callable[[], bool]:
     """Whether the slow PATCH's first chunk has reached the upload's data."""
     upload_id = location.rstrip("/").rsplit("/", 1)[1].split("?")[0]
@@ -97,9 +91,9 @@ def test_a_request_under_way_completes_within_the_drain_time(tmp_path: Path, wor
     with running(argv, f"{url}/v2/", env=env, log=log) as server:
         location = start_upload(url)
         sock = slow_patch(location)
-        wait_until(under_way(tmp_path / "root", location))
+        wait_until(under_way(tmp_path / "root", location), within=10)
         server.send_signal(signal.SIGTERM)
-        wait_until(lambda: refusing(port))  # it stopped accepting
+        wait_until(lambda: refusing(port), within=10)  # it stopped accepting
         reply = finish(sock, pieces=3, pause=0.4)
         assert reply.startswith(b"HTTP/1.1 202 "), reply
         assert b"Range: 0-19" in reply
@@ -124,7 +118,7 @@ def test_a_request_past_the_drain_time_is_cut_and_logged(tmp_path: Path) -> None
     ) as server:
         location = start_upload(url)
         sock = slow_patch(location)
-        wait_until(under_way(tmp_path / "root", location))
+        wait_until(under_way(tmp_path / "root", location), within=10)
         server.send_signal(signal.SIGTERM)
         elapsed = wait_for_exit(server, within=15)
         assert 0.9 < elapsed < 5, "it waited for the drain time, then stopped"

@@ -15,8 +15,7 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,6 +27,7 @@ from cargohold.config import parse_config
 from tests.support.http import request
 from tests.support.inprocess import serve
 from tests.support.servers import cargohold_argv, free_port, running
+from tests.support.waiting import wait_until
 
 REPO = "resume/app"
 CHUNK = os.urandom(1 << 20)
@@ -62,13 +62,6 @@ def start(url: str) -> tuple[str, str]:
     reply = request("POST", f"{url}/v2/{REPO}/blobs/uploads/")
     assert reply.status == 202
     return urlsplit(str(reply.headers["Location"])).path, str(reply.headers["Docker-Upload-UUID"])
-
-
-def wait_until(condition: Callable[[], bool], within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
 
 
 def resume_and_finish(url: str, path: str) -> int:

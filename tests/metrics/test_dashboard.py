@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from tests.support.http import Reply, location, request, with_query
 from tests.support.metrics import Scrape, scrape
 from tests.support.redis import RedisServer
 from tests.support.servers import cargohold_argv, free_port, running
+from tests.support.waiting import wait_until
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "contrib" / "grafana" / "cargohold.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -264,15 +265,8 @@ def server(tmp_path: Path, redis_db: RedisServer) -> Iterator[Server]:
     url = f"http://127.0.0.1:{port}"
     with running(argv, f"{url}/v2/", log=tmp_path / "server.log"):
         server = Server(url, f"http://127.0.0.1:{metrics}/metrics")
-        wait_for(lambda: server.scrape().value("cargohold_workers") == 2)
+        wait_until(lambda: server.scrape().value("cargohold_workers") == 2)
         yield server
-
-
-def wait_for(condition: Callable[[], bool], within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.02)
 
 
 def sha256(data: bytes) -> str:

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from cargohold.metrics.store import read_stores
 from tests.support.http import request
 from tests.support.metrics import Scrape, scrape
 from tests.support.servers import cargohold_argv, free_port, running
+from tests.support.waiting import wait_until
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 #: A worker younger than this is not replaced when it dies (``supervisor.MIN_LIFETIME``).
@@ -75,13 +76,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
         server.started = time.monotonic()
         wait_until(lambda: server.scrape().value("cargohold_workers") == 2)
         yield server
-
-
-def wait_until(condition: Callable[[], bool], within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.02)
 
 
 def push(url: str) -> tuple[str, str]:

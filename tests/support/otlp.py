@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.support.waiting import wait_until
 
 #: OTLP's span kinds, as the protobuf numbers them.
 SERVER, CLIENT, INTERNAL = 2, 3, 1
@@ -91,10 +92,7 @@ class Receiver:
         return [span for span in self.snapshot() if span.trace_id == trace_id]
 
     def wait_for(self, condition: Callable[[], bool], within: float = 20) -> None:
-        deadline = time.monotonic() + within
-        while not condition():
-            assert time.monotonic() < deadline, "the spans did not arrive"
-            time.sleep(0.02)
+        wait_until(condition, within, "the spans did not arrive")
 
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:

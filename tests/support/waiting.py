@@ -1,0 +1,16 @@
+"""Waiting on a condition rather than for a fixed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def wait_until(
+    condition: Callable[[], bool], within: float = 20, what: str = "the condition never held"
+) -> None:
+    """Return once ``condition()`` holds; fail with ``what`` if it has not within ``within`` s."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
