@@ -14,7 +14,7 @@ Spans:
   continuing an incoming W3C ``traceparent``, named ``METHOD route``;
 * under it, one per storage driver call (``TracingWatch``, named by the action
   as in Distribution, with its ``io.cncf.distribution.storage.*`` attributes),
-  one per call to a shared (Redis) descriptor cache (``TracedCache``), and one
+  one per call to a shared (Redis) descriptor cache (``TracingCacheWatch``), and one
   per S3 request (``storage/driver/s3spans.py``, through the global tracer
   provider, which ``install`` sets).
 
@@ -43,6 +43,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from cargohold import __version__
 from cargohold.api.routes import TEMPLATES
 from cargohold.errors import ConfigError
+from cargohold.storage.cache.watched import WatchedCache
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
     from cargohold.api.pipeline import Exchange
     from cargohold.descriptor import Descriptor
-    from cargohold.digest import Digest
     from cargohold.storage.cache import BlobDescriptorCache
 
 __all__ = ["PREFIX", "Tracing", "check_environment", "from_environment", "requested"]
@@ -268,19 +268,13 @@ class TracingWatch:
         return None  # immediate reads are timed, not traced
 
 
-class TracedCache:
-    """A shared descriptor cache (``BlobDescriptorCache``) whose calls are spans."""
+class TracingCacheWatch:
+    """A cache watch (``CacheWatch``): a client span per call to a shared (Redis) cache."""
 
-    def __init__(self, cache: BlobDescriptorCache, tracer: Tracer) -> None:
-        self._cache = cache
+    def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
-        self.shared = cache.shared
 
-    @property
-    def errors(self) -> int:
-        return self._cache.errors
-
-    def _span(self, operation: str) -> AbstractContextManager[object]:
+    def call(self, operation: str) -> AbstractContextManager[object]:
         if not trace.get_current_span().is_recording():
             return _NOTHING
         return self._tracer.start_as_current_span(
@@ -289,35 +283,8 @@ class TracedCache:
             attributes={"db.system.name": "redis", PREFIX + "cache.operation": operation},
         )
 
-    async def get(self, digest: Digest) -> Descriptor | None:
-        with self._span("Stat"):
-            return await self._cache.get(digest)
-
-    async def set(self, descriptor: Descriptor) -> None:
-        with self._span("SetDescriptor"):
-            await self._cache.set(descriptor)
-
-    async def clear(self, digest: Digest) -> None:
-        with self._span("Clear"):
-            await self._cache.clear(digest)
-
-    async def get_linked(self, repository: str, digest: Digest) -> Descriptor | None:
-        with self._span("RepoStat"):
-            return await self._cache.get_linked(repository, digest)
-
-    async def set_linked(self, repository: str, descriptor: Descriptor) -> None:
-        with self._span("RepoSetDescriptor"):
-            await self._cache.set_linked(repository, descriptor)
-
-    async def clear_linked(self, repository: str, digest: Digest) -> None:
-        with self._span("RepoClear"):
-            await self._cache.clear_linked(repository, digest)
-
-    async def ping(self) -> bool:
-        return await self._cache.ping()
-
-    async def close(self) -> None:
-        await self._cache.close()
+    def called(self, found: Descriptor | None = None, lookup: bool = False) -> None:
+        pass
 
 
 class _Throttled(logging.Handler):
@@ -370,7 +337,9 @@ class Tracing:
 
     def cache(self, cache: BlobDescriptorCache) -> BlobDescriptorCache:
         """``cache``, with its calls traced when it is shared (Redis)."""
-        return TracedCache(cache, self.tracer) if cache.shared else cache
+        if not cache.shared:
+            return cache
+        return WatchedCache(cache, TracingCacheWatch(self.tracer))
 
     def install(self) -> None:
         """Make this the process's tracer provider: S3 requests are traced through it."""

@@ -10,8 +10,10 @@ from cargohold.digest import digest_of
 from cargohold.metrics.exposition import render
 from cargohold.metrics.recorders import CacheMetrics
 from cargohold.metrics.store import Store
+from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.cache.redis import RedisBlobDescriptorCache
+from cargohold.storage.cache.watched import WatchedCache
 from tests.support.metrics import Scrape, parse
 from tests.support.redis import RedisServer
 from tests.support.servers import free_port
@@ -21,13 +23,17 @@ def scrape(store: Store) -> Scrape:
     return parse(render([store.as_file()], None)[0].decode())
 
 
+def counted(cache: BlobDescriptorCache, store: Store) -> WatchedCache:
+    return WatchedCache(cache, CacheMetrics(cache, store))
+
+
 def descriptor(content: bytes) -> Descriptor:
     return Descriptor("application/octet-stream", digest_of(content), len(content))
 
 
 async def test_redis_lookups_are_counted_and_each_call_timed(redis_db: RedisServer) -> None:
     store = Store()
-    cache = CacheMetrics(RedisBlobDescriptorCache(redis_db.url()), store)
+    cache = counted(RedisBlobDescriptorCache(redis_db.url()), store)
     known, unknown = descriptor(b"known"), descriptor(b"unknown")
     await cache.set(known)
     await cache.set_linked("app", known)
@@ -54,7 +60,7 @@ async def test_redis_lookups_are_counted_and_each_call_timed(redis_db: RedisServ
 
 async def test_a_redis_that_does_not_answer_counts_errors_and_misses() -> None:
     store = Store()
-    cache = CacheMetrics(RedisBlobDescriptorCache(f"redis://127.0.0.1:{free_port()}/0"), store)
+    cache = counted(RedisBlobDescriptorCache(f"redis://127.0.0.1:{free_port()}/0"), store)
     known = descriptor(b"known")
     for _ in range(3):
         await cache.set(known)
@@ -69,7 +75,7 @@ async def test_a_redis_that_does_not_answer_counts_errors_and_misses() -> None:
 
 async def test_a_cache_in_memory_is_counted_but_not_timed() -> None:
     store = Store()
-    cache = CacheMetrics(MemoryBlobDescriptorCache(), store)
+    cache = counted(MemoryBlobDescriptorCache(), store)
     known = descriptor(b"known")
     await cache.set(known)
     assert await cache.get(known.digest) == known

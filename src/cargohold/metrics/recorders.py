@@ -19,10 +19,10 @@ from cargohold.api.events import MOUNT, PULL, PUSH, Event
 from cargohold.api.pipeline import Exchange
 from cargohold.api.routes import Endpoint
 from cargohold.descriptor import Descriptor
-from cargohold.digest import Digest
 from cargohold.metrics import layout
 from cargohold.metrics.store import Store
 from cargohold.storage.cache import BlobDescriptorCache
+from cargohold.storage.cache.watched import WatchedCache
 
 __all__ = ["CacheMetrics", "HttpMetrics", "Metrics", "StorageMetrics"]
 
@@ -219,23 +219,18 @@ class StorageMetrics:
 
 
 class CacheMetrics:
-    """A descriptor cache (``BlobDescriptorCache``) that counts its lookups, and times each
-    call when it is shared (Redis): ``registry_storage_cache_*``."""
+    """A cache watch (``CacheWatch``): counts the lookups of a descriptor cache, and times
+    each call when it is shared (Redis): ``registry_storage_cache_*``."""
 
     def __init__(self, cache: BlobDescriptorCache, store: Store) -> None:
         self._cache = cache
         self._store = store
-        self.shared = cache.shared
         self._row = store.row(layout.CACHE, (), layout.CACHE_WIDTH)
         self._calls: dict[str, int] = {}
         self._errors_seen = cache.errors
 
-    @property
-    def errors(self) -> int:
-        return self._cache.errors
-
-    def _timing(self, operation: str) -> AbstractContextManager[object]:
-        if not self.shared:
+    def call(self, operation: str) -> AbstractContextManager[object]:
+        if not self._cache.shared:
             return _UNTIMED
         at = self._calls.get(operation)
         if at is None:
@@ -243,7 +238,7 @@ class CacheMetrics:
             self._calls[operation] = at
         return _Timed(self._store, at)
 
-    def _called(self, found: Descriptor | None = None, lookup: bool = False) -> None:
+    def called(self, found: Descriptor | None = None, lookup: bool = False) -> None:
         values, row = self._store.values, self._row
         errors = self._cache.errors
         if errors != self._errors_seen:
@@ -252,44 +247,6 @@ class CacheMetrics:
         if lookup:
             values[row + layout.CACHE_REQUESTS] += 1
             values[row + (layout.CACHE_HITS if found is not None else layout.CACHE_MISSES)] += 1
-
-    async def get(self, digest: Digest) -> Descriptor | None:
-        with self._timing("Stat"):
-            found = await self._cache.get(digest)
-        self._called(found, lookup=True)
-        return found
-
-    async def set(self, descriptor: Descriptor) -> None:
-        with self._timing("SetDescriptor"):
-            await self._cache.set(descriptor)
-        self._called()
-
-    async def clear(self, digest: Digest) -> None:
-        with self._timing("Clear"):
-            await self._cache.clear(digest)
-        self._called()
-
-    async def get_linked(self, repository: str, digest: Digest) -> Descriptor | None:
-        with self._timing("RepoStat"):
-            found = await self._cache.get_linked(repository, digest)
-        self._called(found, lookup=True)
-        return found
-
-    async def set_linked(self, repository: str, descriptor: Descriptor) -> None:
-        with self._timing("RepoSetDescriptor"):
-            await self._cache.set_linked(repository, descriptor)
-        self._called()
-
-    async def clear_linked(self, repository: str, digest: Digest) -> None:
-        with self._timing("RepoClear"):
-            await self._cache.clear_linked(repository, digest)
-        self._called()
-
-    async def ping(self) -> bool:
-        return await self._cache.ping()
-
-    async def close(self) -> None:
-        await self._cache.close()
 
 
 class Metrics:
@@ -302,7 +259,7 @@ class Metrics:
         self._process = store.row(layout.PROCESS, (), layout.PROCESS_WIDTH)
 
     def cache(self, cache: BlobDescriptorCache) -> BlobDescriptorCache:
-        return CacheMetrics(cache, self.store)
+        return WatchedCache(cache, CacheMetrics(cache, self.store))
 
     def note_cpu(self) -> None:
         """Note this process's CPU seconds, which count on after it has died."""
