@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tests.support.accesslog import ACCESS_LOG_ENV, requests
 from tests.support.http import location, request, with_query
 from tests.support.images import OCI_MANIFEST, sha256
 from tests.support.servers import cargohold_argv, free_port, running
+from tests.support.waiting import wait_until
 
 UPLOADS = 12
 PULLS = 5
@@ -54,11 +54,16 @@ def test_two_workers_share_the_work(tmp_path: Path) -> None:
     }
     argv = cargohold_argv("serve", "--workers", "2")
     with running(argv, f"{base}/v2/", env=env, log=log) as server:
-        deadline = time.monotonic() + 10
-        while len(children(server.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(children(server.pid)) == 2, within=10)
         workers = children(server.pid)
-        assert len(workers) == 2
+
+        def both_listening() -> bool:
+            # A worker forked is not yet one that listens: until both do, the kernel
+            # gives every connection to the one that does.
+            assert request("GET", f"{base}/v2/").status == 200
+            return {r.pid for r in requests(log) if r.path == "/v2/"} == workers
+
+        wait_until(both_listening, within=20)
 
         blobs = {push_blob(base, "workers/app", os.urandom(50_000 + n)): n for n in range(UPLOADS)}
         contents = {digest: 50_000 + n for digest, n in blobs.items()}
