@@ -725,17 +725,76 @@ class Ignore(_Section):
     actions: list[str] = Field(default_factory=list)
 
 
+#: The formats an endpoint's requests may take: Distribution's envelope, or CloudEvents 1.0.
+FORMATS = ("distribution", "cloudevents")
+
+
 class Endpoint(_Section):
     name: str
     disabled: bool = False
     url: str
     headers: Headers = Field(default_factory=dict)
-    # Distribution's notification sink puts these in place of zero values.
+    # Distribution's notification sink puts these in place of zero values (``notifications/``).
     timeout: Duration = 1.0
     threshold: int = 10
     backoff: Duration = 1.0
     ignoredmediatypes: list[str] = Field(default_factory=list)
     ignore: Ignore = Field(default_factory=Ignore)
+    #: cargohold's: the body's format (``FORMATS``).
+    format: str = "distribution"
+    #: cargohold's: only events of repositories matching one of these globs (all when empty).
+    repositories: list[str] = Field(default_factory=list)
+    #: cargohold's: only events whose tag fully matches one of these patterns (all when empty).
+    tags: list[str] = Field(default_factory=list)
+    #: cargohold's: signs each body (``X-Cargohold-Signature: sha256=<HMAC-SHA256 hex>``).
+    secret: str = ""
+    #: cargohold's: an event still undelivered this long after it happened is dead-lettered.
+    maxage: Duration = 24 * 3600.0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise ValueError(f"must be an http:// or https:// URL, not {url!r}")
+        return url
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, format: str) -> str:
+        if format not in FORMATS:
+            raise ValueError(f"must be one of {', '.join(FORMATS)}, not {format!r}")
+        return format
+
+    @field_validator("tags")
+    @classmethod
+    def _patterns(cls, tags: list[str]) -> list[str]:
+        for pattern in tags:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return tags
+
+    @property
+    def delay(self) -> float:
+        return self.backoff if self.backoff > 0 else 1.0
+
+    @property
+    def deadline(self) -> float:
+        return self.timeout if self.timeout > 0 else 1.0
+
+    @property
+    def failures(self) -> int:
+        return self.threshold if self.threshold > 0 else 10
+
+
+class Spool(_Section):
+    """cargohold's: where events wait for delivery (``notifications/spool.py``)."""
+
+    #: A directory every process serving the storage shares; by default, beside a
+    #: filesystem storage's ``docker/`` folder (``<rootdirectory>/cargohold/notifications``).
+    directory: str = ""
 
 
 class Notifications(_Section):
@@ -743,6 +802,20 @@ class Notifications(_Section):
 
     events: Events = Field(default_factory=Events)
     endpoints: list[Endpoint] = Field(default_factory=list)
+    spool: Spool = Field(default_factory=Spool)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _distinct_names(cls, endpoints: list[Endpoint]) -> list[Endpoint]:
+        names = [endpoint.name for endpoint in endpoints]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two endpoints are named {name!r}")
+        return endpoints
+
+    @property
+    def active(self) -> list[Endpoint]:
+        return [endpoint for endpoint in self.endpoints if not endpoint.disabled]
 
 
 # --- redis -----------------------------------------------------------------------------

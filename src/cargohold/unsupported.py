@@ -39,8 +39,6 @@ def refusals(config: Config) -> Iterator[tuple[str, str]]:
                 else "leave it out"
             )
             yield f"middleware.{layer}", instead
-    if any(not endpoint.disabled for endpoint in config.notifications.endpoints):
-        yield "notifications.endpoints", "leave it out"
     if config.notifications.events.includereferences:
         yield "notifications.events.includereferences", "leave it out"
     if config.proxy is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -14,3 +15,13 @@ def wait_until(
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.01)
+
+
+async def until(
+    condition: Callable[[], bool], within: float = 20, what: str = "the condition never held"
+) -> None:
+    """``wait_until`` for a test on an event loop: the loop keeps running while it waits."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)

@@ -30,6 +30,7 @@ from cargohold.auth import build_access_controller, build_token_issuer
 from cargohold.config import Config
 from cargohold.digest import Digest
 from cargohold.errors import (
+    ConfigError,
     NameInvalid,
     OperationUnsupported,
     RegistryError,
@@ -41,6 +42,7 @@ from cargohold.log import bind_request, unbind_request
 from cargohold.manifest.urls import URLPolicy
 from cargohold.metrics.recorders import Metrics
 from cargohold.metrics.store import Store
+from cargohold.notifications.notifier import Notifier, spool_directory
 from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
@@ -168,6 +170,8 @@ class Dispatcher:
         status = size = 0
         try:
             response = await self._answer(exchange, request, path)
+            if not await pipeline.commit(exchange, response.status):
+                response = self.api.error_code(UNAVAILABLE, "the write's event could not be kept")
             status = response.status
             if request.method != "HEAD" and status not in (204, 304):
                 size = response.content_length or 0
@@ -403,10 +407,14 @@ def create_app(
         configured.append(AccessLog())
     if metrics is not None:
         configured.append(metrics.http)
+    notifier = build_notifier(config, threads)
+    if notifier is not None:
+        configured.append(notifier)
     pipeline = Pipeline(
         prefix=api.prefix,
         access=build_access_controller(config, threads),
         hooks=[*configured, *hooks],
+        journal=notifier,
     )
     app = web.Application(client_max_size=api.manifest_max_size + 1)
     app[API_KEY] = api
@@ -428,6 +436,8 @@ def create_app(
         )
     if metrics is not None:
         app.cleanup_ctx.append(_noting_cpu(metrics))
+    if notifier is not None:
+        app.cleanup_ctx.append(_notifying(notifier))
 
     async def close(app: web.Application) -> None:
         try:
@@ -464,6 +474,32 @@ def _noting_cpu(metrics: Metrics) -> Callable[[web.Application], AsyncIterator[N
         metrics.note_cpu()
 
     return noting
+
+
+def build_notifier(config: Config, threads: Executor) -> Notifier | None:
+    """The notifier of the configured endpoints, if any is enabled."""
+    if not config.notifications.active:
+        return None
+    directory = spool_directory(config)
+    if directory is None:
+        raise ConfigError(
+            "notifications.spool.directory",
+            "must be set: the storage is not a local filesystem to keep the spool beside",
+        )
+    scheme = "https" if config.http.tls.certificate else "http"
+    return Notifier(config, directory, threads, scheme=scheme)
+
+
+def _notifying(notifier: Notifier) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Spool from the first request on; deliver in the background while the application runs."""
+    background = _background(notifier.running)
+
+    async def notifying(app: web.Application) -> AsyncIterator[None]:
+        notifier.open()
+        async for _ in background(app):
+            yield
+
+    return notifying
 
 
 def _background(

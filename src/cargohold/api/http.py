@@ -130,11 +130,17 @@ def next_link(path: str, n: int, last: str) -> str:
 
 def base_url(request: web.Request, host: str, relative: bool) -> str:
     """Where the client reached us, for absolute ``Location`` headers."""
+    return origin(request.headers, request.scheme, request.host, host, relative)
+
+
+def origin(
+    headers: Mapping[str, str], scheme: str, authority: str, host: str, relative: bool
+) -> str:
+    """``base_url`` from a request's parts: its headers, and the scheme and host it came by."""
     if relative:
         return ""
     if host:
         return host.rstrip("/")
-    headers = request.headers
-    scheme = headers.get("X-Forwarded-Proto", "").split(",")[0].strip() or request.scheme
-    authority = headers.get("X-Forwarded-Host", "").split(",")[0].strip() or request.host
+    scheme = headers.get("X-Forwarded-Proto", "").split(",")[0].strip() or scheme
+    authority = headers.get("X-Forwarded-Host", "").split(",")[0].strip() or authority
     return f"{scheme}://{authority}"

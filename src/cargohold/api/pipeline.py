@@ -13,6 +13,8 @@ run the same steps, in this order, through one ``Pipeline``:
 3. ``authorize`` (or ``authorize_now`` on the fast path): access control decides,
    on the same access records either way.
 4. The reply is decided by the one function for its endpoint (``reply.py``).
+   When it reports a write (push, mount, delete), the journal (notifications)
+   has its event on disk before the reply goes out (``Journal.commit``).
 5. ``finish``: once the reply is out, its status, size and event are recorded
    on the exchange and every hook hears ``request_finished``.
 
@@ -38,13 +40,13 @@ from typing import Protocol
 from aiohttp import web
 
 from cargohold.api.auth import required_access
-from cargohold.api.events import Event
+from cargohold.api.events import PULL, Event
 from cargohold.api.reply import Reply
 from cargohold.api.routes import Route, match
 from cargohold.auth import AccessController
 from cargohold.auth.access import EVERYTHING, Grant
 
-__all__ = ["EXCHANGE", "Exchange", "Pipeline", "RequestHook", "record", "respond"]
+__all__ = ["EXCHANGE", "Exchange", "Journal", "Pipeline", "RequestHook", "record", "respond"]
 
 log = logging.getLogger("cargohold.api")
 
@@ -107,6 +109,14 @@ class RequestHook(Protocol):
     def request_finished(self, exchange: Exchange) -> None: ...
 
 
+class Journal(Protocol):
+    """Keeps the event of each acknowledged write: ``commit`` returns once it is durable."""
+
+    async def commit(self, exchange: Exchange) -> None:
+        """Raises ``OSError`` when the event could not be kept: the write is not acknowledged."""
+        ...
+
+
 #: Where the aiohttp path keeps the request's exchange.
 EXCHANGE = web.RequestKey("exchange", Exchange)
 
@@ -120,10 +130,12 @@ class Pipeline:
         prefix: str = "",
         access: AccessController | None = None,
         hooks: Sequence[RequestHook] = (),
+        journal: Journal | None = None,
     ) -> None:
         self.prefix = prefix
         self.access = access
         self.hooks = tuple(hooks)
+        self.journal = journal
         self._sequence = itertools.count(1)
         # Ids are unique across processes and time: a random half, then a sequence.
         random = secrets.token_hex(8)
@@ -177,6 +189,22 @@ class Pipeline:
         for hook in self.hooks:
             hook.request_started(exchange)
         return exchange
+
+    async def commit(self, exchange: Exchange, status: int) -> bool:
+        """Keep the event of a successful write before its reply goes out (step 4).
+
+        False when the journal could not: the reply must not say the write succeeded.
+        """
+        event = exchange.event
+        if self.journal is None or event is None or event.action == PULL or status >= 300:
+            return True
+        try:
+            await self.journal.commit(exchange)
+        except OSError as exc:
+            log.error("the event of %s %s was not kept: %s", exchange.method, exchange.target, exc)
+            exchange.event = None
+            return False
+        return True
 
     def finish(self, exchange: Exchange, status: int, size: int) -> None:
         exchange.status = status

@@ -1,0 +1,247 @@
+"""Delivery to one endpoint: in spool order, each event until it is taken, or dead-lettered.
+
+Distribution's rules (``notifications/sinks.go``, ``http.go``): a POST is
+accepted when the receiver answers 2xx or 3xx; anything else, or no answer
+within ``timeout``, is a failure and the event is sent again at once, until
+``threshold`` failures in a row; after that, one try per ``backoff`` until
+one succeeds (its breaker). Events are sent one at a time, each in an
+envelope of its own, so the order is the spool's.
+
+Beyond Distribution: an event still undelivered ``maxage`` after it happened
+goes to the endpoint's dead letters, where ``cargohold notifications``
+lists and replays it; filters by repository glob and tag pattern; a signature
+over the body; CloudEvents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from cargohold import config as settings
+from cargohold.notifications import envelope
+from cargohold.notifications.spool import Cursor, dead_letters, read_lines
+
+__all__ = ["Delivery", "Filter", "Outcome"]
+
+log = logging.getLogger("cargohold.notifications")
+
+#: How long a delivery with nothing to send waits before looking at the spool again,
+#: when no append in its own process wakes it (another process's appends do not).
+POLL = 0.2
+#: The most of a receiver's reply that is read: its status is all that counts.
+REPLY_LIMIT = 64 * 1024
+#: How many redirects are followed (within the timeout) before it counts as a failure.
+REDIRECTS = 5
+
+
+class Filter:
+    """Which events an endpoint wants: Distribution's ignores, and cargohold's filters."""
+
+    def __init__(self, endpoint: settings.Endpoint) -> None:
+        self._media_types = frozenset(endpoint.ignoredmediatypes + endpoint.ignore.mediatypes)
+        self._actions = frozenset(endpoint.ignore.actions)
+        self._repositories = [re.compile(fnmatch.translate(g)) for g in endpoint.repositories]
+        self._tags = [re.compile(pattern) for pattern in endpoint.tags]
+
+    @property
+    def pulls(self) -> bool:
+        return "pull" not in self._actions
+
+    def wants(self, event: Mapping[str, Any]) -> bool:
+        target = event["target"]
+        if event["action"] in self._actions or target.get("mediaType") in self._media_types:
+            return False
+        if self._repositories and not any(
+            glob.fullmatch(target["repository"]) for glob in self._repositories
+        ):
+            return False
+        tag = target.get("tag")
+        return not (self._tags and (tag is None or not any(p.fullmatch(tag) for p in self._tags)))
+
+
+class Outcome:
+    """What delivery to one endpoint has come to, for metrics and the CLI."""
+
+    __slots__ = ("dead", "delivered", "failed", "statuses")
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed = 0
+        self.dead = 0
+        self.statuses: dict[str, int] = {}
+
+
+def _age(event: Mapping[str, Any]) -> float:
+    try:
+        when = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return 0.0
+    return time.time() - when
+
+
+class Delivery:
+    """Sends the spool's events to one endpoint, from its cursor on."""
+
+    def __init__(
+        self,
+        endpoint: settings.Endpoint,
+        directory: Path,
+        session: aiohttp.ClientSession,
+        *,
+        appended: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self.filter = Filter(endpoint)
+        self.outcome = Outcome()
+        self._directory = directory
+        self._events = directory / "events.log"
+        self._session = session
+        self._appended = appended
+        self._clock = clock
+        self.cursor = Cursor(directory, endpoint.name)
+        self._recent_failures = 0
+        self._last_failure = 0.0
+        headers: dict[str, str] = {}
+        for name, values in endpoint.headers.items():
+            headers[name] = ", ".join(values)
+        self._headers = headers
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the spool not yet delivered (or passed over) to this endpoint."""
+        try:
+            return max(os.stat(self._events).st_size - self.cursor.offset, 0)
+        except FileNotFoundError:
+            return 0
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        while True:
+            sent_any = False
+            for line, offset in read_lines(self._events, self.cursor.offset):
+                await self._deliver_line(line)
+                self.cursor.advance(offset)
+                sent_any = True
+            if not sent_any:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        if self._appended is None:
+            await asyncio.sleep(POLL)
+            return
+        self._appended.clear()
+        try:
+            async with asyncio.timeout(POLL):
+                await self._appended.wait()
+        except TimeoutError:
+            pass
+
+    async def _deliver_line(self, line: bytes) -> None:
+        try:
+            kept = json.loads(line)
+            event = kept["event"]
+        except (ValueError, KeyError, TypeError):
+            if line.strip():
+                log.warning("notifications: skipping a damaged spool line of %d bytes", len(line))
+            return
+        only = kept.get("only")
+        if (only is not None and only != self.endpoint.name) or not self.filter.wants(event):
+            return
+        await self.deliver(kept)
+
+    async def deliver(self, kept: Mapping[str, Any]) -> None:
+        """Send one kept event until the receiver takes it, or it is too old and dead-lettered."""
+        body = self._body(kept)
+        while True:
+            if not self._proceed():
+                await asyncio.sleep(self._wait())
+                continue
+            if await self._post(body):
+                self._recent_failures = 0
+                self.outcome.delivered += 1
+                return
+            self.outcome.failed += 1
+            self._recent_failures += 1
+            self._last_failure = self._clock()
+            if _age(kept["event"]) > self.endpoint.maxage:
+                self._bury(kept)
+                return
+
+    def _proceed(self) -> bool:
+        # Distribution's breaker: retry at once below the threshold, then once per backoff.
+        return (
+            self._recent_failures < self.endpoint.failures
+            or self._clock() >= self._last_failure + self.endpoint.delay
+        )
+
+    def _wait(self) -> float:
+        return max(self._last_failure + self.endpoint.delay - self._clock(), 0.0)
+
+    def _body(self, kept: Mapping[str, Any]) -> bytes:
+        if self.endpoint.format == "cloudevents":
+            return envelope.cloudevent(kept)
+        return envelope.distribution([kept["event"]])
+
+    async def _post(self, body: bytes) -> bool:
+        endpoint = self.endpoint
+        headers = dict(self._headers)
+        headers["Content-Type"] = (
+            envelope.CLOUDEVENTS_MEDIA_TYPE
+            if endpoint.format == "cloudevents"
+            else envelope.EVENTS_MEDIA_TYPE
+        )
+        if endpoint.secret:
+            headers[envelope.SIGNATURE_HEADER] = envelope.sign(endpoint.secret, body)
+        try:
+            async with asyncio.timeout(endpoint.deadline):
+                async with self._session.post(
+                    endpoint.url, data=body, headers=headers, max_redirects=REDIRECTS
+                ) as reply:
+                    status = reply.status
+                    # Only the status counts; a little of the body is read so the
+                    # connection can be reused, never more.
+                    await reply.content.read(REPLY_LIMIT)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._note(type(exc).__name__)
+            log.warning("notifications: %s: %s", endpoint.name, exc or type(exc).__name__)
+            return False
+        self._note(str(status))
+        if 200 <= status < 400:
+            return True
+        log.warning("notifications: %s answered %d", endpoint.name, status)
+        return False
+
+    def _note(self, status: str) -> None:
+        statuses = self.outcome.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+
+    def _bury(self, kept: Mapping[str, Any]) -> None:
+        """Move an event that is too old to the endpoint's dead letters."""
+        path = dead_letters(self._directory, self.endpoint.name)
+        line = json.dumps(dict(kept)).encode() + b"\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, line)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self.outcome.dead += 1
+        log.error(
+            "notifications: %s: event %s dead-lettered after %.0f s undelivered",
+            self.endpoint.name,
+            kept["event"].get("id"),
+            _age(kept["event"]),
+        )

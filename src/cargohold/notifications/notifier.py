@@ -1,0 +1,182 @@
+"""The notifier of one process: it spools every event, and delivers when it holds the lock.
+
+Events reach it two ways through the request pipeline (``api/pipeline.py``):
+
+- a write's (push, mount, delete) through ``commit``, which the pipeline
+  awaits before the reply goes out: the event is on disk before the client
+  hears the write succeeded, so no acknowledged write goes unreported;
+- a pull's through ``request_finished``, as a hook, once the reply is out:
+  appended without waiting for the disk (best effort, as documented).
+
+Every process serving the storage runs one. Whichever holds the spool's
+delivery lock runs a ``Delivery`` per endpoint; the others try for the lock
+every ``TAKEOVER`` seconds, so when the holder dies another carries on from
+the cursors it left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from contextlib import suppress
+from pathlib import Path
+
+import aiohttp
+
+from cargohold import config as settings
+from cargohold.api.events import DELETE, PULL, Event
+from cargohold.api.http import origin
+from cargohold.api.pipeline import Exchange
+from cargohold.api.routes import Endpoint
+from cargohold.notifications import envelope
+from cargohold.notifications.delivery import Delivery, Filter
+from cargohold.notifications.spool import DeliveryLock, Spool
+
+__all__ = ["Notifier", "spool_directory"]
+
+log = logging.getLogger("cargohold.notifications")
+
+#: How often a process that does not deliver tries to take over.
+TAKEOVER = 1.0
+#: The subdirectory of a filesystem storage's root where the spool is by default.
+DEFAULT_SUBDIRECTORY = Path("cargohold", "notifications")
+
+
+def spool_directory(config: settings.Config) -> Path | None:
+    """Where the spool is: ``notifications.spool.directory``, or beside the filesystem
+    storage's ``docker/`` folder; None when neither is there to use."""
+    given = config.notifications.spool.directory
+    if given:
+        return Path(given)
+    filesystem = config.storage.filesystem
+    if filesystem is not None:
+        return Path(filesystem.rootdirectory) / DEFAULT_SUBDIRECTORY
+    return None
+
+
+def _source_addr(config: settings.Config) -> str:
+    # As Distribution: this host's name, with the port it listens on.
+    http = config.http
+    try:
+        return f"{socket.gethostname()}:{http.listen_port}"
+    except (ValueError, OSError):
+        return http.addr
+
+
+class Notifier:
+    """Spools each event of the configured endpoints' interest, and delivers them."""
+
+    def __init__(
+        self,
+        config: settings.Config,
+        directory: Path,
+        threads: Executor | None = None,
+        *,
+        scheme: str = "http",
+    ) -> None:
+        notifications = config.notifications
+        self.endpoints = notifications.active
+        self.spool = Spool(directory, threads)
+        self._directory = directory
+        self._lock = DeliveryLock(directory)
+        self._pulls = any(Filter(endpoint).pulls for endpoint in self.endpoints)
+        self._source = {"addr": _source_addr(config), "instanceID": str(uuid.uuid4())}
+        http = config.http
+        self._host, self._relative, self._scheme = http.host, http.relativeurls, scheme
+        self._prefix = http.prefix.rstrip("/")
+        self.deliveries: list[Delivery] = []
+
+    # -- the pipeline's side ------------------------------------------------------------
+
+    def request_started(self, exchange: Exchange) -> None:
+        pass
+
+    def request_finished(self, exchange: Exchange) -> None:
+        event = exchange.event
+        if event is None or event.action != PULL or not self._pulls or exchange.status >= 300:
+            return
+        try:
+            self.spool.append(self._line(exchange, event))
+        except OSError as exc:  # a pull's event is best effort: the request was answered
+            log.warning("notifications: a pull event was not spooled: %s", exc)
+
+    async def commit(self, exchange: Exchange) -> None:
+        """Put a write's event on disk before its reply goes out; raises ``OSError`` if not."""
+        event = exchange.event
+        if event is None or event.action == PULL:
+            return
+        await self.spool.append_durably(self._line(exchange, event))
+
+    def _line(self, exchange: Exchange, event: Event) -> bytes:
+        headers = exchange.headers
+        route = exchange.route
+        manifest = route is not None and route.endpoint is Endpoint.MANIFEST
+        kind = "tag" if event.digest is None else "manifest" if manifest else "blob"
+        url = ""
+        if event.action != DELETE and event.digest is not None:
+            base = origin(
+                headers, self._scheme, headers.get("Host", ""), self._host, self._relative
+            )
+            what = "manifests" if manifest else "blobs"
+            url = f"{base}{self._prefix}/v2/{event.repository}/{what}/{event.digest}"
+        kept = envelope.record(
+            event,
+            kind=kind,
+            when=exchange.started or time.time(),
+            url=url,
+            request={
+                "id": exchange.id,
+                "addr": exchange.remote,
+                "host": headers.get("Host", ""),
+                "method": exchange.method,
+                "useragent": headers.get("User-Agent", ""),
+            },
+            actor=exchange.user,
+            source=self._source,
+        )
+        return json.dumps(kept, separators=(",", ":")).encode() + b"\n"
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the spool: before the first request, so that no event finds it closed."""
+        self.spool.open()
+
+    async def running(self) -> None:
+        """Deliver whenever this process holds the lock, until cancelled; then close."""
+        try:
+            # The holder is another process: no event here says when it lets go.
+            while not self._lock.try_acquire():  # noqa: ASYNC110
+                await asyncio.sleep(TAKEOVER)
+            log.info("notifications: this process delivers (pid %d)", os.getpid())
+            await self._deliver()
+        finally:
+            self._lock.release()
+            self.spool.close()
+
+    async def _deliver(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+            self.deliveries = [
+                Delivery(endpoint, self._directory, session, appended=self.spool.appended)
+                for endpoint in self.endpoints
+            ]
+            tasks = [asyncio.ensure_future(d.run()) for d in self.deliveries]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with suppress(asyncio.CancelledError):
+                        await task
+
+    def outcomes(self) -> Mapping[str, Delivery]:
+        return {delivery.endpoint.name: delivery for delivery in self.deliveries}

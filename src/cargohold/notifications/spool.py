@@ -1,0 +1,187 @@
+"""The spool: where events wait for delivery, shared by every process of one host.
+
+One append-only file (``events.log``) of JSON lines, in a directory every
+process serving the storage opens: each worker of ``serve --workers N``, and
+each ``serve`` beside it on the same storage. Every process appends with
+``O_APPEND``, so the file is one order for all of them: an event about a write
+acknowledged before another is found before it.
+
+- A write's event is appended and fsynced before its reply goes out
+  (``append_durably``). The fsyncs of concurrent requests are shared: one
+  ``fdatasync`` covers every line written before it started (group commit).
+- A pull's event is only appended (``append``): it survives the process
+  being killed, since the kernel holds it, but not the machine losing power.
+- One process at a time delivers (``DeliveryLock``, an ``flock`` the kernel
+  releases when its holder dies, so another takes over). Each endpoint's
+  progress is the byte offset of its next line (``Cursor``), kept in the
+  directory too: a process that starts after a crash resumes where it was,
+  and an event whose delivery was under way when it died is sent again
+  (at least once: receivers deduplicate by the event's ``id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import suppress
+from pathlib import Path
+
+__all__ = ["Cursor", "DeliveryLock", "Spool", "read_lines"]
+
+EVENTS = "events.log"
+LOCK = "deliver.lock"
+CURSORS = "cursors"
+DEAD = "dead"
+#: The most a delivery reads of the spool at once.
+READ_SIZE = 256 * 1024
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """The events file of ``directory``, open for appending."""
+
+    def __init__(self, directory: Path, threads: Executor | None = None) -> None:
+        self.directory = directory
+        self.path = directory / EVENTS
+        self._threads = threads
+        self._fd = -1
+        self._waiting: list[asyncio.Future[None]] = []
+        self._syncing = False
+        self._syncer: asyncio.Future[None] | None = None
+        #: Set on every append, for a delivery in this process to look at once.
+        self.appended = asyncio.Event()
+
+    def open(self) -> None:
+        """Open (and make, the first time) the directory and its events file."""
+        (self.directory / CURSORS).mkdir(parents=True, exist_ok=True)
+        (self.directory / DEAD).mkdir(exist_ok=True)
+        created = not self.path.exists()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if created:
+            _fsync_directory(self.directory)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def append(self, line: bytes) -> None:
+        """Append one line (ending in a newline); the kernel has it once this returns."""
+        # One write: O_APPEND puts it whole after every line already there, whoever wrote them.
+        written = os.write(self._fd, line)
+        if written != len(line):  # a full disk: never leave half a line behind another
+            raise OSError(f"the spool took {written} of {len(line)} bytes")
+        self.appended.set()
+
+    async def append_durably(self, line: bytes) -> None:
+        """Append one line and return once it is on disk."""
+        self.append(line)
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append(done)
+        if not self._syncing:
+            self._syncing = True
+            self._syncer = asyncio.ensure_future(self._sync())
+        await done
+
+    async def _sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await loop.run_in_executor(self._threads, os.fdatasync, self._fd)
+                except OSError as exc:
+                    for done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._syncing = False
+
+
+def read_lines(path: Path, offset: int, limit: int = READ_SIZE) -> Iterator[tuple[bytes, int]]:
+    """The complete lines of ``path`` from ``offset``: each, and the offset after it.
+
+    A line still being written (no newline yet) is left for a later read.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(limit)
+    except FileNotFoundError:
+        return
+    start = 0
+    while True:
+        end = data.find(b"\n", start)
+        if end < 0:
+            if start == 0 and len(data) == limit:
+                # A line longer than a whole read: skip it rather than stall on it forever.
+                yield b"", offset + limit
+            return
+        yield data[start:end], offset + end + 1
+        start = end + 1
+
+
+class Cursor:
+    """Where an endpoint's delivery has got to: the offset of its next line."""
+
+    def __init__(self, directory: Path, endpoint: str) -> None:
+        self._path = directory / CURSORS / _file_name(endpoint)
+        self.offset = 0
+        with suppress(FileNotFoundError, ValueError):
+            self.offset = int(self._path.read_text().split()[0])
+
+    def advance(self, offset: int) -> None:
+        """Note ``offset``. Not fsynced: after a power loss the worst is a second delivery."""
+        self.offset = offset
+        temporary = self._path.with_name(self._path.name + ".tmp")
+        temporary.write_text(f"{offset}\n")
+        os.replace(temporary, self._path)
+
+
+def _file_name(endpoint: str) -> str:
+    """An endpoint's name as a file name: any name, and never a path."""
+    return "".join(c if c.isalnum() or c in "-_." else f"%{ord(c):02x}" for c in endpoint) or "%"
+
+
+def dead_letters(directory: Path, endpoint: str) -> Path:
+    """The file of an endpoint's dead letters: events it gave up delivering."""
+    return directory / DEAD / (_file_name(endpoint) + ".log")
+
+
+class DeliveryLock:
+    """Held by the one process that delivers; the kernel lets it go when that process dies."""
+
+    def __init__(self, directory: Path) -> None:
+        self._path = directory / LOCK
+        self._fd = -1
+
+    def try_acquire(self) -> bool:
+        if self._fd >= 0:
+            return True
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the last descriptor unlocks
+            self._fd = -1

@@ -1,0 +1,321 @@
+"""Distribution's webhooks, as a receiver sees them.
+
+A registry with one endpoint, a real receiver on a loopback port: each push,
+pull, mount and delete arrives as Distribution's envelope with its fields;
+a write's event is on disk before the client hears the write succeeded; a
+receiver that fails, stalls or goes away gets every event later, with the
+same id; filters, CloudEvents and signatures shape what each endpoint gets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cargohold.config import parse_config
+from cargohold.errors import ConfigError
+from cargohold.notifications.spool import EVENTS
+from tests.api.conftest import MakeRegistry, Registry, random_blob
+from tests.support.waiting import until
+from tests.support.webhooks import Receiver, webhook_receiver
+
+EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+Notified = Callable[..., Awaitable[Registry]]
+
+
+@pytest.fixture
+def receiver() -> AsyncIterator[Receiver]:
+    with webhook_receiver() as running:
+        yield running  # type: ignore[misc]
+
+
+@pytest.fixture
+def notified(make_registry: MakeRegistry, receiver: Receiver, tmp_path: Path) -> Notified:
+    """A registry whose one endpoint is ``receiver``; ``endpoint`` adds to its settings."""
+
+    async def make(**endpoint: Any) -> Registry:
+        settings = {
+            "notifications": {
+                "endpoints": [
+                    {"name": "hook", "url": receiver.url, "timeout": "500ms", **endpoint}
+                ],
+                "spool": {"directory": str(tmp_path / "spool")},
+            }
+        }
+        return await make_registry(settings)
+
+    return make
+
+
+def by_action(events: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [event for event in events if event["action"] == action]
+
+
+async def test_a_push_is_told_in_distributions_envelope(
+    notified: Notified, receiver: Receiver
+) -> None:
+    registry = await notified(headers={"Authorization": ["Bearer t0ken"]})
+    image = await registry.push_image("team/app", "v1", layers=1)
+    # config and layer blobs, then the manifest
+    events = await receiver.arrived(3)
+    delivery = receiver.deliveries[0]
+    assert delivery.headers["Content-Type"] == EVENTS_MEDIA_TYPE
+    assert delivery.headers["Authorization"] == "Bearer t0ken"
+    assert delivery.path == "/events"
+    assert [event["action"] for event in events] == ["push", "push", "push"]
+    blob, manifest = events[0], events[2]
+    assert blob["target"]["digest"] == image.config.digest
+    assert blob["target"]["size"] == blob["target"]["length"] == image.config.size
+    assert blob["target"]["repository"] == "team/app"
+    assert blob["target"]["url"].endswith(f"/v2/team/app/blobs/{image.config.digest}")
+    assert "tag" not in blob["target"]
+    target = manifest["target"]
+    assert target["mediaType"] == OCI_MANIFEST
+    assert target["digest"] == image.digest
+    assert target["size"] == target["length"] == image.size
+    assert target["tag"] == "v1"
+    assert target["url"] == (
+        f"http://{registry.client.host}:{registry.client.port}/v2/team/app/manifests/{image.digest}"
+    )
+    request = manifest["request"]
+    assert request["method"] == "PUT"
+    assert request["host"] == f"{registry.client.host}:{registry.client.port}"
+    assert request["addr"].startswith("127.0.0.1")
+    assert request["useragent"].startswith("Python")
+    assert len(request["id"]) > 8
+    assert manifest["actor"] == {}
+    assert manifest["source"]["addr"].endswith(":5000")
+    assert manifest["source"]["instanceID"]
+    assert len({event["id"] for event in events}) == 3
+    assert all(event["timestamp"].endswith("Z") for event in events)
+
+
+async def test_pulls_mounts_and_deletes_are_told(notified: Notified, receiver: Receiver) -> None:
+    registry = await notified()
+    image = await registry.push_image("team/app", "v1", layers=1)
+    await receiver.arrived(3)
+    layer = image.layers[0]
+    for method, path in (
+        ("GET", "/v2/team/app/manifests/v1"),
+        ("HEAD", f"/v2/team/app/blobs/{layer.digest}"),
+        ("GET", f"/v2/team/app/blobs/{layer.digest}"),
+    ):
+        status, _ = await registry.request_anew(method, path)
+        assert status == 200
+    response = await registry.request(
+        "POST", "/v2/other/blobs/uploads/", params={"mount": layer.digest, "from": "team/app"}
+    )
+    assert response.status == 201
+    for path in ("/v2/team/app/manifests/v1", f"/v2/team/app/manifests/{image.digest}"):
+        response = await registry.request("DELETE", path)
+        assert response.status == 202
+    events = await receiver.arrived(9)
+    pulls = by_action(events, "pull")
+    assert [(p["request"]["method"], p["target"]["digest"]) for p in pulls] == [
+        ("GET", image.digest),
+        ("HEAD", layer.digest),
+        ("GET", layer.digest),
+    ]
+    assert pulls[0]["target"]["tag"] == "v1"
+    [mount] = by_action(events, "mount")
+    assert mount["target"]["repository"] == "other"
+    assert mount["target"]["fromRepository"] == "team/app"
+    assert mount["target"]["digest"] == layer.digest
+    tag_delete, manifest_delete = by_action(events, "delete")
+    assert tag_delete["target"] == {"repository": "team/app", "tag": "v1"}
+    assert manifest_delete["target"] == {"repository": "team/app", "digest": image.digest}
+
+
+async def test_a_writes_event_is_on_disk_before_its_reply(
+    notified: Notified, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.stop()  # nothing is delivered: the spool is all there is
+    registry = await notified()
+    image = await registry.push_image("team/app", "v1", layers=1)
+    lines = (tmp_path / "spool" / EVENTS).read_bytes().splitlines()
+    kept = [json.loads(line)["event"] for line in lines]
+    assert [event["target"].get("digest") for event in kept][-1] == image.digest
+    assert kept[-1]["action"] == "push"
+
+
+async def test_a_failing_receiver_gets_the_event_again_with_the_same_id(
+    notified: Notified, receiver: Receiver
+) -> None:
+    receiver.status = 500
+    registry = await notified(threshold=3, backoff="100ms")
+    blob = await registry.push_blob("team/app", random_blob())
+    await until(lambda: receiver.attempts >= 5, 10, "the receiver was not retried")
+    assert receiver.events() == []
+    receiver.status = 200
+    [event] = await receiver.arrived(1)
+    assert event["target"]["digest"] == blob.digest
+    receiver.status = 500
+    attempts = receiver.attempts
+    await registry.push_blob("team/app", random_blob())
+    await until(lambda: receiver.attempts >= attempts + 2, 10, "not retried")
+    receiver.status = 200
+    events = await receiver.arrived(2)
+    assert len({e["id"] for e in events}) == 2  # each retry repeated its event's id
+
+
+async def test_a_receiver_that_goes_away_gets_everything_when_it_comes_back(
+    notified: Notified, receiver: Receiver
+) -> None:
+    receiver.stop()
+    registry = await notified(backoff="50ms", threshold=2)
+    pushed = [await registry.push_blob("team/app", random_blob()) for _ in range(5)]
+    receiver.start()
+    events = await receiver.arrived(5)
+    assert [event["target"]["digest"] for event in events] == [b.digest for b in pushed]
+
+
+async def test_a_stalled_receiver_never_slows_a_client(
+    notified: Notified, receiver: Receiver
+) -> None:
+    receiver.delay = 3.0  # far beyond the endpoint's 500ms timeout
+    registry = await notified()
+    started = time.monotonic()
+    for _ in range(3):
+        await registry.push_blob("team/app", random_blob())
+    assert time.monotonic() - started < 2.0
+    await until(lambda: receiver.attempts >= 1, 10, "never tried")
+    receiver.delay = 0.0
+    await receiver.arrived(3, within=30)
+
+
+async def test_a_redirect_loop_and_a_huge_reply_are_bounded(
+    notified: Notified, receiver: Receiver
+) -> None:
+    receiver.redirect = receiver.url
+    registry = await notified(threshold=2, backoff="50ms")
+    await registry.push_blob("team/app", random_blob())
+    await until(lambda: receiver.attempts >= 6, 10, "the redirects were not followed")
+    receiver.redirect = None
+    receiver.reply_body = b"x" * (4 << 20)
+    [event] = await receiver.arrived(1)
+    assert event["action"] == "push"
+
+
+async def test_filters_pick_what_an_endpoint_is_told(
+    notified: Notified, receiver: Receiver
+) -> None:
+    registry = await notified(
+        repositories=["team/*"],
+        tags=["v[0-9]+"],
+        ignore={"actions": ["pull"]},
+    )
+    await registry.push_image("other/app", "v1", layers=0)  # repository filtered out
+    await registry.push_image("team/app", "latest", layers=0)  # tag filtered out
+    kept = await registry.push_image("team/app", "v2", layers=0)
+    status, _ = await registry.request_anew("GET", "/v2/team/app/manifests/v2")  # pull ignored
+    assert status == 200
+    [event] = await receiver.arrived(1)
+    assert event["target"]["digest"] == kept.digest
+    await registry.push_image("team/app", "v3", layers=0)
+    events = await receiver.arrived(2)
+    assert [e["target"]["tag"] for e in events] == ["v2", "v3"]  # nothing else slipped through
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"ignoredmediatypes": [OCI_MANIFEST]}, {"ignore": {"mediatypes": [OCI_MANIFEST]}}],
+    ids=["ignoredmediatypes", "ignore.mediatypes"],
+)
+async def test_ignored_media_types_are_left_out(
+    notified: Notified, receiver: Receiver, setting: dict[str, Any]
+) -> None:
+    registry = await notified(**setting)
+    blob = await registry.push_blob("team/app", random_blob())
+    await registry.push_image("team/app", "v1", layers=0)
+    marker = await registry.push_blob("team/app", random_blob())
+    events = await receiver.arrived(3)
+    assert all(event["target"].get("mediaType") != OCI_MANIFEST for event in events)
+    assert events[0]["target"]["digest"] == blob.digest
+    assert events[-1]["target"]["digest"] == marker.digest
+
+
+async def test_cloudevents_signed_for_the_receiver_to_verify(
+    notified: Notified, receiver: Receiver
+) -> None:
+    registry = await notified(format="cloudevents", secret="s3cret")
+    image = await registry.push_image("team/app", "v1", layers=0)
+    await receiver.arrived(2)
+    delivery = receiver.deliveries[-1]
+    assert delivery.headers["Content-Type"] == "application/cloudevents+json"
+    expected = hmac.new(b"s3cret", delivery.body, hashlib.sha256).hexdigest()
+    assert delivery.headers["X-Cargohold-Signature"] == f"sha256={expected}"
+    cloud = json.loads(delivery.body)
+    assert cloud["specversion"] == "1.0"
+    assert cloud["type"] == "io.cargohold.manifest.pushed"
+    assert cloud["subject"] == "team/app:v1"
+    assert cloud["data"]["target"]["digest"] == image.digest
+    assert cloud["id"] == cloud["data"]["id"]
+    first = json.loads(receiver.deliveries[0].body)
+    assert first["type"] == "io.cargohold.blob.pushed"
+
+
+async def test_old_undeliverable_events_become_dead_letters(
+    notified: Notified, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.status = 500
+    registry = await notified(maxage="200ms", threshold=1, backoff="50ms")
+    blob = await registry.push_blob("team/app", random_blob())
+    dead = tmp_path / "spool" / "dead" / "hook.log"
+    await until(dead.exists, 10, "no dead letter")
+    [kept] = [json.loads(line) for line in dead.read_bytes().splitlines()]
+    assert kept["event"]["target"]["digest"] == blob.digest
+    receiver.status = 200
+    after = await registry.push_blob("team/app", random_blob())
+    [event] = await receiver.arrived(1)
+    assert event["target"]["digest"] == after.digest  # the dead one is not sent again
+
+
+@pytest.mark.parametrize("url", ["ftp://example.test/hook", "file:///tmp/x", "example.test", ""])
+def test_an_endpoint_that_is_not_http_is_refused(url: str) -> None:
+    endpoint = {"name": "a", "url": url}
+    text = yaml.safe_dump({"version": "0.1", "notifications": {"endpoints": [endpoint]}})
+    with pytest.raises(ConfigError, match=r"^notifications\.endpoints\.0\.url: .*http") as caught:
+        parse_config(text + "storage: {inmemory: {}}\n", environ={})
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_disabled_endpoint_is_told_nothing(
+    make_registry: MakeRegistry, receiver: Receiver, tmp_path: Path
+) -> None:
+    with webhook_receiver() as disabled:
+        endpoints = [
+            {"name": "off", "url": disabled.url, "disabled": True},
+            {"name": "on", "url": receiver.url},
+        ]
+        spool = {"directory": str(tmp_path / "spool")}
+        registry = await make_registry({"notifications": {"endpoints": endpoints, "spool": spool}})
+        for _ in range(3):
+            await registry.push_blob("team/app", random_blob())
+        await receiver.arrived(3)
+        assert disabled.attempts == 0
+
+
+async def test_without_a_local_disk_the_spool_directory_must_be_given(
+    make_registry: MakeRegistry, receiver: Receiver, storage: str
+) -> None:
+    settings = {"notifications": {"endpoints": [{"name": "a", "url": receiver.url}]}}
+    if storage == "filesystem":
+        registry = await make_registry(settings)
+        await registry.push_blob("team/app", random_blob())
+        [event] = await receiver.arrived(1)
+        assert event["action"] == "push"
+        assert registry.root is not None
+        assert (registry.root / "cargohold" / "notifications" / EVENTS).exists()
+        return
+    with pytest.raises(ConfigError, match=r"^notifications\.spool\.directory: must be set"):
+        await make_registry(settings)
