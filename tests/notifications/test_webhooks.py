@@ -24,6 +24,7 @@ from cargohold.config import parse_config
 from cargohold.errors import ConfigError
 from cargohold.notifications.spool import EVENTS
 from tests.api.conftest import MakeRegistry, Registry, random_blob
+from tests.api.test_metrics import Scraper
 from tests.support.waiting import until
 from tests.support.webhooks import Receiver, webhook_receiver
 
@@ -319,3 +320,41 @@ async def test_without_a_local_disk_the_spool_directory_must_be_given(
         return
     with pytest.raises(ConfigError, match=r"^notifications\.spool\.directory: must be set"):
         await make_registry(settings)
+
+
+async def test_delivery_is_counted_under_distributions_names(
+    make_registry: MakeRegistry, receiver: Receiver, tmp_path: Path, scraper: Scraper
+) -> None:
+    receiver.status = 500
+    endpoint = {"name": "hook", "url": receiver.url, "threshold": 2, "backoff": "50ms"}
+    registry = await make_registry(
+        {
+            "http": {"debug": {"addr": "127.0.0.1:0", "prometheus": {"enabled": True}}},
+            "notifications": {
+                "endpoints": [endpoint],
+                "spool": {"directory": str(tmp_path / "spool")},
+            },
+        }
+    )
+    await registry.push_blob("team/app", random_blob())
+    await until(lambda: receiver.attempts >= 3, 10, "not retried")
+    await registry.push_blob("team/app", random_blob())
+    attempts = receiver.attempts
+    await until(lambda: receiver.attempts > attempts, 10, "not retried")  # and counted again
+    found = await scraper(registry)
+    assert found.value("registry_notifications_pending", endpoint="hook") == 2
+    receiver.status = 200
+    await receiver.arrived(2)
+    for _ in range(500):  # the receiver has the event a moment before its sender knows it
+        found = await scraper(registry)
+        if found.value("registry_notifications_pending", endpoint="hook") == 0:
+            break
+    events = "registry_notifications_events_total"
+    assert found.value(events, endpoint="hook", type="Events") == 2
+    assert found.value(events, endpoint="hook", type="Successes") == 2
+    failures = found.value(events, endpoint="hook", type="Failures")
+    assert failures >= 3
+    statuses = "registry_notifications_status_total"
+    assert found.value(statuses, code="200 OK", endpoint="hook") == 2
+    assert found.value(statuses, code="500 Internal Server Error", endpoint="hook") == failures
+    assert found.value("registry_notifications_pending", endpoint="hook") == 0

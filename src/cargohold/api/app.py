@@ -42,6 +42,7 @@ from cargohold.log import bind_request, unbind_request
 from cargohold.manifest.urls import URLPolicy
 from cargohold.metrics.recorders import Metrics
 from cargohold.metrics.store import Store
+from cargohold.notifications.delivery import DeliveryWatch
 from cargohold.notifications.notifier import Notifier, spool_directory
 from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.cache import BlobDescriptorCache
@@ -407,7 +408,9 @@ def create_app(
         configured.append(AccessLog())
     if metrics is not None:
         configured.append(metrics.http)
-    notifier = build_notifier(config, threads)
+    notifier = build_notifier(
+        config, threads, metrics.notifications if metrics is not None else None
+    )
     if notifier is not None:
         configured.append(notifier)
     pipeline = Pipeline(
@@ -476,7 +479,9 @@ def _noting_cpu(metrics: Metrics) -> Callable[[web.Application], AsyncIterator[N
     return noting
 
 
-def build_notifier(config: Config, threads: Executor) -> Notifier | None:
+def build_notifier(
+    config: Config, threads: Executor, watch: DeliveryWatch | None = None
+) -> Notifier | None:
     """The notifier of the configured endpoints, if any is enabled."""
     if not config.notifications.active:
         return None
@@ -487,7 +492,7 @@ def build_notifier(config: Config, threads: Executor) -> Notifier | None:
             "must be set: the storage is not a local filesystem to keep the spool beside",
         )
     scheme = "https" if config.http.tls.certificate else "http"
-    return Notifier(config, directory, threads, scheme=scheme)
+    return Notifier(config, directory, threads, scheme=scheme, watch=watch)
 
 
 def _notifying(notifier: Notifier) -> Callable[[web.Application], AsyncIterator[None]]:

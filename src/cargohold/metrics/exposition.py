@@ -33,7 +33,7 @@ from cargohold.metrics.store import StoreFile
 
 __all__ = ["collect", "go_float", "render"]
 
-_LIVE_ONLY = frozenset({layout.IN_FLIGHT})
+_LIVE_ONLY = frozenset({layout.IN_FLIGHT, layout.NOTIFY_PENDING})
 
 
 def go_float(value: float) -> str:
@@ -215,6 +215,48 @@ def _storage(sums: _Sums) -> Iterator[Metric]:
         )
 
 
+def _notifications(sums: _Sums) -> Iterator[Metric]:
+    """Distribution's ``registry_notifications_*``, and cargohold's dead letters."""
+    rows = sums.of(layout.NOTIFY)
+    types = {
+        "Events": layout.NOTIFY_EVENTS,
+        "Successes": layout.NOTIFY_SUCCESSES,
+        "Failures": layout.NOTIFY_FAILURES,
+        "Errors": layout.NOTIFY_ERRORS,
+    }
+    yield _counter(
+        "registry_notifications_events",
+        "The number of total events",
+        ["endpoint", "type"],
+        (
+            ((endpoint, kind), values[at])
+            for (endpoint,), values in rows.items()
+            for kind, at in types.items()
+        ),
+    )
+    yield _counter(
+        "registry_notifications_status",
+        "The number of status code",
+        ["code", "endpoint"],
+        ((labels, values[0]) for labels, values in sums.of(layout.NOTIFY_STATUS).items()),
+    )
+    pending = GaugeMetricFamily(
+        "registry_notifications_pending",
+        "The gauge of pending events in queue",
+        labels=["endpoint"],
+    )
+    waiting = sums.of(layout.NOTIFY_PENDING)
+    for (endpoint,) in sorted(rows):
+        pending.add_metric([endpoint], max(0.0, waiting.get((endpoint,), [0.0])[0]))
+    yield pending
+    yield _counter(
+        "cargohold_notifications_dead_letters",
+        "Events an endpoint gave up on, kept for 'cargohold notifications replay'.",
+        ["endpoint"],
+        (((endpoint,), values[layout.NOTIFY_DEAD]) for (endpoint,), values in rows.items()),
+    )
+
+
 def _cargohold(sums: _Sums, stores: Sequence[StoreFile]) -> Iterator[Metric]:
     repositories = sums.of(layout.REPOSITORY)
 
@@ -351,7 +393,13 @@ class _Collected:
 def collect(stores: Sequence[StoreFile]) -> list[Metric]:
     """The families of a scrape of ``stores``."""
     sums = _Sums(stores)
-    return [*_http(sums), *_storage(sums), *_cargohold(sums, stores), *_process(stores, sums)]
+    return [
+        *_http(sums),
+        *_storage(sums),
+        *_notifications(sums),
+        *_cargohold(sums, stores),
+        *_process(stores, sums),
+    ]
 
 
 def render(stores: Sequence[StoreFile], accept: str | None) -> tuple[bytes, str]:

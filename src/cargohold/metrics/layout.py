@@ -94,6 +94,18 @@ PROCESS = "process"
 PROCESS_CPU = 0
 PROCESS_WIDTH = 1
 
+#: One per notification endpoint: events it was to be sent, successes, failures,
+#: errors (no answer), and events dead-lettered.
+NOTIFY = "notify"
+NOTIFY_EVENTS, NOTIFY_SUCCESSES, NOTIFY_FAILURES, NOTIFY_ERRORS, NOTIFY_DEAD = range(5)
+NOTIFY_WIDTH = 5
+#: One per (status, endpoint): the receiver's answers, by Go's status text ("200 OK").
+NOTIFY_STATUS = "notify_status"
+NOTIFY_STATUS_WIDTH = 1
+#: One per endpoint: events waiting (counted only while the delivering process lives).
+NOTIFY_PENDING = "notify_pending"
+NOTIFY_PENDING_WIDTH = 1
+
 #: Each kind's width in this version. A new field goes at the end of its row, never
 #: between: a store left in ``$CARGOHOLD_METRICS_DIR`` by an earlier version, with
 #: narrower rows, then reads as this version's rows with zeros in the new places.
@@ -106,4 +118,7 @@ WIDTHS = {
     REPOSITORY: REPOSITORY_WIDTH,
     UPLOADS: UPLOADS_WIDTH,
     PROCESS: PROCESS_WIDTH,
+    NOTIFY: NOTIFY_WIDTH,
+    NOTIFY_STATUS: NOTIFY_STATUS_WIDTH,
+    NOTIFY_PENDING: NOTIFY_PENDING_WIDTH,
 }

@@ -13,6 +13,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from http import HTTPStatus
 from types import TracebackType
 
 from cargohold.api.events import MOUNT, PULL, PUSH, Event
@@ -24,7 +25,7 @@ from cargohold.metrics.store import Store
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.watched import WatchedCache
 
-__all__ = ["CacheMetrics", "HttpMetrics", "Metrics", "StorageMetrics"]
+__all__ = ["CacheMetrics", "HttpMetrics", "Metrics", "NotificationMetrics", "StorageMetrics"]
 
 #: How often a process notes its CPU time, for when it has died.
 CPU_NOTE_INTERVAL = 1.0
@@ -249,6 +250,58 @@ class CacheMetrics:
             values[row + (layout.CACHE_HITS if found is not None else layout.CACHE_MISSES)] += 1
 
 
+class NotificationMetrics:
+    """A delivery watch (``DeliveryWatch``): ``registry_notifications_*``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._rows: dict[str, int] = {}
+        self._statuses: dict[tuple[str, str], int] = {}
+        self._pending: dict[str, int] = {}
+
+    def _row(self, endpoint: str) -> int:
+        row = self._rows.get(endpoint)
+        if row is None:
+            row = self._rows[endpoint] = self._store.row(
+                layout.NOTIFY, (endpoint,), layout.NOTIFY_WIDTH
+            )
+        return row
+
+    def _add(self, endpoint: str, at: int) -> None:
+        self._store.values[self._row(endpoint) + at] += 1
+
+    def event(self, endpoint: str) -> None:
+        self._add(endpoint, layout.NOTIFY_EVENTS)
+
+    def answered(self, endpoint: str, status: int) -> None:
+        self._add(endpoint, layout.NOTIFY_SUCCESSES if status < 400 else layout.NOTIFY_FAILURES)
+        try:
+            code = f"{status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            code = f"{status} "
+        row = self._statuses.get((code, endpoint))
+        if row is None:
+            row = self._statuses[code, endpoint] = self._store.row(
+                layout.NOTIFY_STATUS, (code, endpoint), layout.NOTIFY_STATUS_WIDTH
+            )
+        self._store.values[row] += 1
+
+    def unanswered(self, endpoint: str) -> None:
+        self._add(endpoint, layout.NOTIFY_ERRORS)
+
+    def buried(self, endpoint: str) -> None:
+        self._add(endpoint, layout.NOTIFY_DEAD)
+
+    def pending(self, endpoint: str, count: int) -> None:
+        self._row(endpoint)  # the endpoint's series exist from the first look
+        row = self._pending.get(endpoint)
+        if row is None:
+            row = self._pending[endpoint] = self._store.row(
+                layout.NOTIFY_PENDING, (endpoint,), layout.NOTIFY_PENDING_WIDTH
+            )
+        self._store.values[row] = count
+
+
 class Metrics:
     """The recorders of one process, on its store."""
 
@@ -256,6 +309,7 @@ class Metrics:
         self.store = store
         self.http = HttpMetrics(store, repositories)
         self.storage = StorageMetrics(store)
+        self.notifications = NotificationMetrics(store)
         self._process = store.row(layout.PROCESS, (), layout.PROCESS_WIDTH)
 
     def cache(self, cache: BlobDescriptorCache) -> BlobDescriptorCache:

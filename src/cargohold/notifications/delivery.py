@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -33,7 +33,7 @@ from cargohold import config as settings
 from cargohold.notifications import envelope
 from cargohold.notifications.spool import Cursor, dead_letters, read_lines
 
-__all__ = ["Delivery", "Filter", "Outcome"]
+__all__ = ["Delivery", "DeliveryWatch", "Filter"]
 
 log = logging.getLogger("cargohold.notifications")
 
@@ -71,16 +71,22 @@ class Filter:
         return not (self._tags and (tag is None or not any(p.fullmatch(tag) for p in self._tags)))
 
 
-class Outcome:
-    """What delivery to one endpoint has come to, for metrics and the CLI."""
+class DeliveryWatch(Protocol):
+    """Told how delivery goes, per endpoint (``metrics``: ``registry_notifications_*``)."""
 
-    __slots__ = ("dead", "delivered", "failed", "statuses")
+    def event(self, endpoint: str) -> None:
+        """An event the endpoint wants is up for delivery."""
 
-    def __init__(self) -> None:
-        self.delivered = 0
-        self.failed = 0
-        self.dead = 0
-        self.statuses: dict[str, int] = {}
+    def answered(self, endpoint: str, status: int) -> None: ...
+
+    def unanswered(self, endpoint: str) -> None:
+        """No answer: refused, reset, timed out."""
+
+    def buried(self, endpoint: str) -> None:
+        """An event was dead-lettered."""
+
+    def pending(self, endpoint: str, count: int) -> None:
+        """Events in the spool past the endpoint's cursor."""
 
 
 def _age(event: Mapping[str, Any]) -> float:
@@ -101,11 +107,12 @@ class Delivery:
         session: aiohttp.ClientSession,
         *,
         appended: asyncio.Event | None = None,
+        watch: DeliveryWatch | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint
         self.filter = Filter(endpoint)
-        self.outcome = Outcome()
+        self._watch = watch
         self._directory = directory
         self._events = directory / "events.log"
         self._session = session
@@ -114,27 +121,37 @@ class Delivery:
         self.cursor = Cursor(directory, endpoint.name)
         self._recent_failures = 0
         self._last_failure = 0.0
+        self._pending = 0
         headers: dict[str, str] = {}
         for name, values in endpoint.headers.items():
             headers[name] = ", ".join(values)
         self._headers = headers
 
-    @property
-    def pending(self) -> int:
-        """Bytes of the spool not yet delivered (or passed over) to this endpoint."""
+    def _count_pending(self) -> None:
+        """Count the lines past the cursor: at each batch, and while an event is stuck."""
+        if self._watch is None:
+            return
         try:
-            return max(os.stat(self._events).st_size - self.cursor.offset, 0)
+            with open(self._events, "rb") as f:
+                f.seek(self.cursor.offset)
+                count = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         except FileNotFoundError:
-            return 0
+            count = 0
+        self._pending = count
+        self._watch.pending(self.endpoint.name, count)
 
     async def run(self) -> None:
         """Deliver until cancelled."""
         while True:
+            self._count_pending()
             sent_any = False
             for line, offset in read_lines(self._events, self.cursor.offset):
                 await self._deliver_line(line)
                 self.cursor.advance(offset)
                 sent_any = True
+                if self._watch is not None:
+                    self._pending = max(self._pending - 1, 0)
+                    self._watch.pending(self.endpoint.name, self._pending)
             if not sent_any:
                 await self._idle()
 
@@ -160,6 +177,8 @@ class Delivery:
         only = kept.get("only")
         if (only is not None and only != self.endpoint.name) or not self.filter.wants(event):
             return
+        if self._watch is not None:
+            self._watch.event(self.endpoint.name)
         await self.deliver(kept)
 
     async def deliver(self, kept: Mapping[str, Any]) -> None:
@@ -171,11 +190,10 @@ class Delivery:
                 continue
             if await self._post(body):
                 self._recent_failures = 0
-                self.outcome.delivered += 1
                 return
-            self.outcome.failed += 1
             self._recent_failures += 1
             self._last_failure = self._clock()
+            self._count_pending()
             if _age(kept["event"]) > self.endpoint.maxage:
                 self._bury(kept)
                 return
@@ -215,18 +233,16 @@ class Delivery:
                     # connection can be reused, never more.
                     await reply.content.read(REPLY_LIMIT)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._note(type(exc).__name__)
+            if self._watch is not None:
+                self._watch.unanswered(endpoint.name)
             log.warning("notifications: %s: %s", endpoint.name, exc or type(exc).__name__)
             return False
-        self._note(str(status))
+        if self._watch is not None:
+            self._watch.answered(endpoint.name, status)
         if 200 <= status < 400:
             return True
         log.warning("notifications: %s answered %d", endpoint.name, status)
         return False
-
-    def _note(self, status: str) -> None:
-        statuses = self.outcome.statuses
-        statuses[status] = statuses.get(status, 0) + 1
 
     def _bury(self, kept: Mapping[str, Any]) -> None:
         """Move an event that is too old to the endpoint's dead letters."""
@@ -238,7 +254,8 @@ class Delivery:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-        self.outcome.dead += 1
+        if self._watch is not None:
+            self._watch.buried(self.endpoint.name)
         log.error(
             "notifications: %s: event %s dead-lettered after %.0f s undelivered",
             self.endpoint.name,

@@ -23,7 +23,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
 from concurrent.futures import Executor
 from contextlib import suppress
 from pathlib import Path
@@ -36,7 +35,7 @@ from cargohold.api.http import origin
 from cargohold.api.pipeline import Exchange
 from cargohold.api.routes import Endpoint
 from cargohold.notifications import envelope
-from cargohold.notifications.delivery import Delivery, Filter
+from cargohold.notifications.delivery import Delivery, DeliveryWatch, Filter
 from cargohold.notifications.spool import DeliveryLock, Spool
 
 __all__ = ["Notifier", "spool_directory"]
@@ -80,6 +79,7 @@ class Notifier:
         threads: Executor | None = None,
         *,
         scheme: str = "http",
+        watch: DeliveryWatch | None = None,
     ) -> None:
         notifications = config.notifications
         self.endpoints = notifications.active
@@ -91,7 +91,7 @@ class Notifier:
         http = config.http
         self._host, self._relative, self._scheme = http.host, http.relativeurls, scheme
         self._prefix = http.prefix.rstrip("/")
-        self.deliveries: list[Delivery] = []
+        self._watch = watch
 
     # -- the pipeline's side ------------------------------------------------------------
 
@@ -164,11 +164,17 @@ class Notifier:
     async def _deliver(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-            self.deliveries = [
-                Delivery(endpoint, self._directory, session, appended=self.spool.appended)
+            deliveries = [
+                Delivery(
+                    endpoint,
+                    self._directory,
+                    session,
+                    appended=self.spool.appended,
+                    watch=self._watch,
+                )
                 for endpoint in self.endpoints
             ]
-            tasks = [asyncio.ensure_future(d.run()) for d in self.deliveries]
+            tasks = [asyncio.ensure_future(delivery.run()) for delivery in deliveries]
             try:
                 await asyncio.gather(*tasks)
             finally:
@@ -177,6 +183,3 @@ class Notifier:
                 for task in tasks:
                     with suppress(asyncio.CancelledError):
                         await task
-
-    def outcomes(self) -> Mapping[str, Delivery]:
-        return {delivery.endpoint.name: delivery for delivery in self.deliveries}
