@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -156,6 +157,60 @@ def gc(
                 )
     except ReportUnwritable as exc:
         raise fail(f"--metrics-file: {exc}") from None
+
+
+notifications_app = typer.Typer(
+    help="The events of notifications.endpoints an endpoint gave up on (its dead letters).",
+    no_args_is_help=True,
+)
+app.add_typer(notifications_app, name="notifications")
+
+
+def _spool(config: str | None, endpoint: str) -> Path:
+    from cargohold.config import load_config
+    from cargohold.notifications.notifier import spool_directory
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        raise fail(f"config: {exc}", 2) from None
+    if endpoint not in {e.name for e in loaded.notifications.endpoints}:
+        raise fail(f"--endpoint: no endpoint is named {endpoint!r}", 2)
+    directory = spool_directory(loaded)
+    if directory is None:
+        raise fail("config: notifications.spool.directory: must be set", 2)
+    return directory
+
+
+ConfigArgument = Annotated[
+    str | None, typer.Argument(help="A config.yml in Distribution's format.")
+]
+EndpointOption = Annotated[str, typer.Option("--endpoint", "-e", help="The endpoint's name.")]
+
+
+@notifications_app.command("dead-letters")
+def dead_letters(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None:
+    """List an endpoint's dead letters, oldest first: id, time, action, what."""
+    from cargohold.notifications.deadletters import dead
+
+    for kept in dead(_spool(config, endpoint), endpoint):
+        event = kept["event"]
+        target = event["target"]
+        what = target["repository"]
+        if target.get("tag"):
+            what += ":" + target["tag"]
+        if target.get("digest"):
+            what += "@" + target["digest"]
+        typer.echo(f"{event['id']}  {event['timestamp']}  {event['action']:6}  {what}")
+
+
+@notifications_app.command()
+def replay(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None:
+    """Send an endpoint's dead letters again (by the running registry, with their ids)."""
+    from cargohold.notifications.deadletters import replay as put_back
+
+    count = put_back(_spool(config, endpoint), endpoint)
+    typer.echo(f"{count} event{'' if count == 1 else 's'} put back for {endpoint}")
 
 
 def _print_collection(result: Collection, dry_run: bool) -> None:

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from cargohold import cli
 from cargohold.config import parse_config
 from cargohold.errors import ConfigError
 from cargohold.notifications.spool import EVENTS
@@ -279,6 +281,36 @@ async def test_old_undeliverable_events_become_dead_letters(
     after = await registry.push_blob("team/app", random_blob())
     [event] = await receiver.arrived(1)
     assert event["target"]["digest"] == after.digest  # the dead one is not sent again
+
+    # The CLI lists the dead letter, and puts it back for the endpoint to send again.
+    config = tmp_path / "config.yml"
+    endpoint = {"name": "hook", "url": receiver.url}
+    spool = {"directory": str(tmp_path / "spool")}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": "0.1",
+                "storage": {"inmemory": {}},
+                "notifications": {"endpoints": [endpoint], "spool": spool},
+            }
+        )
+    )
+    listed = CliRunner().invoke(
+        cli.app, ["notifications", "dead-letters", str(config), "-e", "hook"]
+    )
+    assert listed.exit_code == 0, listed.output
+    [line] = listed.output.splitlines()
+    assert line.split()[0] == kept["event"]["id"]
+    assert line.endswith(f"team/app@{blob.digest}")
+    replayed = CliRunner().invoke(cli.app, ["notifications", "replay", str(config), "-e", "hook"])
+    assert replayed.exit_code == 0, replayed.output
+    assert replayed.output.strip() == "1 event put back for hook"
+    events = await receiver.arrived(2)
+    assert events[1]["id"] == kept["event"]["id"]
+    assert events[1]["target"]["digest"] == blob.digest
+    assert not dead.exists()
+    unknown = CliRunner().invoke(cli.app, ["notifications", "replay", str(config), "-e", "nope"])
+    assert unknown.exit_code == 2
 
 
 @pytest.mark.parametrize("url", ["ftp://example.test/hook", "file:///tmp/x", "example.test", ""])
