@@ -11,7 +11,8 @@ each server's peak RSS; writes every raw sample to JSON.
 ``--s3 --redis`` compares the Redis blob descriptor cache with none
 (``bench.rediscache``), ``--copy`` compares ``cargohold copy`` with
 ``skopeo copy`` (``bench.imagecopy``), ``--metrics`` compares cargohold with
-metrics and tracing off and on (``bench.metrics``).
+metrics and tracing off and on (``bench.metrics``), ``--notifications`` without
+and with one webhook endpoint (``bench.notifications``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DEFAULT_JSON = {
     "redis": RESULTS / "s3-redis.json",
     "copy": RESULTS / "copy.json",
     "metrics": RESULTS / "metrics.json",
+    "notifications": RESULTS / "notifications.json",
 }
 
 
@@ -87,7 +89,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="two cargohold servers, metrics and tracing off and on: HEAD/GET small blob,"
         " GET/PUT manifest",
     )
+    parser.add_argument(
+        "--notifications",
+        action="store_true",
+        help="two cargohold servers, without and with one notification endpoint: push,"
+        " PUT manifest, HEAD small blob",
+    )
     args = parser.parse_args(argv)
+    if args.notifications and (args.s3 or args.copy or args.calibrate or args.metrics):
+        parser.error("--notifications takes no --s3, --copy, --calibrate or --metrics")
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.redis and not args.s3:
@@ -128,6 +138,8 @@ def _mode(args: argparse.Namespace) -> str:
         return "copy"
     if args.metrics:
         return "metrics"
+    if args.notifications:
+        return "notifications"
     if args.s3:
         return "redis" if args.redis else "s3"
     return "filesystem"
@@ -140,6 +152,7 @@ def _require_tools(mode: str) -> None:
         "redis": ("wrk", "ab", "docker-registry", "redis-server"),
         "copy": ("skopeo",),
         "metrics": ("wrk", "ab"),
+        "notifications": ("ab",),
     }[mode]
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
@@ -238,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import metrics
 
             return metrics.run(args, json_path)
+        if mode == "notifications":
+            from bench import notifications
+
+            return notifications.run(args, json_path)
         if mode == "redis":
             from bench import rediscache
 
