@@ -344,7 +344,8 @@ def test_a_float_is_not_a_duration_since_go_would_refuse_it() -> None:
             "http.tls.letsencrypt.emial",
         ),
         (
-            INMEMORY + "notifications:\n  endpoints:\n    - {name: a, url: http://u, tiemout: 1s}\n",
+            INMEMORY
+            + "notifications:\n  endpoints:\n    - {name: a, url: http://u, tiemout: 1s}\n",
             "notifications.endpoints.0.tiemout",
         ),
         (

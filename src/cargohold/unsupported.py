@@ -39,8 +39,6 @@ def refusals(config: Config) -> Iterator[tuple[str, str]]:
                 else "leave it out"
             )
             yield f"middleware.{layer}", instead
-    if config.notifications.events.includereferences:
-        yield "notifications.events.includereferences", "leave it out"
     if config.proxy is not None:
         yield "proxy", "copy images in with 'cargohold copy'"
     if http.tls.letsencrypt.model_fields_set:

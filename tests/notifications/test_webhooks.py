@@ -390,3 +390,29 @@ async def test_delivery_is_counted_under_distributions_names(
     assert found.value(statuses, code="200 OK", endpoint="hook") == 2
     assert found.value(statuses, code="500 Internal Server Error", endpoint="hook") == failures
     assert found.value("registry_notifications_pending", endpoint="hook") == 0
+
+
+async def test_includereferences_lists_what_a_manifest_references(
+    make_registry: MakeRegistry, receiver: Receiver, tmp_path: Path
+) -> None:
+    endpoints = [{"name": "hook", "url": receiver.url, "ignore": {"actions": ["push"]}}]
+    spool = {"directory": str(tmp_path / "spool")}
+    events = {"includereferences": True}
+    registry = await make_registry(
+        {"notifications": {"endpoints": endpoints, "spool": spool, "events": events}}
+    )
+    image = await registry.push_image("team/app", "v1", layers=2)
+    index = await registry.push_index("team/app", [image], tag="all")
+    for reference in ("v1", "all"):
+        status, _ = await registry.request_anew("GET", f"/v2/team/app/manifests/{reference}")
+        assert status == 200
+    blob = image.layers[0]
+    status, _ = await registry.request_anew("GET", f"/v2/team/app/blobs/{blob.digest}")
+    assert status == 200
+    manifest, listed, pulled_blob = await receiver.arrived(3)
+    assert [(r["mediaType"], r["digest"], r["size"]) for r in manifest["target"]["references"]] == [
+        (b.media_type, b.digest, b.size) for b in (image.config, *image.layers)
+    ]
+    assert [r["digest"] for r in listed["target"]["references"]] == [image.digest]
+    assert listed["target"]["digest"] == index.digest
+    assert "references" not in pulled_blob["target"]

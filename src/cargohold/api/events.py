@@ -39,6 +39,9 @@ class Event(NamedTuple):
     tag: str | None = None
     #: For a mount: the repository the blob came from.
     from_repository: str | None = None
+    #: For a manifest pushed or pulled: its bytes (kept, not copied), for a listener
+    #: that reports what it references.
+    payload: bytes | None = None
 
     @classmethod
     def of(
@@ -49,6 +52,7 @@ class Event(NamedTuple):
         *,
         tag: str | None = None,
         from_repository: str | None = None,
+        payload: bytes | None = None,
     ) -> Event:
         return cls(
             action,
@@ -58,4 +62,5 @@ class Event(NamedTuple):
             descriptor.size,
             tag,
             from_repository,
+            payload,
         )

@@ -49,7 +49,8 @@ def manifest_reply(
     if not_modified(request.headers, digest):
         return Reply(304, headers)
     size = len(manifest.payload)
-    pulled = Event.of(PULL, repository, Descriptor(manifest.media_type, digest, size), tag=tag)
+    descriptor = Descriptor(manifest.media_type, digest, size)
+    pulled = Event.of(PULL, repository, descriptor, tag=tag, payload=manifest.payload)
     if request.method == "HEAD":
         headers["Content-Length"] = str(size)
         return Reply(200, headers, event=pulled)
@@ -102,7 +103,9 @@ async def put_manifest(
         # Tells the client the referrers API indexed it: no fallback tag needed.
         headers["OCI-Subject"] = stored.subject
     descriptor = Descriptor(stored.media_type, stored.digest, len(payload))
-    pushed = Event.of(PUSH, repo.name, descriptor, tag=tags[0] if tags else None)
+    pushed = Event.of(
+        PUSH, repo.name, descriptor, tag=tags[0] if tags else None, payload=stored.payload
+    )
     return respond(request, Reply(201, headers, event=pushed))
 
 

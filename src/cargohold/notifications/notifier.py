@@ -26,6 +26,7 @@ import uuid
 from concurrent.futures import Executor
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -34,6 +35,8 @@ from cargohold.api.events import DELETE, PULL, Event
 from cargohold.api.http import origin
 from cargohold.api.pipeline import Exchange
 from cargohold.api.routes import Endpoint
+from cargohold.errors import RegistryError
+from cargohold.manifest import parse_manifest
 from cargohold.notifications import envelope
 from cargohold.notifications.delivery import Delivery, DeliveryWatch, Filter
 from cargohold.notifications.spool import DeliveryLock, Spool
@@ -86,6 +89,7 @@ class Notifier:
         self.spool = Spool(directory, threads)
         self._directory = directory
         self._lock = DeliveryLock(directory)
+        self._references = notifications.events.includereferences
         self._pulls = any(Filter(endpoint).pulls for endpoint in self.endpoints)
         self._source = {"addr": _source_addr(config), "instanceID": str(uuid.uuid4())}
         http = config.http
@@ -140,8 +144,19 @@ class Notifier:
             },
             actor=exchange.user,
             source=self._source,
+            references=self._references_of(event) if self._references else None,
         )
         return json.dumps(kept, separators=(",", ":")).encode() + b"\n"
+
+    def _references_of(self, event: Event) -> list[dict[str, Any]] | None:
+        """What a pushed or pulled manifest references, as Distribution lists it."""
+        if event.payload is None:
+            return None
+        try:
+            manifest = parse_manifest(event.payload, event.media_type)
+        except RegistryError:
+            return None  # stored long ago under rules since tightened: no references to tell
+        return [descriptor.to_json() for descriptor in manifest.references()]
 
     # -- delivery -----------------------------------------------------------------------
 
