@@ -148,8 +148,9 @@ class ManifestService(Protocol):
         """
         ...
 
-    async def delete(self, digest: Digest) -> None:
-        """Delete the manifest and every tag that points at it."""
+    async def delete(self, digest: Digest) -> list[str]:
+        """Delete the manifest and every tag that points at it; those tags, where known
+        (a remote registry does not say which)."""
         ...
 
 

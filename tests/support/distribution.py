@@ -46,6 +46,17 @@ _METRICS = """\
 """
 
 
+_NOTIFY = """\
+notifications:
+  endpoints:
+    - name: hook
+      url: {url}
+      timeout: 2s
+      threshold: 5
+      backoff: 100ms
+"""
+
+
 @contextmanager
 def distribution(
     root: Path,
@@ -53,12 +64,14 @@ def distribution(
     log: Path | None = None,
     secret: str = "a secret for tests only",
     metrics_port: int | None = None,
+    notify: str | None = None,
 ) -> Iterator[str]:
     """``docker-registry serve`` with filesystem storage at ``root``; yields its URL.
 
     ``secret`` is its ``http.secret``: a cargohold sharing the root with the same one
     can hand uploads over to it. With ``metrics_port`` its debug listener serves
-    Prometheus metrics there, at ``/metrics``.
+    Prometheus metrics there, at ``/metrics``. With ``notify`` (a URL) its events
+    go there, from one endpoint named ``hook``.
     """
     executable = shutil.which(DOCKER_REGISTRY)
     if executable is None:
@@ -69,6 +82,8 @@ def distribution(
     if metrics_port is not None:
         text += _METRICS.format(metrics_port=metrics_port)
         text = text.replace("  delete:\n", "  cache:\n    blobdescriptor: inmemory\n  delete:\n", 1)
+    if notify is not None:
+        text += _NOTIFY.format(url=json.dumps(notify))
     config.write_text(text)
     url = f"http://127.0.0.1:{port}"
     with running([executable, "serve", str(config)], f"{url}/v2/", log=log):

@@ -42,6 +42,8 @@ class Event(NamedTuple):
     #: For a manifest pushed or pulled: its bytes (kept, not copied), for a listener
     #: that reports what it references.
     payload: bytes | None = None
+    #: For a manifest deleted: the tags that pointed at it, deleted with it.
+    untagged: tuple[str, ...] = ()
 
     @classmethod
     def of(

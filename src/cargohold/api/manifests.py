@@ -114,8 +114,8 @@ async def delete_manifest(
 ) -> web.StreamResponse:
     if _is_digest(reference):
         digest = Digest.parse(reference)
-        await repo.manifests.delete(digest)
-        deleted = Event(DELETE, repo.name, digest)
+        untagged = await repo.manifests.delete(digest)
+        deleted = Event(DELETE, repo.name, digest, untagged=tuple(untagged))
     else:
         tag = validate_tag(reference)
         await repo.tags.untag(tag)

@@ -199,7 +199,7 @@ class RemoteManifestService:
             await add_to_referrers_tag(self, subject, payload, media_type, stored_digest)
         return StoredManifest(stored_digest, media_type, payload, subject)
 
-    async def delete(self, digest: Digest) -> None:
+    async def delete(self, digest: Digest) -> list[str]:
         digest = Digest.parse(digest)
         response = await self._transport.send(
             "DELETE",
@@ -209,6 +209,7 @@ class RemoteManifestService:
             missing=lambda: ManifestUnknown(f"manifest {digest} unknown"),
         )
         response.release()
+        return []  # the registry untagged what pointed at it, without saying what
 
 
 class RemoteTagService:

@@ -427,13 +427,14 @@ class LayoutManifestService:
         subject = manifest.subject.digest if manifest.subject is not None else None
         return StoredManifest(actual, manifest.media_type, payload, subject)
 
-    async def delete(self, digest: Digest) -> None:
+    async def delete(self, digest: Digest) -> list[str]:
         digest = Digest.parse(digest)
         try:
             self._layout.blob_path(digest).unlink()
         except FileNotFoundError:
             raise ManifestUnknown(f"manifest {digest} unknown", {"digest": digest}) from None
         await self._layout.remove_entries(digest=digest)
+        return []  # its index entries, named or not, went with it
 
 
 class LayoutTagService:

@@ -116,7 +116,10 @@ class Notifier:
         event = exchange.event
         if event is None or event.action == PULL:
             return
-        await self.spool.append_durably(self._line(exchange, event))
+        lines = self._line(exchange, event)
+        for tag in event.untagged:  # as Distribution: a tag delete for each tag it took along
+            lines += self._line(exchange, Event(DELETE, event.repository, tag=tag))
+        await self.spool.append_durably(lines)
 
     def _line(self, exchange: Exchange, event: Event) -> bytes:
         headers = exchange.headers

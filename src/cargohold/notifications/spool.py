@@ -76,7 +76,7 @@ class Spool:
             self._fd = -1
 
     def append(self, line: bytes) -> None:
-        """Append one line (ending in a newline); the kernel has it once this returns."""
+        """Append lines (each ending in a newline); the kernel has them once this returns."""
         # One write: O_APPEND puts it whole after every line already there, whoever wrote them.
         written = os.write(self._fd, line)
         if written != len(line):  # a full disk: never leave half a line behind another
@@ -84,7 +84,7 @@ class Spool:
         self.appended.set()
 
     async def append_durably(self, line: bytes) -> None:
-        """Append one line and return once it is on disk."""
+        """Append lines and return once they are on disk."""
         self.append(line)
         done = asyncio.get_running_loop().create_future()
         self._waiting.append(done)

@@ -178,13 +178,14 @@ class ManifestStore:
             subject.digest if subject is not None else None,
         )
 
-    async def delete(self, digest: Digest) -> None:
+    async def delete(self, digest: Digest) -> list[str]:
         if not self._delete_enabled:
             raise OperationUnsupported("deletes are disabled (storage.delete.enabled)")
-        await self.remove(digest)
+        return await self.remove(digest)
 
-    async def remove(self, digest: Digest) -> None:
-        """Delete the revision, its tags and its referrers entry, whatever the delete setting.
+    async def remove(self, digest: Digest) -> list[str]:
+        """Delete the revision, its tags and its referrers entry, whatever the delete setting;
+        the tags that pointed at it.
 
         The registry's own maintenance (garbage collection) calls this directly.
         """
@@ -196,11 +197,13 @@ class ManifestStore:
             await self._revisions.unlink(digest)
         except BlobUnknown:
             raise ManifestUnknown(f"manifest {digest} unknown", {"digest": digest}) from None
-        for tag in await self._tags.lookup(digest):
+        tags = await self._tags.lookup(digest)
+        for tag in tags:
             await self._tags.untag(tag)
         subject = _subject_of(payload)
         if subject is not None:
             await self._referrers.remove(subject, digest)
+        return list(tags)
 
     # -- validation -----------------------------------------------------------------------
 
