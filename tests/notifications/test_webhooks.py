@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from cargohold import cli
 from cargohold.config import parse_config
 from cargohold.errors import ConfigError
 from cargohold.notifications.spool import EVENTS
-from tests.api.conftest import MakeRegistry, Registry, random_blob
+from tests.api.conftest import MakeRegistry, Registry, image_manifest, random_blob
 from tests.api.test_metrics import Scraper
 from tests.support.waiting import until
 from tests.support.webhooks import Receiver, webhook_receiver
@@ -416,3 +417,67 @@ async def test_includereferences_lists_what_a_manifest_references(
     assert [r["digest"] for r in listed["target"]["references"]] == [image.digest]
     assert listed["target"]["digest"] == index.digest
     assert "references" not in pulled_blob["target"]
+
+
+def _intent(digest: str, media_type: str, pid: int) -> bytes:
+    """A spool line as a process that died mid-push leaves it: an intent with no outcome."""
+    event = {
+        "id": f"intent-{digest[-8:]}",
+        "timestamp": "2026-12-04T00:00:00Z",
+        "action": "push",
+        "target": {"mediaType": media_type, "digest": digest, "repository": "team/app"},
+        "request": {"id": "r", "method": "PUT", "useragent": "u"},
+        "actor": {},
+        "source": {},
+    }
+    writer = {"pid": pid, "started": 1}
+    return json.dumps({"kind": "manifest", "event": event, "intent": writer}).encode() + b"\n"
+
+
+async def test_a_push_whose_process_died_is_told_if_the_storage_has_it(
+    notified: Notified, receiver: Receiver, tmp_path: Path
+) -> None:
+    registry = await notified()
+    image = await registry.push_image("team/app", "v1", layers=0)
+    await receiver.arrived(2)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    never_stored = "sha256:" + "0" * 64
+    with open(tmp_path / "spool" / EVENTS, "ab") as spool:
+        spool.write(_intent(image.digest, "application/x-announced", gone.pid))
+        spool.write(_intent(never_stored, OCI_MANIFEST, gone.pid))
+    marker = await registry.push_blob("team/app", random_blob())
+    events = await receiver.arrived(4)
+    settled, last = events[2], events[3]
+    assert settled["target"]["digest"] == image.digest
+    assert settled["target"]["mediaType"] == OCI_MANIFEST  # as stored, not as announced
+    assert settled["id"] == f"intent-{image.digest[-8:]}"
+    assert last["target"]["digest"] == marker.digest  # the push never stored is not told
+    assert len(receiver.events()) == 4
+
+
+async def test_a_refused_manifest_push_is_not_told(
+    notified: Notified, receiver: Receiver, tmp_path: Path
+) -> None:
+    registry = await notified()
+    config = random_blob()
+    missing = random_blob()
+    payload = image_manifest(config, [missing])  # neither blob is in the repository
+    response = await registry.request(
+        "PUT",
+        "/v2/team/app/manifests/v1",
+        data=payload,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert response.status == 400
+    assert (await response.json())["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+    image = await registry.push_image("team/app", "v2", layers=0)
+    events = await receiver.arrived(2)
+    assert [e["target"]["digest"] for e in events] == [image.config.digest, image.digest]
+    kept = [json.loads(line) for line in (tmp_path / "spool" / EVENTS).read_bytes().splitlines()]
+    intents = [k for k in kept if "intent" in k]
+    outcomes = {k["outcome"]: k for k in kept if "outcome" in k}
+    assert len(intents) == 2  # each manifest push was kept before it was stored...
+    refused, stored = (outcomes[i["event"]["id"]] for i in intents)
+    assert "event" not in refused  # ...and the refused one came to nothing
+    assert stored["event"]["target"]["digest"] == image.digest

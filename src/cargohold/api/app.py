@@ -24,7 +24,7 @@ from cargohold.api.accesslog import AccessLog
 from cargohold.api.base import base_reply
 from cargohold.api.context import Api
 from cargohold.api.errcode import NAME_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED
-from cargohold.api.pipeline import EXCHANGE, Exchange, Pipeline, RequestHook
+from cargohold.api.pipeline import EXCHANGE, PIPELINE, Exchange, Pipeline, RequestHook
 from cargohold.api.routes import METHODS, Endpoint, Route
 from cargohold.auth import build_access_controller, build_token_issuer
 from cargohold.config import Config
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cargohold.api")
 
 API_KEY = web.AppKey("api", Api)
-PIPELINE_KEY = web.AppKey("pipeline", Pipeline)
+PIPELINE_KEY = PIPELINE
 HEALTH_KEY = web.AppKey("health", health.Health)
 #: The application's metrics (``http.debug.prometheus``), None when off.
 METRICS_KEY: web.AppKey[Metrics | None] = web.AppKey("metrics")
@@ -409,7 +409,7 @@ def create_app(
     if metrics is not None:
         configured.append(metrics.http)
     notifier = build_notifier(
-        config, threads, metrics.notifications if metrics is not None else None
+        config, threads, metrics.notifications if metrics is not None else None, namespace
     )
     if notifier is not None:
         configured.append(notifier)
@@ -480,7 +480,10 @@ def _noting_cpu(metrics: Metrics) -> Callable[[web.Application], AsyncIterator[N
 
 
 def build_notifier(
-    config: Config, threads: Executor, watch: DeliveryWatch | None = None
+    config: Config,
+    threads: Executor,
+    watch: DeliveryWatch | None = None,
+    registry: Namespace | None = None,
 ) -> Notifier | None:
     """The notifier of the configured endpoints, if any is enabled."""
     if not config.notifications.active:
@@ -492,7 +495,7 @@ def build_notifier(
             "must be set: the storage is not a local filesystem to keep the spool beside",
         )
     scheme = "https" if config.http.tls.certificate else "http"
-    return Notifier(config, directory, threads, scheme=scheme, watch=watch)
+    return Notifier(config, directory, threads, scheme=scheme, watch=watch, registry=registry)
 
 
 def _notifying(notifier: Notifier) -> Callable[[web.Application], AsyncIterator[None]]:

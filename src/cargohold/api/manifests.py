@@ -13,10 +13,10 @@ from aiohttp import web
 from cargohold.api.context import Api
 from cargohold.api.events import DELETE, PULL, PUSH, Event
 from cargohold.api.http import not_modified
-from cargohold.api.pipeline import respond
+from cargohold.api.pipeline import intend, respond
 from cargohold.api.reply import Reply, RequestView
 from cargohold.descriptor import Descriptor
-from cargohold.digest import Digest
+from cargohold.digest import Digest, digest_of
 from cargohold.errors import ManifestTooLarge, TagInvalid
 from cargohold.reference import validate_tag
 from cargohold.registry import Repository, StoredManifest
@@ -91,7 +91,23 @@ async def put_manifest(
             raise TagInvalid("tag parameters need a digest reference")
         digest, tags = None, [validate_tag(reference)]
     payload = await _read_body(api, request)
-    stored = await repo.manifests.put(payload, request.headers.get("Content-Type"), tags, digest)
+    content_type = request.headers.get("Content-Type")
+    # Its event is kept while the manifest is stored: their two fsyncs overlap.
+    expected = Event(
+        PUSH,
+        repo.name,
+        digest or digest_of(payload),
+        content_type,
+        len(payload),
+        tags[0] if tags else None,
+    )
+    intent = intend(request, expected)
+    try:
+        stored = await repo.manifests.put(payload, content_type, tags, digest)
+    except BaseException:
+        if intent is not None:
+            intent.abort()
+        raise
     headers = api.headers(
         {
             "Location": api.url(request, f"/v2/{repo.name}/manifests/{stored.digest}"),
@@ -106,6 +122,8 @@ async def put_manifest(
     pushed = Event.of(
         PUSH, repo.name, descriptor, tag=tags[0] if tags else None, payload=stored.payload
     )
+    if intent is not None:
+        intent.confirm(pushed)
     return respond(request, Reply(201, headers, event=pushed))
 
 

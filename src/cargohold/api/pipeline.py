@@ -46,7 +46,18 @@ from cargohold.api.routes import Route, match
 from cargohold.auth import AccessController
 from cargohold.auth.access import EVERYTHING, Grant
 
-__all__ = ["EXCHANGE", "Exchange", "Journal", "Pipeline", "RequestHook", "record", "respond"]
+__all__ = [
+    "EXCHANGE",
+    "PIPELINE",
+    "Exchange",
+    "Intent",
+    "Journal",
+    "Pipeline",
+    "RequestHook",
+    "intend",
+    "record",
+    "respond",
+]
 
 log = logging.getLogger("cargohold.api")
 
@@ -90,6 +101,8 @@ class Exchange:
     connection: object = None
     #: What tracing keeps of the request (its span), when it is traced.
     trace: object = None
+    #: Done once the journal has the event on disk, when it was kept before the write.
+    kept: asyncio.Future[None] | None = None
 
     @property
     def repository(self) -> str | None:
@@ -109,11 +122,27 @@ class RequestHook(Protocol):
     def request_finished(self, exchange: Exchange) -> None: ...
 
 
+class Intent(Protocol):
+    """A write's event, kept before the write is made (``Journal.intend``)."""
+
+    def confirm(self, event: Event) -> None:
+        """The write was made: ``event`` is what it did. ``Pipeline.commit`` then waits
+        for the intent to be on disk, not for anything more."""
+
+    def abort(self) -> None:
+        """The write was not made: nothing is to be told."""
+
+
 class Journal(Protocol):
     """Keeps the event of each acknowledged write: ``commit`` returns once it is durable."""
 
     async def commit(self, exchange: Exchange) -> None:
         """Raises ``OSError`` when the event could not be kept: the write is not acknowledged."""
+        ...
+
+    def intend(self, exchange: Exchange, event: Event) -> Intent:
+        """Keep ``event`` as far as it is known before the write, while the write is made:
+        its disk round trip and the write's then overlap."""
         ...
 
 
@@ -199,7 +228,10 @@ class Pipeline:
         if self.journal is None or event is None or event.action == PULL or status >= 300:
             return True
         try:
-            await self.journal.commit(exchange)
+            if exchange.kept is not None:
+                await exchange.kept  # kept before the write, on disk by now as a rule
+            else:
+                await self.journal.commit(exchange)
         except OSError as exc:
             log.error("the event of %s %s was not kept: %s", exchange.method, exchange.target, exc)
             exchange.event = None
@@ -259,6 +291,19 @@ class Pipeline:
         if self.access is None:
             return EVERYTHING
         return self.access.authorize_now(headers, required_access(route, method))
+
+
+#: Where the application keeps its pipeline.
+PIPELINE = web.AppKey("pipeline", Pipeline)
+
+
+def intend(request: web.Request, event: Event) -> Intent | None:
+    """Keep a write's event before the write (see ``Journal.intend``); None without a journal."""
+    journal = request.app[PIPELINE].journal
+    exchange = request.get(EXCHANGE)
+    if journal is None or exchange is None:
+        return None
+    return journal.intend(exchange, event)
 
 
 def record(request: web.Request, event: Event | None) -> None:

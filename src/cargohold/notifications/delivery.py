@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +31,13 @@ import aiohttp
 
 from cargohold import config as settings
 from cargohold.notifications import envelope
-from cargohold.notifications.spool import Cursor, dead_letters, read_lines
+from cargohold.notifications.spool import (
+    Cursor,
+    dead_letters,
+    lines_from,
+    process_alive,
+    read_lines,
+)
 
 __all__ = ["Delivery", "DeliveryWatch", "Filter"]
 
@@ -44,6 +50,11 @@ POLL = 0.2
 REPLY_LIMIT = 64 * 1024
 #: How many redirects are followed (within the timeout) before it counts as a failure.
 REDIRECTS = 5
+#: How often an intent's outcome is looked for while its write is under way.
+SETTLE_POLL = 0.005
+
+#: Whether an intent's write was made, by the storage: the event to tell, or None.
+Settle = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
 class Filter:
@@ -108,11 +119,13 @@ class Delivery:
         *,
         appended: asyncio.Event | None = None,
         watch: DeliveryWatch | None = None,
+        storage: Settle | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint
         self.filter = Filter(endpoint)
         self._watch = watch
+        self._storage = storage
         self._directory = directory
         self._events = directory / "events.log"
         self._session = session
@@ -146,7 +159,7 @@ class Delivery:
             self._count_pending()
             sent_any = False
             for line, offset in read_lines(self._events, self.cursor.offset):
-                await self._deliver_line(line)
+                await self._deliver_line(line, offset)
                 self.cursor.advance(offset)
                 sent_any = True
                 if self._watch is not None:
@@ -166,9 +179,16 @@ class Delivery:
         except TimeoutError:
             pass
 
-    async def _deliver_line(self, line: bytes) -> None:
+    async def _deliver_line(self, line: bytes, after: int) -> None:
         try:
             kept = json.loads(line)
+            if "outcome" in kept:
+                return  # told in its intent's place
+            if "intent" in kept:
+                settled = await self._settle(kept, after)
+                if settled is None:
+                    return  # the write was not made
+                kept = settled
             event = kept["event"]
         except (ValueError, KeyError, TypeError):
             if line.strip():
@@ -197,6 +217,32 @@ class Delivery:
             if _age(kept["event"]) > self.endpoint.maxage:
                 self._bury(kept)
                 return
+
+    async def _settle(self, intent: dict[str, Any], after: int) -> dict[str, Any] | None:
+        """An intent's outcome: the event the write made, or None when it was not made.
+
+        The outcome follows the intent in the spool, once the write is done. While
+        the process that wrote the intent lives, it will come; once that process
+        is gone without one, the storage says whether the write was made.
+        """
+        wanted = intent["event"]["id"]
+        marker = f'"outcome":"{wanted}"'.encode()
+        writer = intent["intent"]
+        while True:
+            alive = process_alive(writer.get("pid", 0), writer.get("started", 0))
+            for line, offset in lines_from(self._events, after):
+                after = offset
+                if marker in line:
+                    outcome: dict[str, Any] = json.loads(line)
+                    return outcome if "event" in outcome else None
+            if not alive:  # and it wrote no outcome before it died: none will come
+                return await self._settled_by_storage(intent)
+            await asyncio.sleep(SETTLE_POLL)
+
+    async def _settled_by_storage(self, intent: dict[str, Any]) -> dict[str, Any] | None:
+        if self._storage is None:
+            return intent
+        return await self._storage(intent)
 
     def _proceed(self) -> bool:
         # Distribution's breaker: retry at once below the threshold, then once per backoff.

@@ -35,11 +35,13 @@ from cargohold.api.events import DELETE, PULL, Event
 from cargohold.api.http import origin
 from cargohold.api.pipeline import Exchange
 from cargohold.api.routes import Endpoint
-from cargohold.errors import RegistryError
+from cargohold.digest import Digest
+from cargohold.errors import RegistryError, StorageDriverError
 from cargohold.manifest import parse_manifest
 from cargohold.notifications import envelope
 from cargohold.notifications.delivery import Delivery, DeliveryWatch, Filter
-from cargohold.notifications.spool import DeliveryLock, Spool
+from cargohold.notifications.spool import DeliveryLock, Spool, process_start
+from cargohold.registry import Namespace
 
 __all__ = ["Notifier", "spool_directory"]
 
@@ -72,6 +74,50 @@ def _source_addr(config: settings.Config) -> str:
         return http.addr
 
 
+def _encode(kept: dict[str, Any]) -> bytes:
+    return json.dumps(kept, separators=(",", ":")).encode() + b"\n"
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class Intent:
+    """A manifest push's event, kept before the push (``Journal.intend``).
+
+    The spool then holds the intent, and later its outcome: the event as the
+    write made it (``confirm``), or nothing to tell (``abort``). Delivery tells
+    the outcome in the intent's place. An intent whose process died before
+    its outcome is settled by looking at the storage (``Delivery``).
+    """
+
+    def __init__(
+        self, notifier: Notifier, exchange: Exchange, event_id: str, synced: asyncio.Future[None]
+    ) -> None:
+        self._notifier = notifier
+        self._exchange = exchange
+        self._id = event_id
+        self._synced = synced
+
+    def confirm(self, event: Event) -> None:
+        kept = self._notifier._record(self._exchange, event)
+        kept["event"]["id"] = self._id
+        kept["outcome"] = self._id
+        self._outcome(kept)
+        self._exchange.kept = self._synced
+
+    def abort(self) -> None:
+        self._outcome({"outcome": self._id})
+
+    def _outcome(self, kept: dict[str, Any]) -> None:
+        # Not fsynced: lost only with the machine, and then the storage settles the intent.
+        try:
+            self._notifier.spool.append(_encode(kept))
+        except OSError as exc:
+            log.warning("notifications: the outcome of event %s was not spooled: %s", self._id, exc)
+
+
 class Notifier:
     """Spools each event of the configured endpoints' interest, and delivers them."""
 
@@ -83,6 +129,7 @@ class Notifier:
         *,
         scheme: str = "http",
         watch: DeliveryWatch | None = None,
+        registry: Namespace | None = None,
     ) -> None:
         notifications = config.notifications
         self.endpoints = notifications.active
@@ -96,6 +143,7 @@ class Notifier:
         self._host, self._relative, self._scheme = http.host, http.relativeurls, scheme
         self._prefix = http.prefix.rstrip("/")
         self._watch = watch
+        self._registry = registry
 
     # -- the pipeline's side ------------------------------------------------------------
 
@@ -121,7 +169,23 @@ class Notifier:
             lines += self._line(exchange, Event(DELETE, event.repository, tag=tag))
         await self.spool.append_durably(lines)
 
+    def intend(self, exchange: Exchange, event: Event) -> Intent:
+        """Keep ``event`` before its write: the fsync runs while the write is made."""
+        kept = self._record(exchange, event)
+        kept["intent"] = {"pid": os.getpid(), "started": process_start(os.getpid())}
+        try:
+            synced = self.spool.append_syncing(_encode(kept))
+        except OSError as exc:
+            synced = asyncio.get_running_loop().create_future()
+            synced.set_exception(exc)
+        # An aborted write never awaits it: its failure must not be reported as unretrieved.
+        synced.add_done_callback(_retrieve)
+        return Intent(self, exchange, kept["event"]["id"], synced)
+
     def _line(self, exchange: Exchange, event: Event) -> bytes:
+        return _encode(self._record(exchange, event))
+
+    def _record(self, exchange: Exchange, event: Event) -> dict[str, Any]:
         headers = exchange.headers
         route = exchange.route
         manifest = route is not None and route.endpoint is Endpoint.MANIFEST
@@ -133,7 +197,7 @@ class Notifier:
             )
             what = "manifests" if manifest else "blobs"
             url = f"{base}{self._prefix}/v2/{event.repository}/{what}/{event.digest}"
-        kept = envelope.record(
+        return envelope.record(
             event,
             kind=kind,
             when=exchange.started or time.time(),
@@ -149,7 +213,6 @@ class Notifier:
             source=self._source,
             references=self._references_of(event) if self._references else None,
         )
-        return json.dumps(kept, separators=(",", ":")).encode() + b"\n"
 
     def _references_of(self, event: Event) -> list[dict[str, Any]] | None:
         """What a pushed or pulled manifest references, as Distribution lists it."""
@@ -160,6 +223,24 @@ class Notifier:
         except RegistryError:
             return None  # stored long ago under rules since tightened: no references to tell
         return [descriptor.to_json() for descriptor in manifest.references()]
+
+    async def _settle(self, intent: dict[str, Any]) -> dict[str, Any] | None:
+        """Whether an intent's manifest push was made, by the storage; the event if it was."""
+        assert self._registry is not None
+        target = intent["event"]["target"]
+        while True:
+            try:
+                repository = self._registry.repository(target["repository"])
+                manifest = await repository.manifests.get(Digest.parse(target["digest"]))
+            except RegistryError:
+                return None  # not there: the push was not made
+            except StorageDriverError as exc:
+                log.warning("notifications: cannot settle event %s yet: %s", target, exc)
+                await asyncio.sleep(TAKEOVER)
+                continue
+            settled = {key: value for key, value in intent.items() if key != "intent"}
+            target["mediaType"] = manifest.media_type  # as stored, not as announced
+            return settled
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -189,6 +270,7 @@ class Notifier:
                     session,
                     appended=self.spool.appended,
                     watch=self._watch,
+                    storage=self._settle if self._registry is not None else None,
                 )
                 for endpoint in self.endpoints
             ]

@@ -29,7 +29,15 @@ from concurrent.futures import Executor
 from contextlib import suppress
 from pathlib import Path
 
-__all__ = ["Cursor", "DeliveryLock", "Spool", "read_lines"]
+__all__ = [
+    "Cursor",
+    "DeliveryLock",
+    "Spool",
+    "lines_from",
+    "process_alive",
+    "process_start",
+    "read_lines",
+]
 
 EVENTS = "events.log"
 LOCK = "deliver.lock"
@@ -85,13 +93,21 @@ class Spool:
 
     async def append_durably(self, line: bytes) -> None:
         """Append lines and return once they are on disk."""
+        await self.append_syncing(line)
+
+    def append_syncing(self, line: bytes) -> asyncio.Future[None]:
+        """Append lines now; the future is done once they are on disk.
+
+        The fsync runs on a thread meanwhile, so a caller can do other work
+        (the write the lines are about) while it runs.
+        """
         self.append(line)
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(done)
         if not self._syncing:
             self._syncing = True
             self._syncer = asyncio.ensure_future(self._sync())
-        await done
+        return done
 
     async def _sync(self) -> None:
         loop = asyncio.get_running_loop()
@@ -133,6 +149,17 @@ def read_lines(path: Path, offset: int, limit: int = READ_SIZE) -> Iterator[tupl
             return
         yield data[start:end], offset + end + 1
         start = end + 1
+
+
+def lines_from(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
+    """``read_lines`` on to the end of the file, a read at a time."""
+    while True:
+        start = offset
+        for line, offset_after in read_lines(path, start):
+            yield line, offset_after
+            offset = offset_after
+        if offset == start:
+            return
 
 
 class Cursor:
@@ -185,3 +212,20 @@ class DeliveryLock:
         if self._fd >= 0:
             os.close(self._fd)  # closing the last descriptor unlocks
             self._fd = -1
+
+
+def process_start(pid: int) -> int:
+    """When process ``pid`` started (clock ticks since boot); 0 when there is no such process.
+
+    With the pid it names one process for good: a pid is reused, a start time with it is not.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_alive(pid: int, started: int) -> bool:
+    """Whether the process that was ``pid`` when it started at ``started`` still runs."""
+    return started != 0 and process_start(pid) == started
