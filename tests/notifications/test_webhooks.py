@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ from typer.testing import CliRunner
 from cargohold import cli
 from cargohold.config import parse_config
 from cargohold.errors import ConfigError
+from cargohold.notifications import notifier
 from cargohold.notifications.spool import EVENTS
 from tests.api.conftest import MakeRegistry, Registry, image_manifest, random_blob
 from tests.api.test_metrics import Scraper
@@ -481,3 +483,26 @@ async def test_a_refused_manifest_push_is_not_told(
     refused, stored = (outcomes[i["event"]["id"]] for i in intents)
     assert "event" not in refused  # ...and the refused one came to nothing
     assert stored["event"]["target"]["digest"] == image.digest
+
+
+async def test_what_every_endpoint_was_sent_is_given_back_to_the_disk(
+    notified: Notified, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notifier, "RECLAIM_EVERY", 0.05)
+    monkeypatch.setattr(notifier, "RECLAIM_STEP", 4096)
+    registry = await notified()
+    blob = await registry.push_blob("team/app", random_blob())
+    for _ in range(300):  # each HEAD is a pull event, a line of the spool
+        response = await registry.request("HEAD", f"/v2/team/app/blobs/{blob.digest}")
+        assert response.status == 200
+    await receiver.arrived(301)
+    events = tmp_path / "spool" / EVENTS
+
+    def allocated() -> int:
+        return os.stat(events).st_blocks * 512
+
+    await until(lambda: allocated() < os.stat(events).st_size // 4, 10, "never reclaimed")
+    reclaimed = int((tmp_path / "spool" / "reclaimed").read_text())
+    assert 0 < reclaimed <= os.stat(events).st_size
+    after = await registry.push_blob("team/app", random_blob())
+    assert (await receiver.arrived(302))[-1]["target"]["digest"] == after.digest

@@ -40,7 +40,7 @@ from cargohold.errors import RegistryError, StorageDriverError
 from cargohold.manifest import parse_manifest
 from cargohold.notifications import envelope
 from cargohold.notifications.delivery import Delivery, DeliveryWatch, Filter
-from cargohold.notifications.spool import DeliveryLock, Spool, process_start
+from cargohold.notifications.spool import DeliveryLock, Spool, process_start, reclaim
 from cargohold.registry import Namespace
 
 __all__ = ["Notifier", "spool_directory"]
@@ -49,6 +49,9 @@ log = logging.getLogger("cargohold.notifications")
 
 #: How often a process that does not deliver tries to take over.
 TAKEOVER = 1.0
+#: How often what every endpoint was sent is given back, once there is this much of it.
+RECLAIM_EVERY = 5.0
+RECLAIM_STEP = 1 << 20
 #: The subdirectory of a filesystem storage's root where the spool is by default.
 DEFAULT_SUBDIRECTORY = Path("cargohold", "notifications")
 
@@ -224,6 +227,23 @@ class Notifier:
             return None  # stored long ago under rules since tightened: no references to tell
         return [descriptor.to_json() for descriptor in manifest.references()]
 
+    async def _reclaiming(self, deliveries: list[Delivery]) -> None:
+        """Give back what every endpoint has been sent, every ``RECLAIM_EVERY`` seconds."""
+        done = 0
+        while True:
+            await asyncio.sleep(RECLAIM_EVERY)
+            upto = min(delivery.cursor.offset for delivery in deliveries)
+            if upto - done < RECLAIM_STEP:
+                continue
+            try:
+                punched = reclaim(self._directory, upto)
+            except OSError as exc:
+                log.warning("notifications: the spool could not be reclaimed: %s", exc)
+                continue
+            if not punched and done == 0:
+                log.warning("notifications: this filesystem cannot punch holes: the spool grows")
+            done = upto
+
     async def _settle(self, intent: dict[str, Any]) -> dict[str, Any] | None:
         """Whether an intent's manifest push was made, by the storage; the event if it was."""
         assert self._registry is not None
@@ -275,6 +295,7 @@ class Notifier:
                 for endpoint in self.endpoints
             ]
             tasks = [asyncio.ensure_future(delivery.run()) for delivery in deliveries]
+            tasks.append(asyncio.ensure_future(self._reclaiming(deliveries)))
             try:
                 await asyncio.gather(*tasks)
             finally:

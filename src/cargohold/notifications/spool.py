@@ -17,11 +17,15 @@ acknowledged before another is found before it.
   directory too: a process that starts after a crash resumes where it was,
   and an event whose delivery was under way when it died is sent again
   (at least once: receivers deduplicate by the event's ``id``).
+- What every endpoint has been sent is given back to the filesystem
+  (``reclaim``): a hole is punched over it, so the file keeps its offsets
+  (and its apparent size) while its blocks are freed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fcntl
 import os
 from collections.abc import Iterator
@@ -37,9 +41,12 @@ __all__ = [
     "process_alive",
     "process_start",
     "read_lines",
+    "reclaim",
 ]
 
 EVENTS = "events.log"
+#: The offset before which every endpoint was done when the spool was last reclaimed.
+RECLAIMED = "reclaimed"
 LOCK = "deliver.lock"
 CURSORS = "cursors"
 DEAD = "dead"
@@ -162,21 +169,61 @@ def lines_from(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
             return
 
 
+def _read_offset(path: Path) -> int:
+    with suppress(FileNotFoundError, ValueError, IndexError):
+        return int(path.read_text().split()[0])
+    return 0
+
+
+def _write_offset(path: Path, offset: int) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(f"{offset}\n")
+    os.replace(temporary, path)
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_BLOCK = 4096
+
+
+def reclaim(directory: Path, upto: int) -> bool:
+    """Free the spool's blocks before ``upto`` (a line's start that every endpoint is past).
+
+    False where the filesystem cannot punch holes: the spool then keeps its size.
+    """
+    _write_offset(directory / RECLAIMED, upto)  # first: a new endpoint starts there
+    length = upto - upto % _BLOCK
+    if length <= 0:
+        return True
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(directory / EVENTS, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        done = libc.fallocate(
+            fd,
+            _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE,
+            ctypes.c_longlong(0),
+            ctypes.c_longlong(length),
+        )
+    finally:
+        os.close(fd)
+    return int(done) == 0
+
+
 class Cursor:
-    """Where an endpoint's delivery has got to: the offset of its next line."""
+    """Where an endpoint's delivery has got to: the offset of its next line.
+
+    A new endpoint starts where the spool was last reclaimed: what lies before
+    was sent to every endpoint there was, and is gone.
+    """
 
     def __init__(self, directory: Path, endpoint: str) -> None:
         self._path = directory / CURSORS / _file_name(endpoint)
-        self.offset = 0
-        with suppress(FileNotFoundError, ValueError):
-            self.offset = int(self._path.read_text().split()[0])
+        self.offset = _read_offset(self._path) or _read_offset(directory / RECLAIMED)
 
     def advance(self, offset: int) -> None:
         """Note ``offset``. Not fsynced: after a power loss the worst is a second delivery."""
         self.offset = offset
-        temporary = self._path.with_name(self._path.name + ".tmp")
-        temporary.write_text(f"{offset}\n")
-        os.replace(temporary, self._path)
+        _write_offset(self._path, offset)
 
 
 def _file_name(endpoint: str) -> str:
