@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from cargohold.client.auth import Credentials
     from cargohold.client.copy import Platform
     from cargohold.client.locations import Connections, Location
+    from cargohold.notifications.backlog import EventLog
     from cargohold.storage.gc import Collection
 
 T = TypeVar("T")
@@ -166,20 +166,17 @@ notifications_app = typer.Typer(
 app.add_typer(notifications_app, name="notifications")
 
 
-def _spool(config: str | None, endpoint: str) -> Path:
+def _event_log(config: str | None, endpoint: str) -> EventLog:
     from cargohold.config import load_config
-    from cargohold.notifications.notifier import spool_directory
+    from cargohold.notifications.notifier import event_log
 
     try:
         loaded = load_config(config)
+        if endpoint not in {e.name for e in loaded.notifications.endpoints}:
+            raise fail(f"--endpoint: no endpoint is named {endpoint!r}", 2)
+        return event_log(loaded)
     except ConfigError as exc:
         raise fail(f"config: {exc}", 2) from None
-    if endpoint not in {e.name for e in loaded.notifications.endpoints}:
-        raise fail(f"--endpoint: no endpoint is named {endpoint!r}", 2)
-    directory = spool_directory(loaded)
-    if directory is None:
-        raise fail("config: notifications.spool.directory: must be set", 2)
-    return directory
 
 
 ConfigArgument = Annotated[
@@ -191,10 +188,24 @@ EndpointOption = Annotated[str, typer.Option("--endpoint", "-e", help="The endpo
 @notifications_app.command("dead-letters")
 def dead_letters(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None:
     """List an endpoint's dead letters, oldest first: id, time, action, what."""
-    from cargohold.notifications.deadletters import dead
+    import asyncio
+    import json
 
-    for kept in dead(_spool(config, endpoint), endpoint):
-        event = kept["event"]
+    events = _event_log(config, endpoint)
+
+    async def read() -> list[bytes]:
+        await events.open()
+        try:
+            return await events.dead(endpoint)
+        finally:
+            await events.close()
+
+    for line in asyncio.run(read()):
+        try:
+            event = json.loads(line)["event"]
+        except (ValueError, KeyError):
+            continue  # cut short by a crash while it was written
+
         target = event["target"]
         what = target["repository"]
         if target.get("tag"):
@@ -207,9 +218,18 @@ def dead_letters(config: ConfigArgument = None, endpoint: EndpointOption = "") -
 @notifications_app.command()
 def replay(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None:
     """Send an endpoint's dead letters again (by the running registry, with their ids)."""
-    from cargohold.notifications.deadletters import replay as put_back
+    import asyncio
 
-    count = put_back(_spool(config, endpoint), endpoint)
+    events = _event_log(config, endpoint)
+
+    async def put_back() -> int:
+        await events.open()
+        try:
+            return await events.replay(endpoint)
+        finally:
+            await events.close()
+
+    count = asyncio.run(put_back())
     typer.echo(f"{count} event{'' if count == 1 else 's'} put back for {endpoint}")
 
 

@@ -9,6 +9,7 @@ same id; filters, CloudEvents and signatures shape what each endpoint gets.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -26,7 +27,7 @@ from typer.testing import CliRunner
 from cargohold import cli
 from cargohold.config import parse_config
 from cargohold.errors import ConfigError
-from cargohold.notifications import notifier
+from cargohold.notifications import notifier, spool
 from cargohold.notifications.spool import EVENTS
 from tests.api.conftest import MakeRegistry, Registry, image_manifest, random_blob
 from tests.api.test_metrics import Scraper
@@ -298,21 +299,22 @@ async def test_old_undeliverable_events_become_dead_letters(
             }
         )
     )
-    listed = CliRunner().invoke(
-        cli.app, ["notifications", "dead-letters", str(config), "-e", "hook"]
-    )
+    listing = ["notifications", "dead-letters", str(config), "-e", "hook"]
+    listed = await asyncio.to_thread(CliRunner().invoke, cli.app, listing)
     assert listed.exit_code == 0, listed.output
     [line] = listed.output.splitlines()
     assert line.split()[0] == kept["event"]["id"]
     assert line.endswith(f"team/app@{blob.digest}")
-    replayed = CliRunner().invoke(cli.app, ["notifications", "replay", str(config), "-e", "hook"])
+    replay = ["notifications", "replay", str(config), "-e", "hook"]
+    replayed = await asyncio.to_thread(CliRunner().invoke, cli.app, replay)
     assert replayed.exit_code == 0, replayed.output
     assert replayed.output.strip() == "1 event put back for hook"
     events = await receiver.arrived(2)
     assert events[1]["id"] == kept["event"]["id"]
     assert events[1]["target"]["digest"] == blob.digest
     assert not dead.exists()
-    unknown = CliRunner().invoke(cli.app, ["notifications", "replay", str(config), "-e", "nope"])
+    nope = ["notifications", "replay", str(config), "-e", "nope"]
+    unknown = await asyncio.to_thread(CliRunner().invoke, cli.app, nope)
     assert unknown.exit_code == 2
 
 
@@ -489,7 +491,7 @@ async def test_what_every_endpoint_was_sent_is_given_back_to_the_disk(
     notified: Notified, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(notifier, "RECLAIM_EVERY", 0.05)
-    monkeypatch.setattr(notifier, "RECLAIM_STEP", 4096)
+    monkeypatch.setattr(spool, "RECLAIM_STEP", 4096)
     registry = await notified()
     blob = await registry.push_blob("team/app", random_blob())
     for _ in range(300):  # each HEAD is a pull event, a line of the spool

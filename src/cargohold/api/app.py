@@ -30,7 +30,6 @@ from cargohold.auth import build_access_controller, build_token_issuer
 from cargohold.config import Config
 from cargohold.digest import Digest
 from cargohold.errors import (
-    ConfigError,
     NameInvalid,
     OperationUnsupported,
     RegistryError,
@@ -43,7 +42,7 @@ from cargohold.manifest.urls import URLPolicy
 from cargohold.metrics.recorders import Metrics
 from cargohold.metrics.store import Store
 from cargohold.notifications.delivery import DeliveryWatch
-from cargohold.notifications.notifier import Notifier, spool_directory
+from cargohold.notifications.notifier import Notifier, event_log
 from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
@@ -488,14 +487,10 @@ def build_notifier(
     """The notifier of the configured endpoints, if any is enabled."""
     if not config.notifications.active:
         return None
-    directory = spool_directory(config)
-    if directory is None:
-        raise ConfigError(
-            "notifications.spool.directory",
-            "must be set: the storage is not a local filesystem to keep the spool beside",
-        )
     scheme = "https" if config.http.tls.certificate else "http"
-    return Notifier(config, directory, threads, scheme=scheme, watch=watch, registry=registry)
+    return Notifier(
+        config, event_log(config, threads), scheme=scheme, watch=watch, registry=registry
+    )
 
 
 def _notifying(notifier: Notifier) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -503,7 +498,7 @@ def _notifying(notifier: Notifier) -> Callable[[web.Application], AsyncIterator[
     background = _background(notifier.running)
 
     async def notifying(app: web.Application) -> AsyncIterator[None]:
-        notifier.open()
+        await notifier.open()
         async for _ in background(app):
             yield
 

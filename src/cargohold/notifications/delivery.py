@@ -19,33 +19,22 @@ import asyncio
 import fnmatch
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 
 from cargohold import config as settings
 from cargohold.notifications import envelope
-from cargohold.notifications.spool import (
-    Cursor,
-    dead_letters,
-    lines_from,
-    process_alive,
-    read_lines,
-)
+from cargohold.notifications.backlog import Backlog, Position
 
 __all__ = ["Delivery", "DeliveryWatch", "Filter"]
 
 log = logging.getLogger("cargohold.notifications")
 
-#: How long a delivery with nothing to send waits before looking at the spool again,
-#: when no append in its own process wakes it (another process's appends do not).
-POLL = 0.2
 #: The most of a receiver's reply that is read: its status is all that counts.
 REPLY_LIMIT = 64 * 1024
 #: How many redirects are followed (within the timeout) before it counts as a failure.
@@ -109,29 +98,25 @@ def _age(event: Mapping[str, Any]) -> float:
 
 
 class Delivery:
-    """Sends the spool's events to one endpoint, from its cursor on."""
+    """Sends one endpoint's backlog, in order, from where it has got to."""
 
     def __init__(
         self,
         endpoint: settings.Endpoint,
-        directory: Path,
+        backlog: Backlog,
         session: aiohttp.ClientSession,
         *,
-        appended: asyncio.Event | None = None,
         watch: DeliveryWatch | None = None,
         storage: Settle | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint
         self.filter = Filter(endpoint)
+        self.backlog = backlog
         self._watch = watch
         self._storage = storage
-        self._directory = directory
-        self._events = directory / "events.log"
         self._session = session
-        self._appended = appended
         self._clock = clock
-        self.cursor = Cursor(directory, endpoint.name)
         self._recent_failures = 0
         self._last_failure = 0.0
         self._pending = 0
@@ -140,46 +125,28 @@ class Delivery:
             headers[name] = ", ".join(values)
         self._headers = headers
 
-    def _count_pending(self) -> None:
-        """Count the lines past the cursor: at each batch, and while an event is stuck."""
+    async def _count_pending(self) -> None:
+        """Count the events past the cursor: at each batch, and while an event is stuck."""
         if self._watch is None:
             return
-        try:
-            with open(self._events, "rb") as f:
-                f.seek(self.cursor.offset)
-                count = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        except FileNotFoundError:
-            count = 0
-        self._pending = count
-        self._watch.pending(self.endpoint.name, count)
+        self._pending = await self.backlog.count()
+        self._watch.pending(self.endpoint.name, self._pending)
 
     async def run(self) -> None:
         """Deliver until cancelled."""
         while True:
-            self._count_pending()
-            sent_any = False
-            for line, offset in read_lines(self._events, self.cursor.offset):
-                await self._deliver_line(line, offset)
-                self.cursor.advance(offset)
-                sent_any = True
+            await self._count_pending()
+            batch = await self.backlog.batch()
+            for line, position in batch:
+                await self._deliver_line(line, position)
+                await self.backlog.done(position)
                 if self._watch is not None:
                     self._pending = max(self._pending - 1, 0)
                     self._watch.pending(self.endpoint.name, self._pending)
-            if not sent_any:
-                await self._idle()
+            if not batch:
+                await self.backlog.wait()
 
-    async def _idle(self) -> None:
-        if self._appended is None:
-            await asyncio.sleep(POLL)
-            return
-        self._appended.clear()
-        try:
-            async with asyncio.timeout(POLL):
-                await self._appended.wait()
-        except TimeoutError:
-            pass
-
-    async def _deliver_line(self, line: bytes, after: int) -> None:
+    async def _deliver_line(self, line: bytes, after: Position) -> None:
         try:
             kept = json.loads(line)
             if "outcome" in kept:
@@ -213,12 +180,12 @@ class Delivery:
                 return
             self._recent_failures += 1
             self._last_failure = self._clock()
-            self._count_pending()
+            await self._count_pending()
             if _age(kept["event"]) > self.endpoint.maxage:
-                self._bury(kept)
+                await self._bury(kept)
                 return
 
-    async def _settle(self, intent: dict[str, Any], after: int) -> dict[str, Any] | None:
+    async def _settle(self, intent: dict[str, Any], after: Position) -> dict[str, Any] | None:
         """An intent's outcome: the event the write made, or None when it was not made.
 
         The outcome follows the intent in the spool, once the write is done. While
@@ -229,9 +196,9 @@ class Delivery:
         marker = f'"outcome":"{wanted}"'.encode()
         writer = intent["intent"]
         while True:
-            alive = process_alive(writer.get("pid", 0), writer.get("started", 0))
-            for line, offset in lines_from(self._events, after):
-                after = offset
+            alive = self.backlog.alive(writer)
+            async for line, position in self.backlog.ahead(after):
+                after = position
                 if marker in line:
                     outcome: dict[str, Any] = json.loads(line)
                     return outcome if "event" in outcome else None
@@ -290,16 +257,9 @@ class Delivery:
         log.warning("notifications: %s answered %d", endpoint.name, status)
         return False
 
-    def _bury(self, kept: Mapping[str, Any]) -> None:
+    async def _bury(self, kept: Mapping[str, Any]) -> None:
         """Move an event that is too old to the endpoint's dead letters."""
-        path = dead_letters(self._directory, self.endpoint.name)
-        line = json.dumps(dict(kept)).encode() + b"\n"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, line)
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        await self.backlog.bury(json.dumps(dict(kept)).encode() + b"\n")
         if self._watch is not None:
             self._watch.buried(self.endpoint.name)
         log.error(

@@ -36,14 +36,15 @@ from cargohold.api.http import origin
 from cargohold.api.pipeline import Exchange
 from cargohold.api.routes import Endpoint
 from cargohold.digest import Digest
-from cargohold.errors import RegistryError, StorageDriverError
+from cargohold.errors import ConfigError, RegistryError, StorageDriverError
 from cargohold.manifest import parse_manifest
 from cargohold.notifications import envelope
+from cargohold.notifications.backlog import EventLog
 from cargohold.notifications.delivery import Delivery, DeliveryWatch, Filter
-from cargohold.notifications.spool import DeliveryLock, Spool, process_start, reclaim
+from cargohold.notifications.spool import Spool
 from cargohold.registry import Namespace
 
-__all__ = ["Notifier", "spool_directory"]
+__all__ = ["Notifier", "event_log", "spool_directory"]
 
 log = logging.getLogger("cargohold.notifications")
 
@@ -51,7 +52,6 @@ log = logging.getLogger("cargohold.notifications")
 TAKEOVER = 1.0
 #: How often what every endpoint was sent is given back, once there is this much of it.
 RECLAIM_EVERY = 5.0
-RECLAIM_STEP = 1 << 20
 #: The subdirectory of a filesystem storage's root where the spool is by default.
 DEFAULT_SUBDIRECTORY = Path("cargohold", "notifications")
 
@@ -66,6 +66,17 @@ def spool_directory(config: settings.Config) -> Path | None:
     if filesystem is not None:
         return Path(filesystem.rootdirectory) / DEFAULT_SUBDIRECTORY
     return None
+
+
+def event_log(config: settings.Config, threads: Executor | None = None) -> EventLog:
+    """Where the configured notifications keep their events (``ConfigError`` if nowhere)."""
+    directory = spool_directory(config)
+    if directory is None:
+        raise ConfigError(
+            "notifications.spool.directory",
+            "must be set: the storage is not a local filesystem to keep the spool beside",
+        )
+    return Spool(directory, threads)
 
 
 def _source_addr(config: settings.Config) -> str:
@@ -116,7 +127,7 @@ class Intent:
     def _outcome(self, kept: dict[str, Any]) -> None:
         # Not fsynced: lost only with the machine, and then the storage settles the intent.
         try:
-            self._notifier.spool.append(_encode(kept))
+            self._notifier.log.append(_encode(kept))
         except OSError as exc:
             log.warning("notifications: the outcome of event %s was not spooled: %s", self._id, exc)
 
@@ -127,8 +138,7 @@ class Notifier:
     def __init__(
         self,
         config: settings.Config,
-        directory: Path,
-        threads: Executor | None = None,
+        events: EventLog,
         *,
         scheme: str = "http",
         watch: DeliveryWatch | None = None,
@@ -136,9 +146,7 @@ class Notifier:
     ) -> None:
         notifications = config.notifications
         self.endpoints = notifications.active
-        self.spool = Spool(directory, threads)
-        self._directory = directory
-        self._lock = DeliveryLock(directory)
+        self.log = events
         self._references = notifications.events.includereferences
         self._pulls = any(Filter(endpoint).pulls for endpoint in self.endpoints)
         self._source = {"addr": _source_addr(config), "instanceID": str(uuid.uuid4())}
@@ -158,7 +166,7 @@ class Notifier:
         if event is None or event.action != PULL or not self._pulls or exchange.status >= 300:
             return
         try:
-            self.spool.append(self._line(exchange, event))
+            self.log.append(self._line(exchange, event))
         except OSError as exc:  # a pull's event is best effort: the request was answered
             log.warning("notifications: a pull event was not spooled: %s", exc)
 
@@ -170,14 +178,14 @@ class Notifier:
         lines = self._line(exchange, event)
         for tag in event.untagged:  # as Distribution: a tag delete for each tag it took along
             lines += self._line(exchange, Event(DELETE, event.repository, tag=tag))
-        await self.spool.append_durably(lines)
+        await self.log.append_durably(lines)
 
     def intend(self, exchange: Exchange, event: Event) -> Intent:
         """Keep ``event`` before its write: the fsync runs while the write is made."""
         kept = self._record(exchange, event)
-        kept["intent"] = {"pid": os.getpid(), "started": process_start(os.getpid())}
+        kept["intent"] = self.log.writer()
         try:
-            synced = self.spool.append_syncing(_encode(kept))
+            synced = self.log.append_syncing(_encode(kept))
         except OSError as exc:
             synced = asyncio.get_running_loop().create_future()
             synced.set_exception(exc)
@@ -228,21 +236,14 @@ class Notifier:
         return [descriptor.to_json() for descriptor in manifest.references()]
 
     async def _reclaiming(self, deliveries: list[Delivery]) -> None:
-        """Give back what every endpoint has been sent, every ``RECLAIM_EVERY`` seconds."""
-        done = 0
+        """Give back what every endpoint was sent, every ``RECLAIM_EVERY`` seconds."""
+        backlogs = [delivery.backlog for delivery in deliveries]
         while True:
             await asyncio.sleep(RECLAIM_EVERY)
-            upto = min(delivery.cursor.offset for delivery in deliveries)
-            if upto - done < RECLAIM_STEP:
-                continue
             try:
-                punched = reclaim(self._directory, upto)
+                await self.log.reclaim(backlogs)
             except OSError as exc:
                 log.warning("notifications: the spool could not be reclaimed: %s", exc)
-                continue
-            if not punched and done == 0:
-                log.warning("notifications: this filesystem cannot punch holes: the spool grows")
-            done = upto
 
     async def _settle(self, intent: dict[str, Any]) -> dict[str, Any] | None:
         """Whether an intent's manifest push was made, by the storage; the event if it was."""
@@ -264,21 +265,21 @@ class Notifier:
 
     # -- delivery -----------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Open the spool: before the first request, so that no event finds it closed."""
-        self.spool.open()
+    async def open(self) -> None:
+        """Open the log: before the first request, so that no event finds it closed."""
+        await self.log.open()
 
     async def running(self) -> None:
-        """Deliver whenever this process holds the lock, until cancelled; then close."""
+        """Deliver whenever this process leads, until cancelled; then close the log."""
         try:
-            # The holder is another process: no event here says when it lets go.
-            while not self._lock.try_acquire():  # noqa: ASYNC110
+            # The leader is another process: no event here says when it lets go.
+            while not await self.log.lead():  # noqa: ASYNC110
                 await asyncio.sleep(TAKEOVER)
             log.info("notifications: this process delivers (pid %d)", os.getpid())
             await self._deliver()
         finally:
-            self._lock.release()
-            self.spool.close()
+            await self.log.step_down()
+            await self.log.close()
 
     async def _deliver(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -286,9 +287,8 @@ class Notifier:
             deliveries = [
                 Delivery(
                     endpoint,
-                    self._directory,
+                    self.log.backlog(endpoint.name),
                     session,
-                    appended=self.spool.appended,
                     watch=self._watch,
                     storage=self._settle if self._registry is not None else None,
                 )

@@ -27,15 +27,21 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import fcntl
+import json
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import Executor
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
+
+from cargohold.notifications.backlog import Backlog, Position
 
 __all__ = [
     "Cursor",
     "DeliveryLock",
+    "FileBacklog",
     "Spool",
     "lines_from",
     "process_alive",
@@ -52,6 +58,13 @@ CURSORS = "cursors"
 DEAD = "dead"
 #: The most a delivery reads of the spool at once.
 READ_SIZE = 256 * 1024
+#: How long a delivery with nothing to send waits before looking at the spool again,
+#: when no append in its own process wakes it (another process's appends do not).
+POLL = 0.2
+#: What every endpoint is past is given back once there is this much of it.
+RECLAIM_STEP = 1 << 20
+
+log = logging.getLogger("cargohold.notifications")
 
 
 def _fsync_directory(path: Path) -> None:
@@ -70,13 +83,15 @@ class Spool:
         self.path = directory / EVENTS
         self._threads = threads
         self._fd = -1
+        self._lock = DeliveryLock(directory)
+        self._reclaimed = 0
         self._waiting: list[asyncio.Future[None]] = []
         self._syncing = False
         self._syncer: asyncio.Future[None] | None = None
         #: Set on every append, for a delivery in this process to look at once.
         self.appended = asyncio.Event()
 
-    def open(self) -> None:
+    async def open(self) -> None:
         """Open (and make, the first time) the directory and its events file."""
         (self.directory / CURSORS).mkdir(parents=True, exist_ok=True)
         (self.directory / DEAD).mkdir(exist_ok=True)
@@ -85,10 +100,55 @@ class Spool:
         if created:
             _fsync_directory(self.directory)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self._lock.release()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def writer(self) -> dict[str, Any]:
+        pid = os.getpid()
+        return {"pid": pid, "started": process_start(pid)}
+
+    async def lead(self) -> bool:
+        return self._lock.try_acquire()
+
+    async def step_down(self) -> None:
+        self._lock.release()
+
+    def backlog(self, endpoint: str) -> FileBacklog:
+        return FileBacklog(self, endpoint)
+
+    async def reclaim(self, backlogs: list[Backlog]) -> None:
+        positions = [backlog.position for backlog in backlogs if isinstance(backlog, FileBacklog)]
+        upto = min(positions, default=0)
+        if upto - self._reclaimed < RECLAIM_STEP:
+            return
+        punched = reclaim(self.directory, upto)
+        if not punched and self._reclaimed == 0:
+            log.warning("notifications: this filesystem cannot punch holes: the spool grows")
+        self._reclaimed = upto
+
+    async def dead(self, endpoint: str) -> list[bytes]:
+        try:
+            return dead_letters(self.directory, endpoint).read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+
+    async def replay(self, endpoint: str) -> int:
+        path = dead_letters(self.directory, endpoint)
+        # Set aside first: a letter buried meanwhile starts a new file rather than being lost.
+        taken = path.with_name(path.name + ".replaying")
+        if not taken.exists():
+            try:
+                os.replace(path, taken)
+            except FileNotFoundError:
+                return 0
+        lines = [for_only(line, endpoint) for line in taken.read_bytes().splitlines()]
+        kept = [line for line in lines if line is not None]
+        await self.append_durably(b"".join(kept))
+        taken.unlink()
+        return len(kept)
 
     def append(self, line: bytes) -> None:
         """Append lines (each ending in a newline); the kernel has them once this returns."""
@@ -108,8 +168,11 @@ class Spool:
         The fsync runs on a thread meanwhile, so a caller can do other work
         (the write the lines are about) while it runs.
         """
-        self.append(line)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not line:
+            done.set_result(None)
+            return done
+        self.append(line)
         self._waiting.append(done)
         if not self._syncing:
             self._syncing = True
@@ -207,6 +270,70 @@ def reclaim(directory: Path, upto: int) -> bool:
     finally:
         os.close(fd)
     return int(done) == 0
+
+
+def for_only(line: bytes, endpoint: str) -> bytes | None:
+    """A kept event's line, marked for ``endpoint`` alone; None for a damaged line."""
+    try:
+        kept = json.loads(line)
+    except ValueError:
+        return None  # a line cut short by a crash while it was written
+    return json.dumps({**kept, "only": endpoint}, separators=(",", ":")).encode() + b"\n"
+
+
+class FileBacklog:
+    """An endpoint's events in the spool file, from its cursor (a ``Backlog``)."""
+
+    def __init__(self, spool: Spool, endpoint: str) -> None:
+        self._spool = spool
+        self._endpoint = endpoint
+        self._cursor = Cursor(spool.directory, endpoint)
+
+    @property
+    def position(self) -> int:
+        return self._cursor.offset
+
+    async def batch(self) -> list[tuple[bytes, Position]]:
+        return list(read_lines(self._spool.path, self._cursor.offset))
+
+    async def done(self, position: Position) -> None:
+        assert isinstance(position, int)
+        self._cursor.advance(position)
+
+    async def ahead(self, position: Position) -> AsyncIterator[tuple[bytes, Position]]:
+        assert isinstance(position, int)
+        for line, after in lines_from(self._spool.path, position):
+            yield line, after
+
+    async def count(self) -> int:
+        try:
+            with open(self._spool.path, "rb") as f:
+                f.seek(self._cursor.offset)
+                return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        except FileNotFoundError:
+            return 0
+
+    async def wait(self) -> None:
+        # Another process's appends set nothing here: look again after POLL at the latest.
+        appended = self._spool.appended
+        appended.clear()
+        try:
+            async with asyncio.timeout(POLL):
+                await appended.wait()
+        except TimeoutError:
+            pass
+
+    async def bury(self, line: bytes) -> None:
+        path = dead_letters(self._spool.directory, self._endpoint)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, line)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def alive(self, writer: Mapping[str, Any]) -> bool:
+        return process_alive(int(writer.get("pid", 0)), int(writer.get("started", 0)))
 
 
 class Cursor:
