@@ -795,6 +795,9 @@ class Spool(_Section):
     #: A directory every process serving the storage shares; by default, beside a
     #: filesystem storage's ``docker/`` folder (``<rootdirectory>/cargohold/notifications``).
     directory: str = ""
+    #: Keep events in a stream on the ``redis`` section's server instead: one queue
+    #: for the processes of every host (``notifications/redisstream.py``).
+    redis: bool = False
 
 
 class Notifications(_Section):

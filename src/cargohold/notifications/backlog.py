@@ -45,7 +45,7 @@ class Backlog(Protocol):
         """Keep an event given up on among the endpoint's dead letters."""
         ...
 
-    def alive(self, writer: Mapping[str, Any]) -> bool:
+    async def alive(self, writer: Mapping[str, Any]) -> bool:
         """Whether the process that wrote an intent (its ``intent`` record) still runs."""
         ...
 
@@ -55,6 +55,8 @@ class EventLog(Protocol):
 
     #: Set on every append in this process, for its delivery to look at once.
     appended: asyncio.Event
+    #: Set when this process led and lost the lead: its deliveries must stop.
+    lost: asyncio.Event
 
     async def open(self) -> None: ...
 

@@ -196,7 +196,7 @@ class Delivery:
         marker = f'"outcome":"{wanted}"'.encode()
         writer = intent["intent"]
         while True:
-            alive = self.backlog.alive(writer)
+            alive = await self.backlog.alive(writer)
             async for line, position in self.backlog.ahead(after):
                 after = position
                 if marker in line:

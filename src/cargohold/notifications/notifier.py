@@ -23,8 +23,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
 from concurrent.futures import Executor
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,15 @@ def spool_directory(config: settings.Config) -> Path | None:
 
 def event_log(config: settings.Config, threads: Executor | None = None) -> EventLog:
     """Where the configured notifications keep their events (``ConfigError`` if nowhere)."""
+    if config.notifications.spool.redis:
+        if not config.redis.addresses:
+            raise ConfigError("notifications.spool.redis", "needs the redis section's addr")
+        if config.notifications.spool.directory:
+            raise ConfigError("notifications.spool", "either a directory or redis, not both")
+        from cargohold.notifications.redisstream import RedisEventLog
+        from cargohold.storage.cache.redis import client_from_config
+
+        return RedisEventLog(client_from_config(config.redis))
     directory = spool_directory(config)
     if directory is None:
         raise ConfigError(
@@ -272,11 +281,12 @@ class Notifier:
     async def running(self) -> None:
         """Deliver whenever this process leads, until cancelled; then close the log."""
         try:
-            # The leader is another process: no event here says when it lets go.
-            while not await self.log.lead():  # noqa: ASYNC110
-                await asyncio.sleep(TAKEOVER)
-            log.info("notifications: this process delivers (pid %d)", os.getpid())
-            await self._deliver()
+            while True:
+                # The leader is another process: no event here says when it lets go.
+                while not await self.log.lead():  # noqa: ASYNC110
+                    await asyncio.sleep(TAKEOVER)
+                log.info("notifications: this process delivers (pid %d)", os.getpid())
+                await self._deliver()  # until this process loses the lead
         finally:
             await self.log.step_down()
             await self.log.close()
@@ -294,13 +304,19 @@ class Notifier:
                 )
                 for endpoint in self.endpoints
             ]
-            tasks = [asyncio.ensure_future(delivery.run()) for delivery in deliveries]
-            tasks.append(asyncio.ensure_future(self._reclaiming(deliveries)))
+            work: list[Awaitable[object]] = [delivery.run() for delivery in deliveries]
+            work += [self._reclaiming(deliveries), self.log.lost.wait()]
+            tasks = [asyncio.ensure_future(each) for each in work]
             try:
-                await asyncio.gather(*tasks)
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for task in tasks:
                     task.cancel()
                 for task in tasks:
-                    with suppress(asyncio.CancelledError):
+                    try:
                         await task
+                    except asyncio.CancelledError:
+                        pass
+                    except Exception:
+                        # A bug: delivery starts over (from the cursors) rather than stop.
+                        log.exception("notifications: delivery failed")

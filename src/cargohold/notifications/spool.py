@@ -90,6 +90,8 @@ class Spool:
         self._syncer: asyncio.Future[None] | None = None
         #: Set on every append, for a delivery in this process to look at once.
         self.appended = asyncio.Event()
+        #: Never set: the lock is this process's until it dies.
+        self.lost = asyncio.Event()
 
     async def open(self) -> None:
         """Open (and make, the first time) the directory and its events file."""
@@ -332,7 +334,7 @@ class FileBacklog:
         finally:
             os.close(fd)
 
-    def alive(self, writer: Mapping[str, Any]) -> bool:
+    async def alive(self, writer: Mapping[str, Any]) -> bool:
         return process_alive(int(writer.get("pid", 0)), int(writer.get("started", 0)))
 
 

@@ -90,6 +90,7 @@ __all__ = [
     "MAX_PENDING_CLEARS",
     "WARNING_INTERVAL",
     "RedisBlobDescriptorCache",
+    "client_from_config",
 ]
 
 log = logging.getLogger("cargohold.cache")
@@ -192,7 +193,7 @@ class RedisBlobDescriptorCache:
         counterpart in redis-py's asyncio pool and are ignored; several ``addrs``
         (a cluster) are refused, since a repository entry spans keys of any slot.
         """
-        cache = cls(_client_from_config(redis_config), ttl=ttl, warning_interval=warning_interval)
+        cache = cls(client_from_config(redis_config), ttl=ttl, warning_interval=warning_interval)
         cache._owns_client = True
         return cache
 
@@ -397,7 +398,8 @@ def _retry_once() -> Retry:
     return Retry(NoBackoff(), 1)
 
 
-def _client_from_config(redis_config: config.Redis) -> Redis:
+def client_from_config(redis_config: config.Redis) -> Redis:
+    """A client of the server the ``redis`` section names, with its timeouts, pool and TLS."""
     addresses = redis_config.addresses
     if not addresses:
         raise ConfigError("redis.addr", "the redis blob descriptor cache needs an address")
