@@ -12,14 +12,41 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-__all__ = ["Backlog", "EventLog", "Position"]
+__all__ = ["Backlog", "EventLog", "Position", "stop_if_cancelled", "woken"]
 
 #: Where an event is in its store: a byte offset in a spool file, an id in a stream.
 Position = int | str
 
 
+async def woken(event: asyncio.Event, within: float) -> None:
+    """Return once ``event`` is set, or after ``within`` seconds.
+
+    Not ``asyncio.timeout``: on Python 3.11 a cancellation that arrives as the
+    timeout fires can be taken for the timeout's own, and the task then runs on
+    as if never cancelled. ``asyncio.wait`` times out without cancelling anyone.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=within)
+    finally:
+        waiter.cancel()
+
+
+def stop_if_cancelled() -> None:
+    """Raise ``CancelledError`` if this task was cancelled and the cancellation got lost
+    (in a timeout that fired at the same moment: see ``woken``)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Backlog(Protocol):
     """One endpoint's events, from where its delivery has got to."""
+
+    @property
+    def position(self) -> Position:
+        """Where the endpoint has got to: every event up to here was dealt with."""
+        ...
 
     async def batch(self) -> list[tuple[bytes, Position]]:
         """The next events past the cursor, each with its position; [] when there are none."""

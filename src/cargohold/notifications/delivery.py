@@ -29,7 +29,7 @@ import aiohttp
 
 from cargohold import config as settings
 from cargohold.notifications import envelope
-from cargohold.notifications.backlog import Backlog, Position
+from cargohold.notifications.backlog import Backlog, Position, stop_if_cancelled
 
 __all__ = ["Delivery", "DeliveryWatch", "Filter"]
 
@@ -135,6 +135,7 @@ class Delivery:
     async def run(self) -> None:
         """Deliver until cancelled."""
         while True:
+            stop_if_cancelled()
             await self._count_pending()
             batch = await self.backlog.batch()
             for line, position in batch:
@@ -172,6 +173,7 @@ class Delivery:
         """Send one kept event until the receiver takes it, or it is too old and dead-lettered."""
         body = self._body(kept)
         while True:
+            stop_if_cancelled()
             if not self._proceed():
                 await asyncio.sleep(self._wait())
                 continue
@@ -205,6 +207,7 @@ class Delivery:
             if not alive:  # and it wrote no outcome before it died: none will come
                 return await self._settled_by_storage(intent)
             await asyncio.sleep(SETTLE_POLL)
+            stop_if_cancelled()
 
     async def _settled_by_storage(self, intent: dict[str, Any]) -> dict[str, Any] | None:
         if self._storage is None:

@@ -312,11 +312,10 @@ class Notifier:
             finally:
                 for task in tasks:
                     task.cancel()
-                for task in tasks:
-                    try:
-                        await task
-                    except asyncio.CancelledError:
-                        pass
-                    except Exception:
+                # gather, not a loop of awaits: a cancellation of this task while it waits
+                # must reach it, not be taken for one of the tasks' own.
+                ended = await asyncio.gather(*tasks, return_exceptions=True)
+                for outcome in ended:
+                    if isinstance(outcome, Exception):
                         # A bug: delivery starts over (from the cursors) rather than stop.
-                        log.exception("notifications: delivery failed")
+                        log.error("notifications: delivery failed", exc_info=outcome)

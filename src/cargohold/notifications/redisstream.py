@@ -28,7 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from cargohold.notifications.backlog import Backlog, Position
+from cargohold.notifications.backlog import Backlog, Position, woken
 
 __all__ = ["RedisEventLog"]
 
@@ -174,7 +174,7 @@ class RedisEventLog:
         return RedisBacklog(self, self._client, endpoint)
 
     async def reclaim(self, backlogs: list[Backlog]) -> None:
-        positions = [b.position for b in backlogs if isinstance(b, RedisBacklog)]
+        positions = [str(backlog.position) for backlog in backlogs]
         if not positions or any(p == "0-0" for p in positions):
             return
         oldest = min(positions, key=_id_key)
@@ -219,7 +219,11 @@ class RedisBacklog:
         self._created = False
         #: Its own pending entries first (a previous leader's unfinished), then new ones.
         self._from = "0"
-        self.position = "0-0"
+        self._position = "0-0"
+
+    @property
+    def position(self) -> Position:
+        return self._position
 
     async def _ensure_group(self) -> None:
         if self._created:
@@ -238,6 +242,9 @@ class RedisBacklog:
                 self._group, CONSUMER, {STREAM: self._from}, count=BATCH
             )
         except (RedisError, OSError) as exc:
+            if "NOGROUP" in str(exc):
+                # The stream is gone (a Redis that restarted without persistence): anew.
+                self._created, self._from = False, "0"
             log.warning("notifications: redis: %s", exc)
             return []
         entries = _entries(found[0][1] if found else [])
@@ -255,7 +262,7 @@ class RedisBacklog:
             except (RedisError, OSError) as exc:
                 log.warning("notifications: redis: %s", exc)
                 await asyncio.sleep(POLL)
-        self.position = position
+        self._position = position
 
     async def ahead(self, position: Position) -> AsyncIterator[tuple[bytes, Position]]:
         assert isinstance(position, str)
@@ -279,13 +286,10 @@ class RedisBacklog:
         return 0
 
     async def wait(self) -> None:
+        # Another process's appends set nothing here: look again after POLL at the latest.
         appended = self._events.appended
         appended.clear()
-        try:
-            async with asyncio.timeout(POLL):
-                await appended.wait()
-        except TimeoutError:
-            pass
+        await woken(appended, POLL)
 
     async def bury(self, line: bytes) -> None:
         await self._client.xadd(DEAD + self._group, {"e": line.rstrip(b"\n")})

@@ -36,7 +36,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from cargohold.notifications.backlog import Backlog, Position
+from cargohold.notifications.backlog import Backlog, Position, woken
 
 __all__ = [
     "Cursor",
@@ -122,8 +122,7 @@ class Spool:
         return FileBacklog(self, endpoint)
 
     async def reclaim(self, backlogs: list[Backlog]) -> None:
-        positions = [backlog.position for backlog in backlogs if isinstance(backlog, FileBacklog)]
-        upto = min(positions, default=0)
+        upto = min((int(backlog.position) for backlog in backlogs), default=0)
         if upto - self._reclaimed < RECLAIM_STEP:
             return
         punched = reclaim(self.directory, upto)
@@ -319,11 +318,7 @@ class FileBacklog:
         # Another process's appends set nothing here: look again after POLL at the latest.
         appended = self._spool.appended
         appended.clear()
-        try:
-            async with asyncio.timeout(POLL):
-                await appended.wait()
-        except TimeoutError:
-            pass
+        await woken(appended, POLL)
 
     async def bury(self, line: bytes) -> None:
         path = dead_letters(self._spool.directory, self._endpoint)
