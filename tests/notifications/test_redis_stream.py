@@ -27,6 +27,7 @@ from cargohold.notifications import notifier, redisstream
 from tests.api.conftest import MakeRegistry, Registry, image_manifest, random_blob
 from tests.notifications.test_crashes import first_arrivals, push_blob, serving
 from tests.support.redis import RedisServer
+from tests.support.servers import free_port
 from tests.support.waiting import until, wait_until
 from tests.support.webhooks import Receiver, webhook_receiver
 
@@ -39,18 +40,23 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
-def settings(redis: RedisServer, receiver: Receiver, **endpoint: Any) -> dict[str, Any]:
+def address(redis: RedisServer) -> str:
+    return f"{redis.host}:{redis.port}"
+
+
+def settings(redis: str, receiver: Receiver, **endpoint: Any) -> dict[str, Any]:
     hook = {"name": "hook", "url": receiver.url, "timeout": "500ms", **endpoint}
     return {
-        "redis": {"addr": f"{redis.host}:{redis.port}"},
+        "redis": {"addr": redis},
         "notifications": {"endpoints": [hook], "spool": {"redis": True}},
     }
 
 
 async def make(
-    make_registry: MakeRegistry, redis: RedisServer, receiver: Receiver, **endpoint: Any
+    make_registry: MakeRegistry, redis: RedisServer | str, receiver: Receiver, **endpoint: Any
 ) -> Registry:
-    return await make_registry(settings(redis, receiver, **endpoint))
+    where = redis if isinstance(redis, str) else address(redis)
+    return await make_registry(settings(where, receiver, **endpoint))
 
 
 async def test_pushes_and_pulls_arrive_in_order_through_the_stream(
@@ -131,7 +137,11 @@ async def test_dead_letters_are_kept_in_redis_and_replayed(
     await until(lambda: redis_db.client().xlen(dead) == 1, 10, "no dead letter")
     receiver.status = 200
     config = tmp_path / "config.yml"
-    document = {"version": "0.1", "storage": {"inmemory": {}}, **settings(redis_db, receiver)}
+    document = {
+        "version": "0.1",
+        "storage": {"inmemory": {}},
+        **settings(address(redis_db), receiver),
+    }
     config.write_text(yaml.safe_dump(document))
     listing = ["notifications", "dead-letters", str(config), "-e", "hook"]
     listed = await asyncio.to_thread(CliRunner().invoke, cli.app, listing)
@@ -203,3 +213,17 @@ def _owns(pid: int, leader: int) -> bool:
     except FileNotFoundError:
         return False
     return int(stat.rsplit(")", 1)[1].split()[1]) == pid
+
+
+async def test_with_redis_down_writes_are_refused_and_reads_served(
+    make_registry: MakeRegistry, receiver: Receiver
+) -> None:
+    registry = await make(make_registry, f"127.0.0.1:{free_port()}", receiver)  # nobody there
+    status, _ = await registry.request_anew("GET", "/v2/")
+    assert status == 200
+    blob = random_blob()
+    response = await registry.request(
+        "POST", "/v2/team/app/blobs/uploads/", params={"digest": blob.digest}, data=blob.data
+    )
+    assert response.status == 503
+    assert (await response.json())["errors"][0]["code"] == "UNAVAILABLE"

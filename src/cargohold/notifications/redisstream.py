@@ -82,7 +82,12 @@ class RedisEventLog:
     # -- every process ------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._client.set(ALIVE + self._token, "1", px=int(self._lease * 1000))
+        # A Redis that is down does not keep the registry from starting: pulls are served,
+        # writes answer 503 until their events can be kept, and the lease follows.
+        try:
+            await self._client.set(ALIVE + self._token, "1", px=int(self._lease * 1000))
+        except (RedisError, OSError) as exc:
+            log.warning("notifications: redis: %s", exc)
         self._renewing = asyncio.ensure_future(self._renew())
 
     async def close(self) -> None:
