@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, json_path: Path) -> int:
         document["scrape"] = {"url": scrape_url, REQUESTS_TOTAL: total}
         stack.close()  # stop the servers before removing their roots
     document.update(report.summarise_run(workloads, samples, ratio=(ON, OFF)))
-    document["target"] = target = _target(document["workloads"])
+    document["target"] = target = report.target(document["workloads"], TARGETED, TARGET)
     document["total_seconds"] = time.perf_counter() - began
     report.write_json(json_path, document)
     print(
@@ -166,31 +166,10 @@ def run(args: argparse.Namespace, json_path: Path) -> int:
         ),
         flush=True,
     )
-    print(f"\n{target_line(target)}", flush=True)
+    line = report.target_line(target, "on/off", "HEAD small blob and GET manifest")
+    print(f"\n{line}", flush=True)
     print(
         f"\n{rounds} round(s) in {document['total_seconds']:.0f} s; raw samples in {json_path}",
         flush=True,
     )
     return 0
-
-
-def _target(summary: dict[str, Any]) -> dict[str, Any]:
-    """The ratio on/off of each targeted workload measured, and whether all reach TARGET."""
-    ratios: dict[str, float | None] = {
-        name: summary[name]["ratio"] if name in summary else None for name in TARGETED
-    }
-    measured = [ratio for ratio in ratios.values() if ratio is not None]
-    met = None if len(measured) < len(TARGETED) else all(r >= TARGET for r in measured)
-    return {"minimum_ratio": TARGET, "workloads": list(TARGETED), "ratios": ratios, "met": met}
-
-
-def target_line(target: dict[str, Any]) -> str:
-    ratios = ", ".join(
-        f"{name} {ratio:.2f}" if ratio is not None else f"{name} not measured"
-        for name, ratio in target["ratios"].items()
-    )
-    verdict = {True: "MET", False: "NOT MET", None: "not decided"}[target["met"]]
-    return (
-        f"target: on/off >= {target['minimum_ratio']:.1f}x on HEAD small blob and GET manifest:"
-        f" {verdict} ({ratios})"
-    )

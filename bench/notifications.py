@@ -71,13 +71,7 @@ def run(args: argparse.Namespace, json_path: Path) -> int:
         document["events_received"] = received
         stack.close()
     document.update(report.summarise_run(workloads, samples, ratio=(ON, OFF)))
-    ratios = {
-        name: document["workloads"][name]["ratio"] if name in document["workloads"] else None
-        for name in TARGETED
-    }
-    measured = [ratio for ratio in ratios.values() if ratio is not None]
-    met = None if len(measured) < len(TARGETED) else all(r >= TARGET for r in measured)
-    document["target"] = {"minimum_ratio": TARGET, "ratios": ratios, "met": met}
+    document["target"] = target = report.target(document["workloads"], TARGETED, TARGET)
     document["total_seconds"] = time.perf_counter() - began
     report.write_json(json_path, document)
     print(
@@ -90,10 +84,5 @@ def run(args: argparse.Namespace, json_path: Path) -> int:
         ),
         flush=True,
     )
-    verdict = {True: "MET", False: "NOT MET", None: "not decided"}[met]
-    shown = ", ".join(
-        f"{name} {ratio:.2f}" if ratio is not None else f"{name} not measured"
-        for name, ratio in ratios.items()
-    )
-    print(f"\ntarget: on/off >= {TARGET:.1f}x on push and PUT manifest: {verdict} ({shown})")
+    print(f"\n{report.target_line(target, 'on/off', 'push and PUT manifest')}", flush=True)
     return 0

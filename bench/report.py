@@ -235,3 +235,29 @@ def columns(rows: Sequence[tuple[str, ...]], right: tuple[int, ...]) -> list[str
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def target(summary: dict[str, Any], workloads: Sequence[str], minimum: float) -> dict[str, Any]:
+    """The ratio of each of ``workloads`` measured, and whether all reach ``minimum``.
+
+    ``met`` is None when one of them was not measured (left out with ``--only``).
+    """
+    ratios: dict[str, float | None] = {
+        name: summary[name]["ratio"] if name in summary else None for name in workloads
+    }
+    measured = [ratio for ratio in ratios.values() if ratio is not None]
+    met = None if len(measured) < len(workloads) else all(r >= minimum for r in measured)
+    return {"minimum_ratio": minimum, "workloads": list(workloads), "ratios": ratios, "met": met}
+
+
+def target_line(found: dict[str, Any], ratio_title: str, described: str) -> str:
+    """One line saying whether ``target`` was met: ``described`` names its workloads."""
+    ratios = ", ".join(
+        f"{name} {ratio:.2f}" if ratio is not None else f"{name} not measured"
+        for name, ratio in found["ratios"].items()
+    )
+    verdict = {True: "MET", False: "NOT MET", None: "not decided"}[found["met"]]
+    return (
+        f"target: {ratio_title} >= {found['minimum_ratio']:.1f}x on {described}:"
+        f" {verdict} ({ratios})"
+    )
