@@ -166,7 +166,12 @@ notifications_app = typer.Typer(
 app.add_typer(notifications_app, name="notifications")
 
 
-def _event_log(config: str | None, endpoint: str) -> EventLog:
+def _with_event_log(
+    config: str | None, endpoint: str, work: Callable[[EventLog], Awaitable[T]]
+) -> T:
+    """``work`` done on the configured event log, opened for it and closed after."""
+    import asyncio
+
     from cargohold.config import load_config
     from cargohold.notifications.notifier import event_log
 
@@ -174,9 +179,18 @@ def _event_log(config: str | None, endpoint: str) -> EventLog:
         loaded = load_config(config)
         if endpoint not in {e.name for e in loaded.notifications.endpoints}:
             raise fail(f"--endpoint: no endpoint is named {endpoint!r}", 2)
-        return event_log(loaded)
+        events = event_log(loaded)
     except ConfigError as exc:
         raise fail(f"config: {exc}", 2) from None
+
+    async def run() -> T:
+        await events.open()
+        try:
+            return await work(events)
+        finally:
+            await events.close()
+
+    return asyncio.run(run())
 
 
 ConfigArgument = Annotated[
@@ -188,24 +202,13 @@ EndpointOption = Annotated[str, typer.Option("--endpoint", "-e", help="The endpo
 @notifications_app.command("dead-letters")
 def dead_letters(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None:
     """List an endpoint's dead letters, oldest first: id, time, action, what."""
-    import asyncio
     import json
 
-    events = _event_log(config, endpoint)
-
-    async def read() -> list[bytes]:
-        await events.open()
-        try:
-            return await events.dead(endpoint)
-        finally:
-            await events.close()
-
-    for line in asyncio.run(read()):
+    for line in _with_event_log(config, endpoint, lambda events: events.dead(endpoint)):
         try:
             event = json.loads(line)["event"]
         except (ValueError, KeyError):
             continue  # cut short by a crash while it was written
-
         target = event["target"]
         what = target["repository"]
         if target.get("tag"):
@@ -218,18 +221,7 @@ def dead_letters(config: ConfigArgument = None, endpoint: EndpointOption = "") -
 @notifications_app.command()
 def replay(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None:
     """Send an endpoint's dead letters again (by the running registry, with their ids)."""
-    import asyncio
-
-    events = _event_log(config, endpoint)
-
-    async def put_back() -> int:
-        await events.open()
-        try:
-            return await events.replay(endpoint)
-        finally:
-            await events.close()
-
-    count = asyncio.run(put_back())
+    count = _with_event_log(config, endpoint, lambda events: events.replay(endpoint))
     typer.echo(f"{count} event{'' if count == 1 else 's'} put back for {endpoint}")
 
 
