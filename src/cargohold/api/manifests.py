@@ -93,15 +93,17 @@ async def put_manifest(
     payload = await _read_body(api, request)
     content_type = request.headers.get("Content-Type")
     # Its event is kept while the manifest is stored: their two fsyncs overlap.
-    expected = Event(
-        PUSH,
-        repo.name,
-        digest or digest_of(payload),
-        content_type,
-        len(payload),
-        tags[0] if tags else None,
+    intent = intend(
+        request,
+        lambda: Event(
+            PUSH,
+            repo.name,
+            digest or digest_of(payload),
+            content_type,
+            len(payload),
+            tags[0] if tags else None,
+        ),
     )
-    intent = intend(request, expected)
     try:
         stored = await repo.manifests.put(payload, content_type, tags, digest)
     except BaseException:

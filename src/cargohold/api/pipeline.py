@@ -33,7 +33,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -297,13 +297,16 @@ class Pipeline:
 PIPELINE = web.AppKey("pipeline", Pipeline)
 
 
-def intend(request: web.Request, event: Event) -> Intent | None:
-    """Keep a write's event before the write (see ``Journal.intend``); None without a journal."""
+def intend(request: web.Request, expected: Callable[[], Event]) -> Intent | None:
+    """Keep a write's event before the write (see ``Journal.intend``); None without a journal.
+
+    ``expected`` makes the event only when there is a journal to keep it.
+    """
     journal = request.app[PIPELINE].journal
     exchange = request.get(EXCHANGE)
     if journal is None or exchange is None:
         return None
-    return journal.intend(exchange, event)
+    return journal.intend(exchange, expected())
 
 
 def record(request: web.Request, event: Event | None) -> None:
