@@ -12,24 +12,31 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-__all__ = ["Backlog", "EventLog", "Position", "stop_if_cancelled", "woken"]
+__all__ = ["Backlog", "EventLog", "Position", "retrieve", "stop_if_cancelled", "woken"]
 
 #: Where an event is in its store: a byte offset in a spool file, an id in a stream.
 Position = int | str
 
 
 async def woken(event: asyncio.Event, within: float) -> None:
-    """Return once ``event`` is set, or after ``within`` seconds.
+    """Return once ``event`` is next set (it is cleared first), or after ``within`` seconds.
 
     Not ``asyncio.timeout``: on Python 3.11 a cancellation that arrives as the
     timeout fires can be taken for the timeout's own, and the task then runs on
     as if never cancelled. ``asyncio.wait`` times out without cancelling anyone.
     """
+    event.clear()
     waiter = asyncio.ensure_future(event.wait())
     try:
         await asyncio.wait({waiter}, timeout=within)
     finally:
         waiter.cancel()
+
+
+def retrieve(future: asyncio.Future[None]) -> None:
+    """A done callback for a future no one may await: its failure is not "never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 def stop_if_cancelled() -> None:
@@ -87,7 +94,9 @@ class EventLog(Protocol):
 
     async def open(self) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Step down if leading, and let go of what ``open`` took."""
+        ...
 
     def append(self, lines: bytes) -> None:
         """Append lines at once, without waiting for the disk (a pull's event)."""

@@ -39,7 +39,7 @@ from cargohold.digest import Digest
 from cargohold.errors import ConfigError, RegistryError, StorageDriverError
 from cargohold.manifest import parse_manifest
 from cargohold.notifications import envelope
-from cargohold.notifications.backlog import EventLog
+from cargohold.notifications.backlog import EventLog, retrieve
 from cargohold.notifications.delivery import Delivery, DeliveryWatch, Filter
 from cargohold.notifications.spool import Spool
 from cargohold.registry import Namespace
@@ -99,11 +99,6 @@ def _source_addr(config: settings.Config) -> str:
 
 def _encode(kept: dict[str, Any]) -> bytes:
     return json.dumps(kept, separators=(",", ":")).encode() + b"\n"
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class Intent:
@@ -199,7 +194,7 @@ class Notifier:
             synced = asyncio.get_running_loop().create_future()
             synced.set_exception(exc)
         # An aborted write never awaits it: its failure must not be reported as unretrieved.
-        synced.add_done_callback(_retrieve)
+        synced.add_done_callback(retrieve)
         return Intent(self, exchange, kept["event"]["id"], synced)
 
     def _line(self, exchange: Exchange, event: Event) -> bytes:
@@ -288,8 +283,7 @@ class Notifier:
                 log.info("notifications: this process delivers (pid %d)", os.getpid())
                 await self._deliver()  # until this process loses the lead
         finally:
-            await self.log.step_down()
-            await self.log.close()
+            await self.log.close()  # stepping down, if it leads
 
     async def _deliver(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, force_close=True)

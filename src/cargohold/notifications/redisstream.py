@@ -28,7 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from cargohold.notifications.backlog import Backlog, Position, woken
+from cargohold.notifications.backlog import Backlog, Position, retrieve, woken
 
 __all__ = ["RedisEventLog"]
 
@@ -56,11 +56,6 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class RedisEventLog:
@@ -107,7 +102,7 @@ class RedisEventLog:
         return {"token": self._token}
 
     def append(self, lines: bytes) -> None:
-        self.append_syncing(lines).add_done_callback(_retrieve)
+        self.append_syncing(lines).add_done_callback(retrieve)
 
     async def append_durably(self, lines: bytes) -> None:
         await self.append_syncing(lines)
@@ -292,9 +287,7 @@ class RedisBacklog:
 
     async def wait(self) -> None:
         # Another process's appends set nothing here: look again after POLL at the latest.
-        appended = self._events.appended
-        appended.clear()
-        await woken(appended, POLL)
+        await woken(self._events.appended, POLL)
 
     async def bury(self, line: bytes) -> None:
         await self._client.xadd(DEAD + self._group, {"e": line.rstrip(b"\n")})

@@ -86,7 +86,6 @@ class Spool:
         self._lock = DeliveryLock(directory)
         self._reclaimed = 0
         self._waiting: list[asyncio.Future[None]] = []
-        self._syncing = False
         self._syncer: asyncio.Future[None] | None = None
         #: Set on every append, for a delivery in this process to look at once.
         self.appended = asyncio.Event()
@@ -175,28 +174,25 @@ class Spool:
             return done
         self.append(line)
         self._waiting.append(done)
-        if not self._syncing:
-            self._syncing = True
+        if self._syncer is None or self._syncer.done():
             self._syncer = asyncio.ensure_future(self._sync())
         return done
 
     async def _sync(self) -> None:
+        # One fsync covers every line appended before it started (group commit).
         loop = asyncio.get_running_loop()
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    await loop.run_in_executor(self._threads, os.fdatasync, self._fd)
-                except OSError as exc:
-                    for done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await loop.run_in_executor(self._threads, os.fdatasync, self._fd)
+            except OSError as exc:
                 for done in batch:
                     if not done.done():
-                        done.set_result(None)
-        finally:
-            self._syncing = False
+                        done.set_exception(exc)
+                continue
+            for done in batch:
+                if not done.done():
+                    done.set_result(None)
 
 
 def read_lines(path: Path, offset: int, limit: int = READ_SIZE) -> Iterator[tuple[bytes, int]]:
@@ -316,9 +312,7 @@ class FileBacklog:
 
     async def wait(self) -> None:
         # Another process's appends set nothing here: look again after POLL at the latest.
-        appended = self._spool.appended
-        appended.clear()
-        await woken(appended, POLL)
+        await woken(self._spool.appended, POLL)
 
     async def bury(self, line: bytes) -> None:
         path = dead_letters(self._spool.directory, self._endpoint)
