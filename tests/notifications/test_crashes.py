@@ -72,6 +72,19 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait(10)
 
 
+def owns(process: subprocess.Popen[bytes], pid: int | None) -> bool:
+    """Whether ``pid`` is ``process`` or one of its workers."""
+    if pid is None:
+        return False
+    if pid == process.pid:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[1]) == process.pid
+
+
 def lock_holder(spool: Path) -> int | None:
     """The pid holding the spool's delivery lock, as the kernel lists it (``/proc/locks``)."""
     inode = os.stat(spool / LOCK).st_ino
@@ -118,9 +131,9 @@ def test_two_processes_one_killed_for_good_every_event_once_delivered(tmp_path: 
         wait_until(lambda: lock_holder(spool) is not None, 20, "no process delivers")
         holder = lock_holder(spool)
         victim, survivor = (first, second)
-        if not _owns(first[1], holder):
+        if not owns(first[1], holder):
             victim, survivor = second, first
-        assert _owns(victim[1], holder)
+        assert owns(victim[1], holder)
         kill(victim[1])  # the deliverer dies for good, events still pending
         for number in range(20, 30):
             acknowledged.append(push_blob(survivor[0], "pair/app", number))
@@ -128,21 +141,7 @@ def test_two_processes_one_killed_for_good_every_event_once_delivered(tmp_path: 
             lambda: len(first_arrivals(receiver)) >= len(acknowledged), 60, "events were lost"
         )
         assert sorted(first_arrivals(receiver)) == sorted(acknowledged)
-        assert _owns(survivor[1], lock_holder(spool))
+        assert owns(survivor[1], lock_holder(spool))
         # every event was sent once per receiver, not once per process
         ids = [event["id"] for event in receiver.events()]
         assert len(ids) - len(set(ids)) <= 1  # at most the one POST under way at the kill
-
-
-def _owns(process: subprocess.Popen[bytes], pid: int | None) -> bool:
-    """Whether ``pid`` is ``process`` or one of its workers."""
-    if pid is None:
-        return False
-    if pid == process.pid:
-        return True
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == (
-            process.pid
-        )
-    except FileNotFoundError:
-        return False

@@ -23,11 +23,11 @@ import yaml
 from typer.testing import CliRunner
 
 from cargohold import cli
+from cargohold.errors import ConfigError
 from cargohold.notifications import notifier, redisstream
 from tests.api.conftest import MakeRegistry, Registry, image_manifest, random_blob
-from tests.notifications.test_crashes import first_arrivals, push_blob, serving
+from tests.notifications.test_crashes import first_arrivals, owns, push_blob, serving
 from tests.support.redis import RedisServer
-from tests.support.servers import free_port
 from tests.support.waiting import until, wait_until
 from tests.support.webhooks import Receiver, webhook_receiver
 
@@ -193,7 +193,7 @@ def test_two_processes_the_leader_killed_for_good_lose_nothing(
         client = redis_db.client()
         wait_until(lambda: client.get(redisstream.LEADER) is not None, 20, "nobody leads")
         leader = int(str(client.get(redisstream.LEADER)).split("-")[0])
-        victim = next(s for s in servers if _owns(s[1].pid, leader))
+        victim = next(s for s in servers if owns(s[1], leader))
         survivor = next(s for s in servers if s is not victim)
         os.killpg(victim[1].pid, signal.SIGKILL)
         victim[1].wait(10)
@@ -205,25 +205,28 @@ def test_two_processes_the_leader_killed_for_good_lose_nothing(
         assert int(str(client.get(redisstream.LEADER)).split("-")[0]) != leader
 
 
-def _owns(pid: int, leader: int) -> bool:
-    if pid == leader:
-        return True
-    try:
-        stat = Path(f"/proc/{leader}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return int(stat.rsplit(")", 1)[1].split()[1]) == pid
-
-
-async def test_with_redis_down_writes_are_refused_and_reads_served(
-    make_registry: MakeRegistry, receiver: Receiver
+@pytest.mark.parametrize(
+    ("spool", "redis", "refused"),
+    [
+        ({"redis": True}, None, r"^notifications\.spool\.redis: needs the redis section's addr$"),
+        (
+            {"redis": True, "directory": "/tmp/x"},
+            {"addr": "127.0.0.1:6379"},
+            r"^notifications\.spool: either a directory or redis, not both$",
+        ),
+    ],
+    ids=["no-redis", "both"],
+)
+async def test_a_redis_spool_it_cannot_use_is_refused_at_start(
+    make_registry: MakeRegistry,
+    receiver: Receiver,
+    spool: dict[str, Any],
+    redis: dict[str, Any] | None,
+    refused: str,
 ) -> None:
-    registry = await make(make_registry, f"127.0.0.1:{free_port()}", receiver)  # nobody there
-    status, _ = await registry.request_anew("GET", "/v2/")
-    assert status == 200
-    blob = random_blob()
-    response = await registry.request(
-        "POST", "/v2/team/app/blobs/uploads/", params={"digest": blob.digest}, data=blob.data
-    )
-    assert response.status == 503
-    assert (await response.json())["errors"][0]["code"] == "UNAVAILABLE"
+    endpoints = [{"name": "hook", "url": receiver.url}]
+    document: dict[str, Any] = {"notifications": {"endpoints": endpoints, "spool": spool}}
+    if redis is not None:
+        document["redis"] = redis
+    with pytest.raises(ConfigError, match=refused):
+        await make_registry(document)

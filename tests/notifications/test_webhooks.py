@@ -508,3 +508,12 @@ async def test_what_every_endpoint_was_sent_is_given_back_to_the_disk(
     assert 0 < reclaimed <= os.stat(events).st_size
     after = await registry.push_blob("team/app", random_blob())
     assert (await receiver.arrived(302))[-1]["target"]["digest"] == after.digest
+
+
+def test_two_endpoints_of_one_name_are_refused() -> None:
+    endpoints = [{"name": "a", "url": "http://127.0.0.1:9/a"}, {"name": "a", "url": "http://b/"}]
+    text = yaml.safe_dump({"version": "0.1", "notifications": {"endpoints": endpoints}})
+    with pytest.raises(
+        ConfigError, match=r"^notifications\.endpoints: .*two endpoints are named 'a'"
+    ):
+        parse_config(text + "storage: {inmemory: {}}\n", environ={})

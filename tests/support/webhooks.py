@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.support.servers import free_port
-from tests.support.waiting import until, wait_until
+from tests.support.waiting import until
 
 
 @dataclass(frozen=True)
@@ -74,17 +74,8 @@ class Receiver:
         with self._lock:
             return [event for delivery in self.deliveries for event in delivery.events]
 
-    def wait_for(
-        self, condition: Callable[[list[dict[str, Any]]], bool], within: float = 20
-    ) -> None:
-        wait_until(lambda: condition(self.events()), within, "the events did not arrive")
-
-    def wait_for_count(self, count: int, within: float = 20) -> list[dict[str, Any]]:
-        self.wait_for(lambda events: len(events) >= count, within)
-        return self.events()
-
     async def arrived(self, count: int, within: float = 20) -> list[dict[str, Any]]:
-        """``wait_for_count`` for a test whose registry runs on its own event loop."""
+        """Every event so far, once there are ``count``; the test's event loop runs meanwhile."""
         await until(lambda: len(self.events()) >= count, within, f"fewer than {count} events")
         return self.events()
 
