@@ -37,6 +37,7 @@ class RemoteRegistry:
     - ``insecure``: allow plain HTTP and unverified TLS (loopback registries
       are plain HTTP anyway, as docker treats them).
     - ``ca_file``: PEM certificates to verify the registry's TLS certificate with.
+    - ``client_certificate``: a certificate file and its key, shown to the registry.
     - ``chunk_size``: upload ``PATCH`` size in bytes; None streams each blob in one.
     - ``retries``: tries of a failing request in all (the first included).
     """
@@ -48,6 +49,7 @@ class RemoteRegistry:
         credentials: Credentials | None = None,
         insecure: bool = False,
         ca_file: str | None = None,
+        client_certificate: tuple[str, str] | None = None,
         chunk_size: int | None = None,
         retries: int = 5,
         backoff: float = 0.25,
@@ -62,6 +64,7 @@ class RemoteRegistry:
             credentials=credentials,
             insecure=insecure,
             ca_file=ca_file,
+            client_certificate=client_certificate,
             retry=RetryPolicy(attempts=retries, base_delay=backoff),
             environ=environ,
         )

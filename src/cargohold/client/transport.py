@@ -165,6 +165,7 @@ class Transport:
         credentials: Credentials | None = None,
         insecure: bool = False,
         ca_file: str | None = None,
+        client_certificate: tuple[str, str] | None = None,
         retry: RetryPolicy | None = None,
         user_agent: str = USER_AGENT,
         environ: Mapping[str, str] | None = None,
@@ -173,7 +174,7 @@ class Transport:
         self.insecure = insecure
         self.retry = retry or RetryPolicy()
         self.user_agent = user_agent
-        self._ssl: ssl.SSLContext | bool = self._ssl_context(insecure, ca_file)
+        self._ssl: ssl.SSLContext | bool = self._ssl_context(insecure, ca_file, client_certificate)
         self.auth = Authenticator(
             self.endpoint.netloc,
             find_credentials(self.endpoint.netloc, credentials, environ),
@@ -186,10 +187,18 @@ class Transport:
         self.requests_sent = 0
 
     @staticmethod
-    def _ssl_context(insecure: bool, ca_file: str | None) -> ssl.SSLContext | bool:
-        if insecure:
+    def _ssl_context(
+        insecure: bool, ca_file: str | None, client_certificate: tuple[str, str] | None
+    ) -> ssl.SSLContext | bool:
+        if insecure and client_certificate is None:
             return False
-        return ssl.create_default_context(cafile=ca_file)
+        context = ssl.create_default_context(cafile=ca_file)
+        if insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if client_certificate is not None:
+            context.load_cert_chain(*client_certificate)
+        return context
 
     @property
     def host(self) -> str:
@@ -322,6 +331,9 @@ class Transport:
                 response = await self.session.request(
                     method, url, headers=headers, data=data, ssl=self._ssl
                 )
+            except aiohttp.TooManyRedirects as exc:
+                # Not the network: the registry's replies lead nowhere, on every try.
+                raise RegistryError(f"{self.host}: {method} {url.path}: a redirect loop") from exc
             except aiohttp.ClientSSLError as exc:
                 # A certificate will not verify on the next try either.
                 raise Unavailable(f"{self.host}: TLS failed: {_describe(exc)}") from exc
