@@ -34,7 +34,8 @@ Errors are values of the domain. Only the api layer turns them into HTTP
         ├── Unauthorized             credentials are missing or wrong (carries the challenge)
         ├── Denied                   the credentials do not grant the access
         ├── TooManyRequests          the client must slow down
-        └── Unavailable              the registry cannot serve the request right now
+        ├── Unavailable              the registry cannot serve the request right now
+        └── UpstreamInvalid          a mirror's upstream sent something unusable (502)
 """
 
 from __future__ import annotations
@@ -220,3 +221,12 @@ class TooManyRequests(RegistryError):
 
 class Unavailable(RegistryError):
     default_message = "service unavailable"
+
+
+class UpstreamInvalid(RegistryError):
+    """What a mirror's upstream sent cannot be served: wrong digest, short body, not a registry.
+
+    The message never names the upstream's credentials.
+    """
+
+    default_message = "the upstream registry sent an invalid reply"

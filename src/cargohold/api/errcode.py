@@ -40,6 +40,8 @@ TOOMANYREQUESTS = ErrorCode("TOOMANYREQUESTS", 429)
 PAGINATION_NUMBER_INVALID = ErrorCode("PAGINATION_NUMBER_INVALID", 400)
 UNAVAILABLE = ErrorCode("UNAVAILABLE", 503)
 UNKNOWN = ErrorCode("UNKNOWN", 500)
+#: A mirror's upstream failed it: the specification names no code, so UNKNOWN with 502.
+UPSTREAM_INVALID = ErrorCode("UNKNOWN", 502)
 #: The specification asks for 413 above the manifest size limit but names no code for it.
 MANIFEST_TOO_LARGE = ErrorCode("MANIFEST_INVALID", 413)
 
@@ -65,6 +67,7 @@ _BY_ERROR: dict[type[errors.RegistryError], ErrorCode] = {
     errors.TooManyRequests: TOOMANYREQUESTS,
     errors.PaginationNumberInvalid: PAGINATION_NUMBER_INVALID,
     errors.Unavailable: UNAVAILABLE,
+    errors.UpstreamInvalid: UPSTREAM_INVALID,
 }
 
 
@@ -91,7 +94,8 @@ def _reverse() -> tuple[
     by_code: dict[str, type[errors.RegistryError]] = {}
     for cls, code in _BY_ERROR.items():
         by_pair.setdefault((code.code, code.status), cls)
-        by_code.setdefault(code.code, cls)
+        if code.code != UNKNOWN.code:  # UNKNOWN alone says nothing: the base error
+            by_code.setdefault(code.code, cls)
     return by_pair, by_code
 
 
