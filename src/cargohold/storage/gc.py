@@ -77,7 +77,7 @@ class Collection:
 
 
 @dataclass
-class _Revision:
+class Revision:
     digest: Digest
     references: list[Digest]
     children: list[Digest]
@@ -106,9 +106,9 @@ async def collect_garbage(
     registry: StorageRegistry, *, dry_run: bool = False, delete_untagged: bool = False
 ) -> Collection:
     result = Collection()
-    layer_links: dict[str, set[Digest]] = {}
+    links: dict[str, set[Digest]] = {}
     for name in await registry.catalog():
-        revisions = await _revisions(registry, name)
+        revisions = await revisions_of(registry, name)
         kept = _keep(revisions, delete_untagged)
         for revision in revisions.values():
             if revision.digest in kept:
@@ -116,7 +116,7 @@ async def collect_garbage(
                 result.marked.update(revision.references)
             else:
                 result.deleted_manifests.append((name, revision.digest))
-        layer_links[name] = await _layer_links(registry, name)
+        links[name] = await layer_links(registry, name)
 
     stored = await _all_blobs(registry)
     for digest in sorted(stored):
@@ -124,7 +124,7 @@ async def collect_garbage(
             result.deleted_blobs.append(digest)
             result.reclaimed += stored[digest]
     swept = set(result.deleted_blobs)
-    for name, digests in layer_links.items():
+    for name, digests in links.items():
         result.deleted_links.extend((name, d) for d in sorted(digests & swept))
 
     if not dry_run:
@@ -162,7 +162,7 @@ async def _delete(registry: StorageRegistry, result: Collection) -> None:
             await registry.blobs.delete(digest)
 
 
-def _keep(revisions: dict[Digest, _Revision], delete_untagged: bool) -> set[Digest]:
+def _keep(revisions: dict[Digest, Revision], delete_untagged: bool) -> set[Digest]:
     """The revisions that stay: all of them, or the tagged ones and what they need."""
     if not delete_untagged:
         return set(revisions)
@@ -180,14 +180,14 @@ def _keep(revisions: dict[Digest, _Revision], delete_untagged: bool) -> set[Dige
     return kept
 
 
-async def _revisions(registry: StorageRegistry, name: str) -> dict[Digest, _Revision]:
+async def revisions_of(registry: StorageRegistry, name: str) -> dict[Digest, Revision]:
     driver = registry.driver
     repo = registry.repository(name)
     tagged = set()
     for tag in await repo.tags.all():
         with suppress(ManifestUnknown):  # a damaged tag keeps nothing alive
             tagged.add(await repo.tags.get(tag))
-    found: dict[Digest, _Revision] = {}
+    found: dict[Digest, Revision] = {}
     try:
         walk = driver.walk(path_for(ManifestRevisionsDir(name)))
         links = [info.path async for info in walk if info.path.endswith("/link")]
@@ -205,7 +205,7 @@ async def _revisions(registry: StorageRegistry, name: str) -> dict[Digest, _Revi
     return found
 
 
-def _describe(digest: Digest, payload: bytes, tagged: bool) -> _Revision:
+def _describe(digest: Digest, payload: bytes, tagged: bool) -> Revision:
     manifest: Manifest
     try:
         media_type = media_type_of(payload)
@@ -217,7 +217,7 @@ def _describe(digest: Digest, payload: bytes, tagged: bool) -> _Revision:
         # Refusing to guess: a manifest we cannot read may reference anything.
         raise ManifestInvalid(f"cannot read manifest {digest} to collect garbage: {exc}") from exc
     subject = manifest.subject.digest if manifest.subject is not None else None
-    return _Revision(
+    return Revision(
         digest,
         [d.digest for d in manifest.references()],
         [d.digest for d in manifest.manifests()],
@@ -226,7 +226,7 @@ def _describe(digest: Digest, payload: bytes, tagged: bool) -> _Revision:
     )
 
 
-async def _layer_links(registry: StorageRegistry, name: str) -> set[Digest]:
+async def layer_links(registry: StorageRegistry, name: str) -> set[Digest]:
     links: set[Digest] = set()
     try:
         async for info in registry.driver.walk(path_for(LayersDir(name))):

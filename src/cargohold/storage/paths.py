@@ -15,8 +15,10 @@ the other's storage::
         _uploads/<id>/startedat
         _uploads/<id>/hashstates/<alg>/<offset>
         _referrers/<alg>/<hex>/<alg>/<hex>/descriptor                (cargohold's own)
+        _proxy/<manifests|blobs>/<alg>/<hex>/used                     (cargohold's own)
 
-The referrers index is cargohold's addition. Distribution's catalog skips any
+The referrers index and a mirror's record of when cached content was last
+used (``_proxy``) are cargohold's additions. Distribution's catalog skips any
 folder of a repository whose name starts with ``_``, and its garbage collector
 walks only ``_manifests`` and ``_layers``, so a Go registry reading the same
 root ignores it.
@@ -215,6 +217,23 @@ class ReferrerDescriptor:
     referrer: Digest
 
 
+@dataclass(frozen=True, slots=True)
+class CacheUseDir:
+    """A mirrored repository's records of use of its cached ``kind`` (manifests or blobs)."""
+
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheUse:
+    """When cached ``digest`` of ``kind`` in mirrored repository ``name`` was last used."""
+
+    name: str
+    kind: str
+    digest: Digest
+
+
 PathSpec = (
     RegistryRoot
     | BlobsRoot
@@ -241,6 +260,8 @@ PathSpec = (
     | UploadHashState
     | ReferrersDir
     | ReferrerDescriptor
+    | CacheUseDir
+    | CacheUse
 )
 
 
@@ -309,6 +330,8 @@ _LAYOUT: dict[type, Callable[[Any], str]] = {
     ),
     ReferrersDir: _referrers_dir,
     ReferrerDescriptor: lambda s: f"{_referrers_dir(s)}/{_digest_parts(s.referrer)}/descriptor",
+    CacheUseDir: lambda s: f"{_repository(s.name)}/_proxy/{s.kind}",
+    CacheUse: lambda s: f"{_repository(s.name)}/_proxy/{s.kind}/{_digest_parts(s.digest)}/used",
 }
 
 
@@ -333,7 +356,7 @@ def digest_from_path(path: str) -> Digest:
     Raises ``DigestInvalid`` for anything else, such as a stray file met during a walk.
     """
     parts = path.split("/")
-    if parts[-1] in ("data", "link"):
+    if parts[-1] in ("data", "link", "used"):
         parts.pop()
     encoded = parts[-1]
     algorithm = parts[-3] if len(parts) > 3 and parts[-2] == encoded[:2] else parts[-2]

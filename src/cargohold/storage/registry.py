@@ -110,6 +110,10 @@ class StorageRegistry:
     def upkeep(self) -> Upkeep:
         return self
 
+    @property
+    def maintenance(self) -> None:
+        return None
+
     # -- upkeep -------------------------------------------------------------------------
 
     @property
