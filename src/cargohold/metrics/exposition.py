@@ -257,6 +257,55 @@ def _notifications(sums: _Sums) -> Iterator[Metric]:
     )
 
 
+def _proxy(sums: _Sums) -> Iterator[Metric]:
+    """Distribution's ``registry_proxy_*`` (3.x), and cargohold's per upstream."""
+    rows = sums.of(layout.PROXY)
+    zeros = [0.0] * layout.PROXY_WIDTH
+    # Both types always, as Distribution sets them to 0 at start.
+    totals = {kind: rows.get((kind,), zeros) for kind in layout.PROXY_TYPES}
+    for name, documentation, at in (
+        ("requests", "The number of total incoming proxy request received", layout.PROXY_REQUESTS),
+        ("hits", "The number of total proxy request hits", layout.PROXY_HITS),
+        ("misses", "The number of total proxy request misses", layout.PROXY_MISSES),
+        (
+            "pulled_bytes",
+            "The size of total bytes pulled from the upstream",
+            layout.PROXY_PULLED_BYTES,
+        ),
+        ("pushed_bytes", "The size of total bytes pushed to the client", layout.PROXY_PUSHED_BYTES),
+    ):
+        yield _counter(
+            f"registry_proxy_{name}",
+            documentation,
+            ["type"],
+            (((kind,), values[at]) for kind, values in totals.items()),
+        )
+    upstreams = sums.of(layout.PROXY_UPSTREAM)
+    for name, documentation, at in (
+        (
+            "hits",
+            "Manifests and blobs of each upstream served from the cache.",
+            layout.UPSTREAM_HITS,
+        ),
+        (
+            "misses",
+            "Manifests and blobs served from each upstream, not from the cache.",
+            layout.UPSTREAM_MISSES,
+        ),
+        (
+            "pulled_bytes",
+            "Bytes of manifests and blobs pulled from each upstream.",
+            layout.UPSTREAM_PULLED_BYTES,
+        ),
+    ):
+        yield _counter(
+            f"cargohold_proxy_upstream_{name}",
+            documentation,
+            ["upstream", "type"],
+            ((labels, values[at]) for labels, values in upstreams.items()),
+        )
+
+
 def _cargohold(sums: _Sums, stores: Sequence[StoreFile]) -> Iterator[Metric]:
     repositories = sums.of(layout.REPOSITORY)
 
@@ -397,6 +446,7 @@ def collect(stores: Sequence[StoreFile]) -> list[Metric]:
         *_http(sums),
         *_storage(sums),
         *_notifications(sums),
+        *_proxy(sums),
         *_cargohold(sums, stores),
         *_process(stores, sums),
     ]

@@ -106,6 +106,22 @@ NOTIFY_STATUS_WIDTH = 1
 NOTIFY_PENDING = "notify_pending"
 NOTIFY_PENDING_WIDTH = 1
 
+#: The pull-through cache, one per type (``PROXY_TYPES``): manifests and blobs served
+#: (requests), from the cache (hits) or the upstream (misses); bytes pulled from the
+#: upstreams, and bytes sent to the clients.
+PROXY = "proxy"
+PROXY_REQUESTS, PROXY_HITS, PROXY_MISSES, PROXY_PULLED_BYTES, PROXY_PUSHED_BYTES = range(5)
+PROXY_WIDTH = 5
+#: Distribution's ``type`` label values, each exposed from the start.
+PROXY_TYPES = ("blob", "manifest")
+#: One per (upstream, type), up to a number of upstreams, then ``OTHER_UPSTREAMS``:
+#: hits, misses, bytes pulled.
+PROXY_UPSTREAM = "proxy_upstream"
+UPSTREAM_HITS, UPSTREAM_MISSES, UPSTREAM_PULLED_BYTES = range(3)
+PROXY_UPSTREAM_WIDTH = 3
+#: The label of upstreams past the cap: a host name does not start with ``_``.
+OTHER_UPSTREAMS = "_other"
+
 #: Each kind's width in this version. A new field goes at the end of its row, never
 #: between: a store left in ``$CARGOHOLD_METRICS_DIR`` by an earlier version, with
 #: narrower rows, then reads as this version's rows with zeros in the new places.
@@ -121,4 +137,6 @@ WIDTHS = {
     NOTIFY: NOTIFY_WIDTH,
     NOTIFY_STATUS: NOTIFY_STATUS_WIDTH,
     NOTIFY_PENDING: NOTIFY_PENDING_WIDTH,
+    PROXY: PROXY_WIDTH,
+    PROXY_UPSTREAM: PROXY_UPSTREAM_WIDTH,
 }

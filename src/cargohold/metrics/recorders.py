@@ -1,4 +1,4 @@
-"""What writes the samples: a request hook, a storage watch, a cache wrapper, counters.
+"""What writes the samples: a request hook, storage, cache and mirror watches, counters.
 
 Each adds to doubles of its process's ``Store`` in place (``layout.py`` says
 which); nothing here allocates per request beyond the first request of a
@@ -25,12 +25,21 @@ from cargohold.metrics.store import Store
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.watched import WatchedCache
 
-__all__ = ["CacheMetrics", "HttpMetrics", "Metrics", "NotificationMetrics", "StorageMetrics"]
+__all__ = [
+    "CacheMetrics",
+    "HttpMetrics",
+    "Metrics",
+    "NotificationMetrics",
+    "ProxyMetrics",
+    "StorageMetrics",
+]
 
 #: How often a process notes its CPU time, for when it has died.
 CPU_NOTE_INTERVAL = 1.0
 #: Repositories with series of their own unless configured otherwise.
 DEFAULT_REPOSITORIES = 1000
+#: Upstreams with series of their own; more are counted as ``layout.OTHER_UPSTREAMS``.
+DEFAULT_UPSTREAMS = 100
 
 
 def _observe(values: memoryview[float], at: int, buckets: tuple[float, ...], value: float) -> None:
@@ -47,6 +56,14 @@ _DURATION_BUCKETS = layout.DURATION_BUCKETS
 _SIZE_BUCKETS = layout.SIZE_BUCKETS
 _CALL_BUCKETS = layout.CALL_BUCKETS
 _UPLOAD_ENDPOINTS = frozenset({Endpoint.UPLOADS, Endpoint.UPLOAD})
+_PROXY_REQUESTS = layout.PROXY_REQUESTS
+_PROXY_HITS = layout.PROXY_HITS
+_PROXY_MISSES = layout.PROXY_MISSES
+_PROXY_PULLED = layout.PROXY_PULLED_BYTES
+_PROXY_PUSHED = layout.PROXY_PUSHED_BYTES
+_UPSTREAM_HITS = layout.UPSTREAM_HITS
+_UPSTREAM_MISSES = layout.UPSTREAM_MISSES
+_UPSTREAM_PULLED = layout.UPSTREAM_PULLED_BYTES
 
 
 class HttpMetrics:
@@ -302,6 +319,75 @@ class NotificationMetrics:
         self._store.values[row] = count
 
 
+class ProxyMetrics:
+    """A mirror's watch (``ProxyWatch``): Distribution's ``registry_proxy_*``, and
+    cargohold's per upstream.
+
+    ``served`` runs on every cached blob HEAD of the fast path: one dict lookup finds
+    both rows of an (upstream, type), and the rest is adding in place.
+    """
+
+    def __init__(self, store: Store, upstreams: int = DEFAULT_UPSTREAMS) -> None:
+        self._store = store
+        # Made now, as Distribution sets both types to 0 at start: a dashboard's hit
+        # ratio has series to divide before the first pull.
+        self._totals = {
+            kind: store.row(layout.PROXY, (kind,), layout.PROXY_WIDTH)
+            for kind in layout.PROXY_TYPES
+        }
+        #: type -> upstream -> (its type's row, its own row). Keyed by type first so
+        #: that a lookup builds no tuple; upstreams past the cap are not kept, so that
+        #: neither this nor the scrape grows without bound.
+        self._rows: dict[str, dict[str, tuple[int, int]]] = {
+            kind: {} for kind in layout.PROXY_TYPES
+        }
+        self._upstreams: set[str] = set()
+        self._upstream_cap = upstreams
+
+    def _new_rows(self, upstream: str, kind: str) -> tuple[int, int]:
+        total = self._totals.get(kind)
+        if total is None:
+            raise ValueError(f"not a proxied kind of content: {kind!r}")
+        if upstream not in self._upstreams:
+            if len(self._upstreams) >= self._upstream_cap:
+                upstream = layout.OTHER_UPSTREAMS
+                found = self._rows[kind].get(upstream)
+                if found is not None:
+                    return found
+            else:
+                self._upstreams.add(upstream)
+        own = self._store.row(layout.PROXY_UPSTREAM, (upstream, kind), layout.PROXY_UPSTREAM_WIDTH)
+        rows = self._rows[kind][upstream] = (total, own)
+        return rows
+
+    def served(self, upstream: str, kind: str, size: int, hit: bool) -> None:
+        by_upstream = self._rows.get(kind)
+        rows = by_upstream.get(upstream) if by_upstream is not None else None
+        if rows is None:
+            rows = self._new_rows(upstream, kind)
+        total, own = rows
+        values = self._store.values
+        values[total + _PROXY_REQUESTS] += 1
+        values[total + _PROXY_PUSHED] += size
+        # Every serve is a hit or a miss, so that hits + misses == requests.
+        if hit:
+            values[total + _PROXY_HITS] += 1
+            values[own + _UPSTREAM_HITS] += 1
+        else:
+            values[total + _PROXY_MISSES] += 1
+            values[own + _UPSTREAM_MISSES] += 1
+
+    def pulled(self, upstream: str, kind: str, size: int) -> None:
+        by_upstream = self._rows.get(kind)
+        rows = by_upstream.get(upstream) if by_upstream is not None else None
+        if rows is None:
+            rows = self._new_rows(upstream, kind)
+        total, own = rows
+        values = self._store.values
+        values[total + _PROXY_PULLED] += size
+        values[own + _UPSTREAM_PULLED] += size
+
+
 class Metrics:
     """The recorders of one process, on its store."""
 
@@ -310,6 +396,7 @@ class Metrics:
         self.http = HttpMetrics(store, repositories)
         self.storage = StorageMetrics(store)
         self.notifications = NotificationMetrics(store)
+        self.proxy = ProxyMetrics(store)
         self._process = store.row(layout.PROCESS, (), layout.PROCESS_WIDTH)
 
     def cache(self, cache: BlobDescriptorCache) -> BlobDescriptorCache:
