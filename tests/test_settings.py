@@ -86,7 +86,7 @@ health.http.uri health.http.headers health.http.statuscode health.http.timeout
 health.http.interval health.http.threshold health.tcp health.tcp.addr health.tcp.timeout
 health.tcp.interval health.tcp.threshold
 proxy proxy.remoteurl proxy.username proxy.password proxy.exec proxy.exec.command
-proxy.exec.lifetime proxy.ttl
+proxy.exec.lifetime proxy.ttl proxy.cachewritetimeout
 validation validation.disabled validation.manifests validation.manifests.urls
 validation.manifests.urls.allow validation.manifests.urls.deny validation.manifests.indexes
 validation.manifests.indexes.platforms validation.manifests.indexes.platformlist
@@ -113,7 +113,9 @@ REFUSED: dict[str, dict[str, Any]] = {
     "http.h2c": {"http": {"h2c": {"enabled": True}}},
     "redis.maxidleconns": {"redis": {"addr": "127.0.0.1:6379", "maxidleconns": 16}},
     "redis.connmaxidletime": {"redis": {"addr": "127.0.0.1:6379", "connmaxidletime": "300s"}},
-    "proxy": {"proxy": {"remoteurl": "https://registry-1.docker.io"}},
+    "proxy.cachewritetimeout": {
+        "proxy": {"remoteurl": "https://registry-1.docker.io", "cachewritetimeout": "5m"}
+    },
 }
 
 #: Each exercised prefix: the test that shows it doing what Distribution documents.
@@ -180,6 +182,9 @@ EXERCISED: dict[str, str] = {
     "http.debug.prometheus": "tests/metrics/test_distribution_names.py::test_every_request_is_counted_under_the_same_labels",
     "http.debug.prometheus.path": "tests/metrics/test_debug_listener.py::test_metrics_at_the_configured_path",
     "http.http2.disabled": "tests/test_settings.py::test_http2_disabled_asks_for_nothing_missing",
+    "proxy": "tests/proxy/test_modes.py::test_a_pure_proxy_serves_every_repository_and_refuses_writes",
+    "proxy.remoteurl": "tests/proxy/test_modes.py::test_a_pure_proxy_serves_every_repository_and_refuses_writes",
+    "proxy.ttl": "tests/proxy/test_expiry.py::test_when_everything_expires_storage_is_empty_of_it",
     "notifications": "tests/notifications/test_webhooks.py::test_a_push_is_told_in_distributions_envelope",
     "notifications.events": "tests/notifications/test_webhooks.py::test_includereferences_lists_what_a_manifest_references",
     "notifications.events.includereferences": "tests/notifications/test_webhooks.py::test_includereferences_lists_what_a_manifest_references",
@@ -262,13 +267,15 @@ def test_every_refused_key_is_refused_with_one_line(prefix: str) -> None:
 
 def test_cargohold_serve_exits_2_naming_a_refused_key(tmp_path: Any) -> None:
     config = tmp_path / "config.yml"
-    config.write_text(yaml.safe_dump(merged(_BASE, REFUSED["proxy"])))
+    config.write_text(yaml.safe_dump(merged(_BASE, REFUSED["proxy.cachewritetimeout"])))
     result = subprocess.run(
         cargohold_argv("serve", str(config)), capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
-    assert line.startswith("cargohold: config: proxy: not supported by cargohold; ")
+    assert line.startswith(
+        "cargohold: config: proxy.cachewritetimeout: not supported by cargohold; "
+    )
 
 
 def test_http2_disabled_asks_for_nothing_missing() -> None:

@@ -907,16 +907,104 @@ class Health(_Section):
 
 class ProxyExec(_Section):
     command: str
-    lifetime: Duration | None = None  # None: run the helper once
+    lifetime: Duration | None = None  # None: run the helper once; 0: before every request
 
 
-class Proxy(_Section):
-    remoteurl: str
+class ProxyTLS(_Section):
+    """cargohold's: how an upstream's TLS is verified, and the certificate shown to it."""
+
+    #: PEM certificates that verify the upstream (the system's when empty).
+    ca: str = ""
+    #: A client certificate and its key, for an upstream that asks for one.
+    certificate: str = ""
+    key: str = ""
+    #: Verify nothing, and allow plain HTTP to a host that is not loopback.
+    insecure: bool = False
+
+
+def _check_remote(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise ValueError(f"must be an http:// or https:// URL, not {url!r}")
+    if "/" in rest.strip("/"):
+        raise ValueError(f"a registry URL has no path: {url!r}")
+    return url.rstrip("/")
+
+
+class _Remote(_Section):
+    """What Distribution's ``proxy`` says of its one upstream, and each cargohold upstream."""
+
     username: str = ""
     password: str = ""
     exec: ProxyExec | None = None
     ttl: Duration = 168 * 3600.0  # 0: cached content never expires
+    #: cargohold's: a tag checked against the upstream is trusted this long.
+    recheck: Duration = 5.0
+    #: cargohold's: tried in order when the upstream does not answer.
+    failover: list[str] = Field(default_factory=list)
+    tls: ProxyTLS = Field(default_factory=ProxyTLS)
+
+    @field_validator("failover")
+    @classmethod
+    def _failover_urls(cls, urls: list[str]) -> list[str]:
+        return [_check_remote(url) for url in urls]
+
+
+class Upstream(_Remote):
+    """cargohold's: one upstream of a mirror of several, chosen by repository prefix."""
+
+    #: Repositories whose name starts with this (``docker.io/``) are this upstream's,
+    #: named upstream without it.
+    prefix: str
+    remoteurl: str
+    #: The ``?ns=`` values (containerd's mirror requests) that mean this upstream;
+    #: by default the prefix's first component.
+    hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("remoteurl")
+    @classmethod
+    def _remote_url(cls, url: str) -> str:
+        return _check_remote(url)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix:
+            raise ValueError(f"must be a repository path ending in '/', not {prefix!r}")
+        return prefix
+
+
+class Proxy(_Remote):
+    """Distribution's pull-through cache, with cargohold's several upstreams.
+
+    With ``remoteurl`` every repository is a mirror of it (Distribution's pure
+    proxy: pushes and deletes are refused). With ``upstreams`` the repositories
+    under each prefix mirror that upstream, and the rest (when there is no
+    ``remoteurl``) are ordinary repositories beside them.
+    """
+
+    remoteurl: str = ""
+    upstreams: list[Upstream] = Field(default_factory=list)
+    #: cargohold's: whether a repository no upstream owns is an ordinary one, or unknown.
+    local: bool = True
+    #: Read from some Distribution configurations; refused (``unsupported.py``) when set.
     remotenamespace: str = ""
+    #: Distribution 3.1's bound on a cache write: refused (``unsupported.py``).
+    cachewritetimeout: Duration | None = None
+
+    @field_validator("remoteurl")
+    @classmethod
+    def _remote_url(cls, url: str) -> str:
+        return _check_remote(url) if url else url
+
+    @model_validator(mode="after")
+    def _some_upstream(self) -> Proxy:
+        if not self.remoteurl and not self.upstreams:
+            raise ValueError("needs remoteurl, or upstreams")
+        prefixes = [upstream.prefix for upstream in self.upstreams]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError("two upstreams have the same prefix")
+        return self
 
 
 class URLRules(_Section):

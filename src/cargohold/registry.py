@@ -9,8 +9,10 @@ Every method raises the domain's errors (``cargohold.errors``), never HTTP.
 
 A namespace may also offer optional capabilities, each a Protocol handed out
 by a property that is None when it has none: ``immediate`` (the commonest
-reads answered at once, for the request fast path) and ``upkeep`` (storage
-maintenance while serving: upload purging and health probes).
+reads answered at once, for the request fast path), ``upkeep`` (storage
+maintenance while serving: upload purging and health probes) and
+``maintenance`` (work of its own to run in the background while serving: a
+mirror's expiry).
 """
 
 from __future__ import annotations
@@ -262,6 +264,14 @@ class Upkeep(Protocol):
         ...
 
 
+class Maintenance(Protocol):
+    """Work a namespace does in the background while it serves."""
+
+    async def run(self) -> None:
+        """Do it until cancelled; failures are logged and retried, never raised."""
+        ...
+
+
 class Namespace(Protocol):
     """A registry: a namespace of repositories."""
 
@@ -285,4 +295,9 @@ class Namespace(Protocol):
     @property
     def upkeep(self) -> Upkeep | None:
         """Maintenance of the namespace's own storage, when it has storage of its own."""
+        ...
+
+    @property
+    def maintenance(self) -> Maintenance | None:
+        """Background work of its own, when it has some."""
         ...

@@ -39,8 +39,14 @@ def refusals(config: Config) -> Iterator[tuple[str, str]]:
                 else "leave it out"
             )
             yield f"middleware.{layer}", instead
-    if config.proxy is not None:
-        yield "proxy", "copy images in with 'cargohold copy'"
+    if config.proxy is not None and config.proxy.remotenamespace:
+        yield (
+            "proxy.remotenamespace",
+            "give the upstream's repositories a prefix in proxy.upstreams",
+        )
+    if config.proxy is not None and config.proxy.cachewritetimeout is not None:
+        # A fill is its own task, never waited on by a reply: there is no write to bound.
+        yield "proxy.cachewritetimeout", "clients never wait on a cache write here: leave it out"
     if http.tls.letsencrypt.model_fields_set:
         yield (
             "http.tls.letsencrypt",

@@ -253,7 +253,10 @@ class Dispatcher:
             return await listing.catalog(api, request)
         if "%" in route.name:
             return api.error_code(NAME_INVALID, "invalid repository name", {"name": route.name})
-        repo = api.registry.repository(route.name)
+        name = route.name
+        if api.namespaced is not None and "ns" in request.query:
+            name = api.namespaced(name, request.query["ns"])
+        repo = api.registry.repository(name)
         return await _REPOSITORY_HANDLERS[route.endpoint](api, request, repo, route.argument)
 
     def _not_found(self) -> web.Response:
@@ -295,6 +298,23 @@ def build_registry(
     if watches:
         driver.watch = watches[0] if len(watches) == 1 else Watches(*watches)
     return StorageRegistry(driver, cache=cache, options=registry_options(config), threads=threads)
+
+
+def build_namespace(
+    config: Config,
+    threads: Executor | None = None,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
+) -> Namespace:
+    """The registry on the configured storage, mirroring ``proxy``'s upstreams when set."""
+    local = build_registry(config, threads, metrics, tracing)
+    if config.proxy is None:
+        return local
+    from cargohold.proxy import MirrorRegistry, upstreams_of
+
+    watch = metrics.proxy if metrics is not None else None
+    proxy = config.proxy
+    return MirrorRegistry(local, upstreams_of(proxy), watch, local_repositories=proxy.local)
 
 
 def registry_options(config: Config) -> RegistryOptions:
@@ -386,7 +406,7 @@ def create_app(
     size = storage.filesystem.maxthreads if storage.filesystem is not None else THREADS
     threads = ThreadPoolExecutor(size, thread_name_prefix="cargohold")
     namespace = (
-        registry if registry is not None else build_registry(config, threads, metrics, tracing)
+        registry if registry is not None else build_namespace(config, threads, metrics, tracing)
     )
     api = Api(
         registry=namespace,
@@ -401,6 +421,7 @@ def create_app(
         catalog_max_entries=config.catalog.maxentries,
         tags_max_entries=config.tags.maxtags,
         upload_secret=config.http.secret,
+        namespaced=getattr(namespace, "namespaced", None),
     )
     configured: list[RequestHook] = [] if tracing is None else [tracing.hook]
     if not config.log.accesslog.disabled:
@@ -440,6 +461,8 @@ def create_app(
         app.cleanup_ctx.append(_noting_cpu(metrics))
     if notifier is not None:
         app.cleanup_ctx.append(_notifying(notifier))
+    if namespace.maintenance is not None:
+        app.cleanup_ctx.append(_background(namespace.maintenance.run))
 
     async def close(app: web.Application) -> None:
         try:

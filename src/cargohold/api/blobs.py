@@ -22,7 +22,7 @@ from cargohold.api.pipeline import record, respond
 from cargohold.api.reply import Reply, RequestView
 from cargohold.descriptor import OCTET_STREAM
 from cargohold.digest import Digest
-from cargohold.errors import RangeInvalid, StorageDriverError
+from cargohold.errors import RangeInvalid, RegistryError, StorageDriverError
 from cargohold.registry import BlobSource, Repository
 
 log = logging.getLogger("cargohold.api")
@@ -108,11 +108,11 @@ async def get_blob(
     try:
         async for chunk in chunks:
             await response.write(chunk)
-    except StorageDriverError as exc:
+    except (StorageDriverError, RegistryError) as exc:
         # Part of the body is out: no error reply can follow (one returned now would be
         # written inside the body, on a connection the client keeps waiting on for the
         # missing bytes). Cutting the connection shows the client a short body.
-        log.warning("storage failed while sending blob %s: %s", digest, exc)
+        log.warning("reading blob %s failed while sending it: %s", digest, exc)
         if request.transport is not None:
             request.transport.close()
         return response
