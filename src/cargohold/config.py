@@ -921,6 +921,12 @@ class ProxyTLS(_Section):
     #: Verify nothing, and allow plain HTTP to a host that is not loopback.
     insecure: bool = False
 
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> ProxyTLS:
+        if self.key and not self.certificate:
+            raise ValueError("key is given without a certificate")
+        return self
+
 
 def _check_remote(url: str) -> str:
     scheme, _, rest = url.partition("://")

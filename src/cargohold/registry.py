@@ -10,9 +10,9 @@ Every method raises the domain's errors (``cargohold.errors``), never HTTP.
 A namespace may also offer optional capabilities, each a Protocol handed out
 by a property that is None when it has none: ``immediate`` (the commonest
 reads answered at once, for the request fast path), ``upkeep`` (storage
-maintenance while serving: upload purging and health probes) and
+maintenance while serving: upload purging and health probes),
 ``maintenance`` (work of its own to run in the background while serving: a
-mirror's expiry).
+mirror's expiry) and ``routing`` (a mirror's reading of containerd's ``?ns=``).
 """
 
 from __future__ import annotations
@@ -272,6 +272,14 @@ class Maintenance(Protocol):
         ...
 
 
+class Routing(Protocol):
+    """Which repository a mirror request names (containerd sends ``?ns=<upstream host>``)."""
+
+    def namespaced(self, name: str, ns: str) -> str:
+        """The repository meant by ``name`` asked for with ``?ns=ns``."""
+        ...
+
+
 class Namespace(Protocol):
     """A registry: a namespace of repositories."""
 
@@ -300,4 +308,9 @@ class Namespace(Protocol):
     @property
     def maintenance(self) -> Maintenance | None:
         """Background work of its own, when it has some."""
+        ...
+
+    @property
+    def routing(self) -> Routing | None:
+        """How ``?ns=`` picks a repository, when the namespace mirrors upstreams."""
         ...

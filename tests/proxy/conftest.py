@@ -21,10 +21,11 @@ import yaml
 from cargohold.api.app import API_KEY, create_app
 from cargohold.config import parse_config
 from tests.api.conftest import Registry, _merge, servers, serving
+from tests.api.test_metrics import scraper
 from tests.proxy.relay import Relay
 from tests.support.inprocess import Servers
 
-__all__ = ["servers", "serving"]
+__all__ = ["scraper", "servers", "serving"]
 
 
 @dataclass
@@ -42,7 +43,11 @@ class Mirror(Registry):
         """The digests whose content the mirror's storage holds."""
         assert self.root is not None
         blobs = self.root / "docker/registry/v2/blobs"
-        return {f"sha256:{data.parent.name}" for data in blobs.rglob("data")}
+        while True:
+            try:  # expiry may remove a folder while it is walked: walk again
+                return {f"sha256:{data.parent.name}" for data in blobs.rglob("data")}
+            except FileNotFoundError:
+                continue
 
 
 @pytest.fixture

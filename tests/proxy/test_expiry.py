@@ -47,13 +47,21 @@ def _repositories(mirror: Mirror) -> set[str]:
     """Every repository folder left in storage (those holding any of its ``_`` folders)."""
     assert mirror.root is not None
     top = mirror.root / "docker/registry/v2/repositories"
-    return {str(p.parent.relative_to(top)) for p in top.rglob("_*") if p.is_dir()} - {""}
+    while True:
+        try:  # the sweep may remove a folder while it is walked: walk again
+            return {str(p.parent.relative_to(top)) for p in top.rglob("_*") if p.is_dir()}
+        except FileNotFoundError:
+            continue
 
 
 def _manifest_links(mirror: Mirror, name: str) -> int:
     assert mirror.root is not None
     revisions = mirror.root / "docker/registry/v2/repositories" / name / "_manifests/revisions"
-    return len(list(revisions.rglob("link"))) if revisions.exists() else 0
+    while True:
+        try:
+            return len(list(revisions.rglob("link"))) if revisions.exists() else 0
+        except FileNotFoundError:
+            continue
 
 
 async def test_a_layer_shared_with_a_live_repository_outlives_the_one_that_expired(

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import tracemalloc
 
 import pytest
 
@@ -20,8 +21,10 @@ from tests.api.conftest import (
     assert_error,
     random_blob,
 )
+from tests.api.test_metrics import Scraper
 from tests.proxy.conftest import MakeMirror
 from tests.proxy.relay import Fault, Relay
+from tests.support.servers import free_port
 from tests.support.waiting import until
 
 ACCEPT = {"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
@@ -188,8 +191,16 @@ async def test_twenty_pulls_of_an_uncached_blob_make_one_upstream_get(
                 digest.update(chunk)
         return f"sha256:{digest.hexdigest()}"
 
-    copies = await asyncio.gather(*(pull() for _ in range(20)))
+    tracemalloc.start()
+    try:
+        copies = await asyncio.gather(*(pull() for _ in range(20)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert copies == [blob.digest] * 20
+    # 1.25 GiB went out; the process (mirror, relay, upstream, twenty clients) held
+    # a few chunks per stream at a time, never a blob.
+    assert peak < 48 * 1024 * 1024, peak
     assert relay.blob_gets() == 1
     await until(lambda: mirror.blob_files() == {blob.digest}, what="the fill never committed")
 
@@ -238,3 +249,46 @@ async def test_a_range_of_an_uncached_blob_is_served_and_the_whole_blob_kept(
     assert await response.read() == blob.data[1000:2000]
     await mirror.pull_blob("docker.io/app", blob.digest)
     assert relay.blob_gets() == 1
+
+
+async def test_a_failing_upstream_url_fails_over_to_the_next(
+    upstream: Registry, relay: Relay, make_mirror: MakeMirror
+) -> None:
+    image = await upstream.push_image("app", "v1")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    mirror = await make_mirror(remoteurl=dead, failover=[relay.url])
+    status, body = await mirror.request_anew(
+        "GET", "/v2/docker.io/app/manifests/v1", headers=ACCEPT
+    )
+    assert (status, body) == (200, image.payload)
+    assert image.layers
+    assert await mirror.pull_blob("docker.io/app", image.layers[0].digest) == image.layers[0].data
+    assert relay.count("GET", "/manifests/") == 1
+
+
+async def test_hits_misses_and_pulled_bytes_are_counted_under_distributions_names(
+    upstream: Registry, relay: Relay, make_mirror: MakeMirror, scraper: Scraper
+) -> None:
+    image = await upstream.push_image("app", "v1")
+    mirror = await make_mirror(
+        recheck="1h", settings={"http": {"debug": {"prometheus": {"enabled": True}}}}
+    )
+    assert image.layers
+    layer = image.layers[0]
+    for _ in range(3):
+        status, _body = await mirror.request_anew(
+            "GET", "/v2/docker.io/app/manifests/v1", headers=ACCEPT
+        )
+        assert status == 200
+        await mirror.pull_blob("docker.io/app", layer.digest)
+    found = await scraper(mirror)
+    blob, manifest = {"type": "blob"}, {"type": "manifest"}
+    assert found.value("registry_proxy_misses_total", **blob) == 1
+    assert found.value("registry_proxy_hits_total", **blob) == 2
+    assert found.value("registry_proxy_pulled_bytes_total", **blob) == layer.size
+    assert found.value("registry_proxy_pushed_bytes_total", **blob) == 3 * layer.size
+    assert found.value("registry_proxy_misses_total", **manifest) == 1
+    assert found.value("registry_proxy_hits_total", **manifest) == 2
+    assert found.value("registry_proxy_pulled_bytes_total", **manifest) == image.size
+    host = relay.url.removeprefix("http://")
+    assert found.value("cargohold_proxy_upstream_hits_total", upstream=host, type="blob") == 2

@@ -8,9 +8,17 @@ unless ``proxy.local`` is false; containerd's ``?ns=`` names the upstream.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cargohold.api.app import create_app
+from cargohold.config import parse_config
+from cargohold.errors import ConfigError
 from cargohold.manifest import OCI_INDEX
 from tests.api.conftest import OCI_MANIFEST, Registry, assert_error, random_blob
-from tests.proxy.conftest import MakeMirror
+from tests.proxy.conftest import MakeMirror, mirror_config
 from tests.proxy.relay import Relay
 
 ACCEPT = {"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
@@ -110,3 +118,56 @@ async def test_tags_are_listed_as_the_upstream_has_them(
         await upstream.push_image("app", tag)
     mirror = await make_mirror()
     assert await mirror.tags("docker.io/app") == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    ("proxy", "key"),
+    [
+        ({"remoteurl": "https://127.0.0.1:1", "tls": {"ca": "/missing/ca.pem"}}, "proxy.tls"),
+        (
+            {
+                "upstreams": [
+                    {
+                        "prefix": "a/",
+                        "remoteurl": "https://127.0.0.1:1",
+                        "tls": {"certificate": "/missing.pem"},
+                    }
+                ]
+            },
+            "proxy.upstreams.0.tls",
+        ),
+        ({"remoteurl": "https://127.0.0.1:1", "tls": {"key": "/k.pem"}}, "proxy.tls"),
+        ({"ttl": "1h"}, "proxy"),
+        ({"remoteurl": "ftp://example.com"}, "proxy.remoteurl"),
+        ({"remoteurl": "https://example.com/v2"}, "proxy.remoteurl"),
+        (
+            {"upstreams": [{"prefix": "docker.io", "remoteurl": "https://example.com"}]},
+            "proxy.upstreams.0.prefix",
+        ),
+        (
+            {
+                "upstreams": [
+                    {"prefix": "a/", "remoteurl": "https://a.example"},
+                    {"prefix": "a/", "remoteurl": "https://b.example"},
+                ]
+            },
+            "proxy",
+        ),
+    ],
+    ids=[
+        "missing-ca",
+        "missing-certificate",
+        "key-alone",
+        "no-upstream",
+        "not-http",
+        "a-path",
+        "prefix-without-slash",
+        "same-prefix-twice",
+    ],
+)
+def test_a_proxy_setting_that_cannot_work_stops_the_start_naming_it(
+    tmp_path: Path, proxy: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_app(parse_config(mirror_config(tmp_path, proxy), environ={}))
+    assert caught.value.key == key, caught.value

@@ -254,8 +254,9 @@ class Dispatcher:
         if "%" in route.name:
             return api.error_code(NAME_INVALID, "invalid repository name", {"name": route.name})
         name = route.name
-        if api.namespaced is not None and "ns" in request.query:
-            name = api.namespaced(name, request.query["ns"])
+        routing = api.registry.routing
+        if routing is not None and "ns" in request.query:
+            name = routing.namespaced(name, request.query["ns"])
         repo = api.registry.repository(name)
         return await _REPOSITORY_HANDLERS[route.endpoint](api, request, repo, route.argument)
 
@@ -421,7 +422,6 @@ def create_app(
         catalog_max_entries=config.catalog.maxentries,
         tags_max_entries=config.tags.maxtags,
         upload_secret=config.http.secret,
-        namespaced=getattr(namespace, "namespaced", None),
     )
     configured: list[RequestHook] = [] if tracing is None else [tracing.hook]
     if not config.log.accesslog.disabled:

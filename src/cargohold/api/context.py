@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -42,8 +42,6 @@ class Api:
     manifest_max_size: int = 4 * 1024 * 1024
     #: ``http.secret``: signs the ``_state`` of upload URLs, for Go registries sharing storage.
     upload_secret: str = ""
-    #: A mirror's reading of containerd's ``?ns=<upstream host>``: the repository meant.
-    namespaced: Callable[[str, str], str] | None = None
 
     def __post_init__(self) -> None:
         base = {API_VERSION[0]: API_VERSION[1], SERVER[0]: SERVER[1]}

@@ -37,7 +37,8 @@ class RemoteRegistry:
     - ``insecure``: allow plain HTTP and unverified TLS (loopback registries
       are plain HTTP anyway, as docker treats them).
     - ``ca_file``: PEM certificates to verify the registry's TLS certificate with.
-    - ``client_certificate``: a certificate file and its key, shown to the registry.
+    - ``client_certificate``: a certificate file and its key (None: in the same file),
+      shown to the registry.
     - ``chunk_size``: upload ``PATCH`` size in bytes; None streams each blob in one.
     - ``retries``: tries of a failing request in all (the first included).
     """
@@ -49,7 +50,7 @@ class RemoteRegistry:
         credentials: Credentials | None = None,
         insecure: bool = False,
         ca_file: str | None = None,
-        client_certificate: tuple[str, str] | None = None,
+        client_certificate: tuple[str, str | None] | None = None,
         chunk_size: int | None = None,
         retries: int = 5,
         backoff: float = 0.25,

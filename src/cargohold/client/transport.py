@@ -165,7 +165,7 @@ class Transport:
         credentials: Credentials | None = None,
         insecure: bool = False,
         ca_file: str | None = None,
-        client_certificate: tuple[str, str] | None = None,
+        client_certificate: tuple[str, str | None] | None = None,
         retry: RetryPolicy | None = None,
         user_agent: str = USER_AGENT,
         environ: Mapping[str, str] | None = None,
@@ -188,7 +188,7 @@ class Transport:
 
     @staticmethod
     def _ssl_context(
-        insecure: bool, ca_file: str | None, client_certificate: tuple[str, str] | None
+        insecure: bool, ca_file: str | None, client_certificate: tuple[str, str | None] | None
     ) -> ssl.SSLContext | bool:
         if insecure and client_certificate is None:
             return False

@@ -130,6 +130,8 @@ class MirrorRegistry:
         self.flights = _Flights()
         #: When each (repository, tag) was last confirmed upstream (monotonic).
         self.checked: dict[tuple[str, str], float] = {}
+        #: Manifests fetched for a tag and not yet served: their first read is a miss.
+        self.fetched: set[tuple[str, Digest]] = set()
         inner = local.immediate
         self._immediate = _MirrorReads(self, inner) if inner is not None else None
 
@@ -170,6 +172,10 @@ class MirrorRegistry:
 
     @property
     def maintenance(self) -> MirrorRegistry:
+        return self
+
+    @property
+    def routing(self) -> MirrorRegistry:
         return self
 
     def _ttl_of(self, name: str) -> float | None:
@@ -392,7 +398,10 @@ class MirrorManifests:
             return None
         if self._upstream.ttl:
             self._mirror.uses.used(self._name, MANIFESTS, digest, self._every)
-        self._mirror.watch.served(self._upstream.label, "manifest", len(manifest.payload), True)
+        key = (self._name, digest)
+        hit = key not in self._mirror.fetched
+        self._mirror.fetched.discard(key)
+        self._mirror.watch.served(self._upstream.label, "manifest", len(manifest.payload), hit)
         return manifest
 
     async def get(self, digest: Digest) -> StoredManifest:
@@ -400,9 +409,12 @@ class MirrorManifests:
         manifest = await self.cached(digest)
         if manifest is not None:
             return manifest
-        return await self._mirror.flights.run(
+        manifest = await self._mirror.flights.run(
             ("manifest", self._name, digest), lambda: self.fetch(digest)
         )
+        self._mirror.fetched.discard((self._name, digest))
+        self._mirror.watch.served(self._upstream.label, "manifest", len(manifest.payload), False)
+        return manifest
 
     async def fetch(self, digest: Digest, tags: Sequence[str] = ()) -> StoredManifest:
         """The manifest from the upstream, kept here (and ``tags`` pointed at it)."""
@@ -416,9 +428,8 @@ class MirrorManifests:
                 "upstream %s sent an invalid manifest %s: %s", self._upstream.label, digest, exc
             )
             raise UpstreamInvalid(f"the upstream sent an invalid manifest {digest}") from exc
-        size = len(remote.payload)
-        self._mirror.watch.pulled(self._upstream.label, "manifest", size)
-        self._mirror.watch.served(self._upstream.label, "manifest", size, False)
+        self._mirror.watch.pulled(self._upstream.label, "manifest", len(remote.payload))
+        self._mirror.fetched.add((self._name, digest))
         if self._upstream.ttl:
             await self._mirror.uses.write(self._name, MANIFESTS, digest)
         return stored
@@ -547,9 +558,12 @@ class _MirrorReads:
         if manifest is not None:
             upstream = self._mirror.upstream_for(name)
             if upstream is not None:
+                mirror = self._mirror
                 if upstream.ttl:
-                    self._mirror.uses.used(name, MANIFESTS, digest, refresh_interval(upstream.ttl))
-                self._mirror.watch.served(upstream.label, "manifest", len(manifest.payload), True)
+                    mirror.uses.used(name, MANIFESTS, digest, refresh_interval(upstream.ttl))
+                hit = (name, digest) not in mirror.fetched
+                mirror.fetched.discard((name, digest))
+                mirror.watch.served(upstream.label, "manifest", len(manifest.payload), hit)
         return manifest
 
     def tags(self, name: str) -> list[str] | None:

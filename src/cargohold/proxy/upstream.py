@@ -10,6 +10,7 @@ the client's; failover URLs are tried in order when one does not answer.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -21,6 +22,7 @@ from cargohold.config import Proxy
 from cargohold.config import Upstream as UpstreamConfig
 from cargohold.errors import (
     BlobUnknown,
+    ConfigError,
     Denied,
     DigestInvalid,
     ManifestInvalid,
@@ -121,27 +123,34 @@ class Upstream:
             await remote.close()
 
 
-def _remote(url: str, settings: UpstreamConfig | Proxy, credentials: Credentials) -> RemoteRegistry:
+def _remote(
+    url: str, settings: UpstreamConfig | Proxy, credentials: Credentials, key: str
+) -> RemoteRegistry:
     tls = settings.tls
-    client_certificate = (tls.certificate, tls.key) if tls.certificate else None
-    return RemoteRegistry(
-        url,
-        credentials=credentials,
-        insecure=tls.insecure,
-        ca_file=tls.ca or None,
-        client_certificate=client_certificate,
-        retries=UPSTREAM_TRIES,
-        backoff=UPSTREAM_BACKOFF,
-        environ={},
-    )
+    client_certificate = (tls.certificate, tls.key or None) if tls.certificate else None
+    try:
+        return RemoteRegistry(
+            url,
+            credentials=credentials,
+            insecure=tls.insecure,
+            ca_file=tls.ca or None,
+            client_certificate=client_certificate,
+            retries=UPSTREAM_TRIES,
+            backoff=UPSTREAM_BACKOFF,
+            environ={},
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{key}.tls", f"cannot load the CA or the certificate: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 def _upstream(
-    prefix: str, url: str, settings: UpstreamConfig | Proxy, hosts: Sequence[str]
+    prefix: str, url: str, settings: UpstreamConfig | Proxy, hosts: Sequence[str], key: str
 ) -> Upstream:
     # Never the process's environment nor docker's config: only what the configuration says.
     credentials = Credentials(settings.username, settings.password)
-    remotes = [_remote(u, settings, credentials) for u in [url, *settings.failover]]
+    remotes = [_remote(u, settings, credentials, key) for u in [url, *settings.failover]]
     helper = None
     if settings.exec is not None:
         host = urlsplit(url).netloc
@@ -159,10 +168,11 @@ def _upstream(
 def upstreams_of(proxy: Proxy) -> list[Upstream]:
     """The configured upstreams, longest prefix first; Distribution's own one last."""
     found = []
-    for entry in proxy.upstreams:
+    for index, entry in enumerate(proxy.upstreams):
         hosts = entry.hosts or [entry.prefix.split("/", 1)[0]]
-        found.append(_upstream(entry.prefix, entry.remoteurl, entry, hosts))
+        key = f"proxy.upstreams.{index}"
+        found.append(_upstream(entry.prefix, entry.remoteurl, entry, hosts, key))
     found.sort(key=lambda upstream: len(upstream.prefix), reverse=True)
     if proxy.remoteurl:
-        found.append(_upstream("", proxy.remoteurl, proxy, ()))
+        found.append(_upstream("", proxy.remoteurl, proxy, (), "proxy"))
     return found

@@ -114,6 +114,10 @@ class StorageRegistry:
     def maintenance(self) -> None:
         return None
 
+    @property
+    def routing(self) -> None:
+        return None
+
     # -- upkeep -------------------------------------------------------------------------
 
     @property
