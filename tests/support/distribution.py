@@ -65,13 +65,15 @@ def distribution(
     secret: str = "a secret for tests only",
     metrics_port: int | None = None,
     notify: str | None = None,
+    proxy: str | None = None,
 ) -> Iterator[str]:
     """``docker-registry serve`` with filesystem storage at ``root``; yields its URL.
 
     ``secret`` is its ``http.secret``: a cargohold sharing the root with the same one
     can hand uploads over to it. With ``metrics_port`` its debug listener serves
     Prometheus metrics there, at ``/metrics``. With ``notify`` (a URL) its events
-    go there, from one endpoint named ``hook``.
+    go there, from one endpoint named ``hook``. With ``proxy`` (a URL) it is a
+    pull-through cache of that registry.
     """
     executable = shutil.which(DOCKER_REGISTRY)
     if executable is None:
@@ -84,6 +86,8 @@ def distribution(
         text = text.replace("  delete:\n", "  cache:\n    blobdescriptor: inmemory\n  delete:\n", 1)
     if notify is not None:
         text += _NOTIFY.format(url=json.dumps(notify))
+    if proxy is not None:
+        text += f"proxy:\n  remoteurl: {json.dumps(proxy)}\n"
     config.write_text(text)
     url = f"http://127.0.0.1:{port}"
     with running([executable, "serve", str(config)], f"{url}/v2/", log=log):

@@ -16,7 +16,9 @@ mirrored repository:
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -38,6 +40,7 @@ from cargohold.storage.paths import (
     CacheUseDir,
     ManifestRevisionsDir,
     RepositoryDir,
+    SchedulerState,
     digest_from_path,
     parse_startedat,
     path_for,
@@ -45,7 +48,7 @@ from cargohold.storage.paths import (
 )
 from cargohold.storage.registry import StorageRegistry
 
-__all__ = ["BLOBS", "MANIFESTS", "Swept", "UseRecords", "sweep"]
+__all__ = ["BLOBS", "MANIFESTS", "Swept", "UseRecords", "adopt_schedule", "sweep"]
 
 log = logging.getLogger("cargohold.proxy")
 
@@ -114,10 +117,62 @@ class UseRecords:
                 continue  # damaged or just removed: the next sweep writes it anew
         return found
 
+    async def adopt(self, name: str, kind: str, digest: Digest, when: float) -> bool:
+        """Record a use at ``when`` unless one is recorded already; whether it was."""
+        path = path_for(CacheUse(name, kind, digest))
+        try:
+            await self._driver.stat(path)
+        except PathNotFound:
+            await self._put(name, kind, digest, when)
+            return True
+        return False
+
     async def remove(self, name: str, kind: str, digest: Digest) -> None:
         self.forget(name, kind, digest)
         with suppress(PathNotFound):
             await self._driver.delete(path_for(CacheUse(name, kind, digest)).rsplit("/", 1)[0])
+
+
+#: Distribution's scheduler: entry types.
+_GO_BLOB, _GO_MANIFEST = 0, 1
+_GO_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def _go_time(text: str) -> float:
+    """An RFC 3339 time as Go writes it (nanoseconds, ``Z``), in epoch seconds."""
+    match = _GO_TIME.match(text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    whole, fraction, zone = match.groups()
+    stamp = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    return stamp.timestamp() + (float(fraction) if fraction else 0.0)
+
+
+async def adopt_schedule(
+    driver: StorageDriver, uses: UseRecords, ttl_of: Callable[[str], float | None]
+) -> int:
+    """Take over the schedule a Distribution proxy left in this storage: each entry's
+    expiry is kept, as a use one ttl before it. How many entries were taken."""
+    try:
+        document = json.loads(await driver.get_content(path_for(SchedulerState())))
+    except PathNotFound:
+        return 0
+    except ValueError as exc:
+        log.warning("Distribution's proxy schedule is unreadable, left alone: %s", exc)
+        return 0
+    adopted = 0
+    for entry in document.values() if isinstance(document, dict) else ():
+        try:
+            name, _, digest = entry["Key"].partition("@")
+            kind = {_GO_BLOB: BLOBS, _GO_MANIFEST: MANIFESTS}[entry["EntryType"]]
+            expiry = _go_time(entry["ExpiryData"])
+            digest = Digest.parse(digest)
+        except (KeyError, TypeError, AttributeError, ValueError, DigestInvalid):
+            continue  # an entry of another shape: its content simply starts its ttl now
+        ttl = ttl_of(name)
+        if ttl and await uses.adopt(name, kind, digest, expiry - ttl):
+            adopted += 1
+    return adopted
 
 
 @dataclass

@@ -40,7 +40,14 @@ from cargohold.errors import (
     RangeInvalid,
     UpstreamInvalid,
 )
-from cargohold.proxy.expiry import BLOBS, MANIFESTS, UseRecords, refresh_interval, sweep
+from cargohold.proxy.expiry import (
+    BLOBS,
+    MANIFESTS,
+    UseRecords,
+    adopt_schedule,
+    refresh_interval,
+    sweep,
+)
 from cargohold.proxy.fills import Fills
 from cargohold.proxy.upstream import UNREACHABLE, Upstream
 from cargohold.reference import validate_name, validate_tag
@@ -204,6 +211,13 @@ class MirrorRegistry:
 
     async def run(self) -> None:
         """Write down uses and expire content, while serving (until cancelled)."""
+        try:
+            adopted = await adopt_schedule(self.local.driver, self.uses, self._ttl_of)
+        except CargoholdError as exc:
+            log.warning("could not read Distribution's proxy schedule: %s", exc)
+        else:
+            if adopted:
+                log.info("took over %d entries of Distribution's proxy schedule", adopted)
         interval = self.sweep_interval()
         next_sweep = time.monotonic() + (interval or 0)
         while True:

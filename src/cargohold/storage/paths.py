@@ -16,6 +16,7 @@ the other's storage::
         _uploads/<id>/hashstates/<alg>/<offset>
         _referrers/<alg>/<hex>/<alg>/<hex>/descriptor                (cargohold's own)
         _proxy/<manifests|blobs>/<alg>/<hex>/used                     (cargohold's own)
+    /scheduler-state.json                     (Distribution's proxy schedule, read on adoption)
 
 The referrers index and a mirror's record of when cached content was last
 used (``_proxy``) are cargohold's additions. Distribution's catalog skips any
@@ -234,6 +235,11 @@ class CacheUse:
     digest: Digest
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulerState:
+    """Distribution's proxy schedule (``scheduler-state.json``, at the driver's root)."""
+
+
 PathSpec = (
     RegistryRoot
     | BlobsRoot
@@ -262,6 +268,7 @@ PathSpec = (
     | ReferrerDescriptor
     | CacheUseDir
     | CacheUse
+    | SchedulerState
 )
 
 
@@ -331,6 +338,7 @@ _LAYOUT: dict[type, Callable[[Any], str]] = {
     ReferrersDir: _referrers_dir,
     ReferrerDescriptor: lambda s: f"{_referrers_dir(s)}/{_digest_parts(s.referrer)}/descriptor",
     CacheUseDir: lambda s: f"{_repository(s.name)}/_proxy/{s.kind}",
+    SchedulerState: lambda s: "/scheduler-state.json",
     CacheUse: lambda s: f"{_repository(s.name)}/_proxy/{s.kind}/{_digest_parts(s.digest)}/used",
 }
 
