@@ -94,15 +94,19 @@ class RemoteBlobStore:
         response, end = await self._fetch(digest, offset, length)
         return self._chunks(digest, response, offset, end, verify=offset == 0 and length is None)
 
-    async def stream(self, digest: Digest) -> tuple[int | None, AsyncIterator[bytes]]:
+    async def stream(
+        self, digest: Digest, *, verify: bool = True
+    ) -> tuple[int | None, AsyncIterator[bytes]]:
         """The whole blob in one GET: its size as announced (None when not), and its chunks.
 
-        The last chunk comes only once the content matched ``digest``; a body
-        longer than announced is cut there, so it cannot match.
+        With ``verify`` the last chunk comes only once the content matched
+        ``digest``; without, the caller checks (a storage upload hashes what it
+        is given anyway). A body longer than announced is cut there, so it
+        cannot match.
         """
         digest = Digest.parse(digest)
         response, end = await self._fetch(digest, 0, None)
-        return end, self._chunks(digest, response, 0, end, verify=True)
+        return end, self._chunks(digest, response, 0, end, verify=verify)
 
     async def _fetch(
         self, digest: Digest, start: int, length: int | None

@@ -346,7 +346,8 @@ class MirrorBlobStore:
         fill = self._mirror.fills.start(
             self._name,
             digest,
-            lambda: self._upstream.call(self._name, lambda r: r.blobs.stream(digest)),
+            # The upload verifies the content: the stream need not hash it too.
+            lambda: self._upstream.call(self._name, lambda r: r.blobs.stream(digest, verify=False)),
             self._local,
             lambda size: self._stored(digest, size),
         )
@@ -358,6 +359,7 @@ class MirrorBlobStore:
         self._mirror.watch.served(self._upstream.label, "blob", length, False)
         if size <= WHOLE_BEFORE_REPLY:
             await fill.complete()
+        if fill.done:  # stored already: read from storage
             return await self._local.open(digest, offset, length)
         return fill.read(offset, length)
 
