@@ -12,7 +12,8 @@ each server's peak RSS; writes every raw sample to JSON.
 (``bench.rediscache``), ``--copy`` compares ``cargohold copy`` with
 ``skopeo copy`` (``bench.imagecopy``), ``--metrics`` compares cargohold with
 metrics and tracing off and on (``bench.metrics``), ``--notifications`` without
-and with one webhook endpoint (``bench.notifications``).
+and with one webhook endpoint (``bench.notifications``), ``--proxy`` both
+registries as pull-through caches of one upstream (``bench.proxy``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ DEFAULT_JSON = {
     "copy": RESULTS / "copy.json",
     "metrics": RESULTS / "metrics.json",
     "notifications": RESULTS / "notifications.json",
+    "proxy": RESULTS / "proxy.json",
 }
 
 
@@ -54,13 +56,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         description="cargohold against CNCF Distribution (docker-registry), side by side.",
     )
     parser.add_argument("--quick", action="store_true", help="1 round, short runs")
-    parser.add_argument("--rounds", type=int, help="rounds (default 3, or 1 with --quick)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds (default 3, 5 with --proxy, or 1 with --quick)"
+    )
     parser.add_argument("--only", help=f"comma-separated workloads: {','.join(names)}")
     parser.add_argument(
         "--json",
         type=Path,
         help=f"results file (default {DEFAULT_JSON['filesystem']}, or s3.json, s3-redis.json,"
-        " copy.json, metrics.json beside it for the other modes)",
+        " copy.json, metrics.json, notifications.json, proxy.json beside it for the other"
+        " modes)",
     )
     parser.add_argument(
         "--calibrate",
@@ -95,7 +100,29 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="two cargohold servers, without and with one notification endpoint: push,"
         " PUT manifest, HEAD small blob",
     )
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="cargohold and Go as pull-through caches of one Go upstream: cold, warm and"
+        " 32 concurrent warm pulls of a 5-layer image",
+    )
+    parser.add_argument("--layers", type=int, help="with --proxy: layers of the image (default 5)")
+    parser.add_argument(
+        "--layer-mib", type=float, help="with --proxy: MiB of each layer (default 20)"
+    )
     args = parser.parse_args(argv)
+    if args.proxy and (
+        args.s3 or args.copy or args.calibrate or args.metrics or args.notifications or args.only
+    ):
+        parser.error(
+            "--proxy takes no --s3, --copy, --calibrate, --metrics, --notifications or --only"
+        )
+    if (args.layers is not None or args.layer_mib is not None) and not args.proxy:
+        parser.error("--layers and --layer-mib go with --proxy")
+    if args.layers is not None and args.layers < 1:
+        parser.error("--layers must be at least 1")
+    if args.layer_mib is not None and args.layer_mib <= 0:
+        parser.error("--layer-mib must be positive")
     if args.notifications and (args.s3 or args.copy or args.calibrate or args.metrics):
         parser.error("--notifications takes no --s3, --copy, --calibrate or --metrics")
     if args.rounds is not None and args.rounds < 1:
@@ -134,6 +161,8 @@ def _select(only: str | None) -> list[Workload]:
 
 
 def _mode(args: argparse.Namespace) -> str:
+    if args.proxy:
+        return "proxy"
     if args.copy:
         return "copy"
     if args.metrics:
@@ -153,6 +182,7 @@ def _require_tools(mode: str) -> None:
         "copy": ("skopeo",),
         "metrics": ("wrk", "ab"),
         "notifications": ("ab",),
+        "proxy": ("docker-registry",),
     }[mode]
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
@@ -247,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import imagecopy
 
             return imagecopy.run(args, json_path)
+        if mode == "proxy":
+            from bench import proxy
+
+            return proxy.run(args, json_path)
         if mode == "metrics":
             from bench import metrics
 

@@ -83,19 +83,21 @@ class CopySample:
     touch_seconds: float
 
 
-def build_image(url: str) -> Image:
-    """Push five random layers, a config and the manifest to ``url``; the image."""
-    layer_size = IMAGE_BYTES // LAYERS
+def build_image(
+    url: str, repository: str = REPO, count: int = LAYERS, layer_size: int = IMAGE_BYTES // LAYERS
+) -> Image:
+    """Push ``count`` random layers, a config and the manifest (tag ``TAG``) to ``repository``
+    at ``url``; the image."""
     layers, diff_ids = [], []
-    for index in range(LAYERS):
+    for index in range(count):
         raw = os.urandom(layer_size)
         # Stored blocks: a real gzip stream, as large as its content, made at memcpy speed.
         blob = gzip.compress(raw, compresslevel=0, mtime=0)
         digest = digest_of(blob)
-        rawhttp.push_monolithic(url, REPO, memoryview(blob), digest)
+        rawhttp.push_monolithic(url, repository, memoryview(blob), digest)
         layers.append((digest, len(blob)))
         diff_ids.append(digest_of(raw))
-        say(f"bench: layer {index + 1}/{LAYERS} pushed ({len(blob) / MIB:.1f} MiB)")
+        say(f"bench: layer {index + 1}/{count} pushed ({len(blob) / MIB:.1f} MiB)")
         del raw, blob
     config = json.dumps(
         {
@@ -106,7 +108,7 @@ def build_image(url: str) -> Image:
         }
     ).encode()
     config_digest = digest_of(config)
-    rawhttp.push_monolithic(url, REPO, memoryview(config), config_digest)
+    rawhttp.push_monolithic(url, repository, memoryview(config), config_digest)
     manifest = json.dumps(
         {
             "schemaVersion": 2,
@@ -120,7 +122,7 @@ def build_image(url: str) -> Image:
     ).encode()
     host, port, _ = rawhttp.split_url(url)
     with rawhttp.Connection(host, port) as conn:
-        path = f"/v2/{REPO}/manifests/{TAG}"
+        path = f"/v2/{repository}/manifests/{TAG}"
         reply = conn.request("PUT", path, {"Content-Type": OCI_MANIFEST}, manifest)
         rawhttp.expect(reply, 201, f"PUT {path}")
     return Image(manifest, digest_of(manifest), [(config_digest, len(config)), *layers])

@@ -15,8 +15,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
+
+_T = TypeVar("_T")
 
 _CHUNK = 1 << 20
 
@@ -59,8 +63,14 @@ class Connection:
         headers: dict[str, str] | None = None,
         body: bytes | memoryview = b"",
         drain: bool = False,
+        sink: Callable[[memoryview], object] | None = None,
     ) -> Response:
-        """Send one request; read the whole response (discarding its body if ``drain``)."""
+        """Send one request; read the whole response (discarding its body if ``drain``).
+
+        With ``drain``, ``sink`` (say a hash's ``update``) is given every piece of
+        the body as it arrives, then the piece is dropped: the bytes are then copied
+        to user space, but never held whole.
+        """
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if body or method in ("PUT", "POST", "PATCH"):
@@ -71,9 +81,11 @@ class Connection:
         else:
             self.sock.sendall(head)
             self.sock.sendall(body)
-        return self._response(method, drain)
+        return self._response(method, drain, sink)
 
-    def _response(self, method: str, drain: bool) -> Response:
+    def _response(
+        self, method: str, drain: bool, sink: Callable[[memoryview], object] | None = None
+    ) -> Response:
         data = self.pending
         while b"\r\n\r\n" not in data:
             more = self.sock.recv(65536)
@@ -91,11 +103,15 @@ class Connection:
         if method != "HEAD" and "chunked" in headers.get("transfer-encoding", ""):
             # Go's registry streams JSON listings over 4 KiB in chunks.
             body = self._chunked()
+            if drain and sink is not None:
+                sink(memoryview(body))
             return Response(status, headers, body, len(body))
         length = 0 if method == "HEAD" else int(headers.get("content-length", "0"))
         if drain:
             self.pending = rest[length:]
-            self._discard(length - min(length, len(rest)))
+            if sink is not None and rest[:length]:
+                sink(memoryview(rest[:length]))
+            self._discard(length - min(length, len(rest)), sink)
             return Response(status, headers, b"", length)
         body = self._exactly(length)
         return Response(status, headers, body, length)
@@ -129,12 +145,16 @@ class Connection:
             pass
         return body
 
-    def _discard(self, left: int) -> None:
+    def _discard(self, left: int, sink: Callable[[memoryview], object] | None = None) -> None:
         buffer = memoryview(bytearray(_CHUNK))
+        # MSG_TRUNC: the kernel drops the bytes without copying them, unless a sink wants them.
+        flags = socket.MSG_TRUNC if sink is None else 0
         while left > 0:
-            n = self.sock.recv_into(buffer, min(_CHUNK, left), socket.MSG_TRUNC)
+            n = self.sock.recv_into(buffer, min(_CHUNK, left), flags)
             if n == 0:
                 raise HttpError(f"connection closed with {left} body bytes unread")
+            if sink is not None:
+                sink(buffer[:n])
             left -= n
 
 
@@ -207,22 +227,23 @@ def pull(url: str, path: str, times: int, follow: bool = False) -> int:
     return total
 
 
-def pull_streams(
-    url: str, path: str, streams: int, times: int, follow: bool = False
-) -> tuple[int, float]:
-    """``streams`` threads each pulling ``path`` ``times`` times; (total bytes, wall seconds)."""
-    totals = [0] * streams
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(streams + 1)
+def together(count: int, work: Callable[[int], _T]) -> tuple[list[_T], float]:
+    """``work(i)`` in ``count`` threads started at one instant; their results and the wall time.
 
-    def work(index: int) -> None:
+    The first failure of any thread is raised once all have ended.
+    """
+    results: list[_T | None] = [None] * count
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count + 1)
+
+    def run(index: int) -> None:
         barrier.wait()
         try:
-            totals[index] = pull(url, path, times, follow)
+            results[index] = work(index)
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(streams)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     barrier.wait()
@@ -232,4 +253,12 @@ def pull_streams(
     wall = time.perf_counter() - started
     if errors:
         raise errors[0]
+    return [result for result in results if result is not None], wall
+
+
+def pull_streams(
+    url: str, path: str, streams: int, times: int, follow: bool = False
+) -> tuple[int, float]:
+    """``streams`` threads each pulling ``path`` ``times`` times; (total bytes, wall seconds)."""
+    totals, wall = together(streams, lambda _: pull(url, path, times, follow))
     return sum(totals), wall
