@@ -455,3 +455,18 @@ async def test_without_a_client_certificate_the_mirror_answers_503_not_500(
     # Refused in the handshake: no request reached the registry.
     assert certificate_upstream.log.seen == []
     assert mirror.blob_files() == set()
+
+
+async def test_insecure_pulls_from_an_upstream_whose_certificate_is_not_trusted(
+    certificate_upstream: CertificateUpstream, mirror_of: MirrorOf
+) -> None:
+    image = await push_with_certificate(certificate_upstream, "team/app", "v1")
+    pki = certificate_upstream.pki
+    certificate = {"certificate": str(pki.client_cert), "key": str(pki.client_key)}
+    # No CA: the upstream's certificate cannot be verified, and is not, with insecure.
+    trusting = await mirror_of(certificate_upstream.url, tls={**certificate, "insecure": True})
+    await pull_image(trusting, "team/app", "v1", image)
+
+    verifying = await mirror_of(certificate_upstream.url, tls=certificate)
+    response = await verifying.request("GET", "/v2/docker.io/team/app/manifests/v1", headers=ACCEPT)
+    await assert_error(response, 503, "UNAVAILABLE")
