@@ -411,5 +411,6 @@ def _makedirs(directory: str) -> None:
 
 
 def _unlink_quietly(path: str) -> None:
-    with suppress(FileNotFoundError):
+    # Cleanup after a failure: the failure is what the caller must see, not this.
+    with suppress(OSError):
         os.unlink(path)
