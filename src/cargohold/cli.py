@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cargohold.client.locations import Connections, Location
     from cargohold.notifications.backlog import EventLog
     from cargohold.storage.gc import Collection
+    from cargohold.storage.registry import StorageRegistry
 
 T = TypeVar("T")
 
@@ -109,6 +110,21 @@ def gc(
         bool,
         typer.Option("--delete-untagged", "-m", help="Also delete manifests no tag points at."),
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the summary line.")
+    ] = False,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Collect while registries serve this storage: nothing younger than "
+            "storage.maintenance.gc.graceperiod goes (every registry writing here must have "
+            "storage.maintenance.gc.enabled, so that it records the blobs clients find).",
+        ),
+    ] = False,
+    last: Annotated[
+        bool, typer.Option("--last", help="Print the last collection's report (JSON) and exit.")
+    ] = False,
     metrics_file: Annotated[
         str | None,
         typer.Option(
@@ -118,19 +134,73 @@ def gc(
         ),
     ] = None,
 ) -> None:
-    """Delete blobs no manifest references (run it with the registry read-only or stopped)."""
+    """Delete blobs no manifest references: offline (no registry writing), or --online."""
     import asyncio
+    import json
+    import time
 
     from cargohold.api.app import build_registry
     from cargohold.config import load_config
     from cargohold.metrics.gcreport import GcReport, ReportUnwritable, check_writable
-    from cargohold.storage.gc import collect_garbage, require_storage
+    from cargohold.storage.gc import (
+        collect_garbage,
+        load_report,
+        report_of,
+        require_storage,
+        save_report,
+    )
+    from cargohold.storage.lease import holding
+    from cargohold.storage.live import writers
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        raise fail(f"config: {exc}", 2) from None
+
+    async def show_last() -> dict[str, object] | None:
+        registry = build_registry(loaded)
+        try:
+            return await load_report(registry)
+        finally:
+            await registry.close()
+
+    if last:
+        found = asyncio.run(show_last())
+        if found is None:
+            raise fail("no collection has run on this storage yet")
+        typer.echo(json.dumps(found, indent=1))
+        return
+
+    async def collect(registry: StorageRegistry) -> Collection:
+        live = await writers(registry.driver)
+        if not online and live:
+            raise CargoholdError(
+                "registries are writing to this storage ("
+                + ", ".join(w.who for w in live)
+                + "): stop them, make them read-only, or run gc --online"
+            )
+        blind = [w.who for w in live if not w.records_reuse]
+        if online and blind:
+            raise CargoholdError(
+                "registries write to this storage without recording the blobs clients find ("
+                + ", ".join(blind)
+                + "): enable storage.maintenance.gc on them first"
+            )
+        started = time.time()
+        grace = loaded.storage.maintenance.grace if online else None
+        result = await collect_garbage(
+            registry, dry_run=dry_run, delete_untagged=delete_untagged, grace=grace
+        )
+        report = report_of(result, started=started, ended=time.time(), dry_run=dry_run)
+        await save_report(registry, report)
+        return result
 
     async def run() -> Collection:
-        registry = build_registry(load_config(config))
+        registry = build_registry(loaded)
         try:
             await require_storage(registry)
-            return await collect_garbage(registry, dry_run=dry_run, delete_untagged=delete_untagged)
+            async with holding(registry.driver):
+                return await collect(registry)
         finally:
             await registry.close()
 
@@ -148,7 +218,7 @@ def gc(
                 raise fail(f"config: {exc}", 2) from None
             except CargoholdError as exc:
                 raise fail(str(exc)) from None
-            _print_collection(result, dry_run)
+            _print_collection(result, dry_run, quiet)
             if result.cache_stale:
                 raise fail(
                     "the blob descriptor cache (Redis) stopped answering during the sweep: "
@@ -225,11 +295,11 @@ def replay(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None
     typer.echo(f"{count} event{'' if count == 1 else 's'} put back for {endpoint}")
 
 
-def _print_collection(result: Collection, dry_run: bool) -> None:
+def _print_collection(result: Collection, dry_run: bool, quiet: bool = False) -> None:
     verb = "would delete" if dry_run else "deleted"
-    for name, digest in result.deleted_manifests:
+    for name, digest in [] if quiet else result.deleted_manifests:
         typer.echo(f"{verb} manifest {name}@{digest}")
-    for digest in result.deleted_blobs:
+    for digest in [] if quiet else result.deleted_blobs:
         typer.echo(f"{verb} blob {digest}")
     done = "to delete" if dry_run else "deleted"
     reclaimed = "to reclaim" if dry_run else "reclaimed"
@@ -237,6 +307,11 @@ def _print_collection(result: Collection, dry_run: bool) -> None:
         f"{len(result.marked)} blobs marked, {len(result.deleted_blobs)} blobs and "
         f"{len(result.deleted_manifests)} manifests {done}, {result.reclaimed} bytes {reclaimed}"
     )
+    if result.online:
+        typer.echo(
+            f"{result.young_blobs} blobs and {result.young_manifests} manifests younger than "
+            "the grace period kept"
+        )
 
 
 # -- the client: commands that talk to registries and OCI layouts ------------------------

@@ -342,9 +342,40 @@ class ReadOnly(_Section):
     enabled: bool = False
 
 
+class GarbageCollection(_Section):
+    """cargohold's: garbage collection while serving (``cargohold gc --online`` runs one pass)."""
+
+    enabled: bool = False
+    interval: Duration = 24 * 3600.0
+    #: Nothing younger than this is deleted: a blob's content or last use, a manifest's link.
+    #: None: the upload-purge age (a grace shorter than it is refused).
+    graceperiod: Duration | None = None
+    dryrun: bool = False
+    deleteuntagged: bool = False
+
+
 class Maintenance(_Section):
     uploadpurging: UploadPurging = Field(default_factory=UploadPurging)
     readonly: ReadOnly = Field(default_factory=ReadOnly)
+    gc: GarbageCollection = Field(default_factory=GarbageCollection)
+
+    @model_validator(mode="after")
+    def _grace_covers_uploads(self) -> Maintenance:
+        purging, gc = self.uploadpurging, self.gc
+        if gc.graceperiod is not None and purging.enabled and gc.graceperiod < purging.age:
+            # A blob uploaded at the start of an upload that purging still keeps may be
+            # referenced when the upload ends: collection must not have taken it before.
+            raise ValueError(
+                "gc.graceperiod must be at least uploadpurging.age "
+                f"({gc.graceperiod:g} s < {purging.age:g} s)"
+            )
+        return self
+
+    @property
+    def grace(self) -> float:
+        """The grace period of garbage collection, in seconds."""
+        gc = self.gc
+        return gc.graceperiod if gc.graceperiod is not None else self.uploadpurging.age
 
 
 class Tag(_Section):

@@ -335,11 +335,14 @@ class Registry:
 
         On the filesystem this is everything under the root directory, hidden
         partial and temporary files included; in memory, every node of the tree
-        and every writer's pending buffer.
+        and every writer's pending buffer. The registry's word that it is alive
+        (``cargohold/live``, rewritten every few seconds) is not content.
         """
         if self.root is not None:
             found: dict[str, bytes | None] = {}
+            live = str(self.root / "cargohold" / "live")
             for folder, dirs, files in os.walk(self.root):
+                dirs[:] = [d for d in dirs if os.path.join(folder, d) != live]
                 for name in dirs:
                     found[os.path.join(folder, name)] = None
                 for name in files:
@@ -349,6 +352,8 @@ class Registry:
         assert isinstance(driver, InMemoryDriver)
         found = {}
         async for info in driver.walk("/"):
+            if info.path == "/cargohold/live" or info.path.startswith("/cargohold/live/"):
+                continue
             found[info.path] = None if info.is_dir else await driver.get_content(info.path)
         # Uncommitted upload content lives beside the tree: nothing may hide there either.
         for path, buffer in driver._pending.items():

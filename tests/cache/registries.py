@@ -23,11 +23,15 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-def write_config(path: Path, redis_port: int, redis_db: int = 0) -> Path:
+def write_config(
+    path: Path, redis_port: int, redis_db: int = 0, *, collected: bool = False
+) -> Path:
     """A config.yml with deletes enabled and the Redis blob descriptor cache.
 
     The listen address and the storage root come from the environment (see
     ``tests.support.servers.cargohold``), so every registry can share this file.
+    ``collected``: the storage is collected while serving (``gc --online``), with a
+    grace period of a second; the registries themselves never start a pass.
     """
     config: dict[str, Any] = {
         "version": "0.1",
@@ -40,6 +44,12 @@ def write_config(path: Path, redis_port: int, redis_db: int = 0) -> Path:
         },
         "redis": {"addr": f"127.0.0.1:{redis_port}", "db": redis_db},
     }
+    if collected:
+        config["storage"]["maintenance"]["gc"] = {
+            "enabled": True,
+            "interval": "24h",
+            "graceperiod": "1s",
+        }
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ def pair(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
     """Registries A and B, one root, one Redis database (emptied first)."""
     base = tmp_path_factory.mktemp("shared")
     root = base / "root"
-    config = write_config(base / "config.yml", redis_server.port, DB)
+    config = write_config(base / "config.yml", redis_server.port, DB, collected=True)
     client = redis_server.client(DB)
     client.flushdb()
     try:
@@ -188,14 +189,24 @@ def test_garbage_collection_clears_the_entries_of_what_it_sweeps(pair: Pair) -> 
         assert head_blob(pair.b, name, digest) == 200
         assert repository_entry(pair, name, digest)
 
-    result = subprocess.run(
-        [*cargohold_argv("gc", str(pair.config))],
-        env={**os.environ, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(pair.root)},
-        capture_output=True,
-        timeout=60,
-    )
+    def collect() -> subprocess.CompletedProcess[bytes]:
+        # Online: both registries keep serving (and recording the blobs they find).
+        return subprocess.run(
+            [*cargohold_argv("gc", "--online", str(pair.config))],
+            env={**os.environ, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(pair.root)},
+            capture_output=True,
+            timeout=60,
+        )
+
+    # The HEADs above found the orphan: it goes once unfound for the grace period (1 s).
+    deadline = time.monotonic() + 20
+    result = collect()
+    while f"deleted blob {orphan}".encode() not in result.stdout:
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"younger than the grace period kept" in result.stdout
+        assert time.monotonic() < deadline, "the orphan never aged past the grace period"
+        result = collect()
     assert result.returncode == 0, result.stderr.decode()
-    assert f"deleted blob {orphan}".encode() in result.stdout
 
     assert_blob_unknown(pair.b, name, orphan)
     assert not pair.redis.exists(f"blobs::{orphan}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 def wait_until(
@@ -25,3 +25,13 @@ async def until(
     while not condition():
         assert time.monotonic() < deadline, what
         await asyncio.sleep(0.01)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], within: float = 20, what: str = "it never came true"
+) -> None:
+    """``until`` for a condition that must itself wait (a read of storage, a request)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)

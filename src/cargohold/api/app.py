@@ -28,6 +28,7 @@ from cargohold.api.pipeline import EXCHANGE, PIPELINE, Exchange, Pipeline, Reque
 from cargohold.api.routes import METHODS, Endpoint, Route
 from cargohold.auth import build_access_controller, build_token_issuer
 from cargohold.config import Config
+from cargohold.config import Maintenance as MaintenanceConfig
 from cargohold.digest import Digest
 from cargohold.errors import (
     NameInvalid,
@@ -48,6 +49,7 @@ from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.driver import create_driver
 from cargohold.storage.driver.base import DriverWatch, Watches
+from cargohold.storage.maintenance import GcSchedule
 from cargohold.storage.manifeststore import IndexChildren
 from cargohold.storage.purge import run_purger
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
@@ -318,6 +320,18 @@ def build_namespace(
     return MirrorRegistry(local, upstreams_of(proxy), watch, local_repositories=proxy.local)
 
 
+def _collecting(maintenance: MaintenanceConfig) -> bool:
+    # A read-only registry writes nothing, collection included.
+    return maintenance.gc.enabled and not maintenance.readonly.enabled
+
+
+def _gc_schedule(maintenance: MaintenanceConfig) -> GcSchedule | None:
+    gc = maintenance.gc
+    if not _collecting(maintenance):
+        return None
+    return GcSchedule(gc.interval, maintenance.grace, gc.dryrun, gc.deleteuntagged)
+
+
 def registry_options(config: Config) -> RegistryOptions:
     """What the configuration decides of the storage layer's behaviour."""
     validation, storage = config.validation, config.storage
@@ -337,7 +351,12 @@ def registry_options(config: Config) -> RegistryOptions:
         from cargohold.manifest.schema1 import load_signing_key
 
         signing_key = load_signing_key(schema1.signingkeyfile)
+    maintenance = storage.maintenance
     return RegistryOptions(
+        # Collection while serving spares what was found within its grace period.
+        reuse_interval=min(maintenance.grace / 4, 3600) if _collecting(maintenance) else None,
+        heartbeat=not maintenance.readonly.enabled,
+        gc=_gc_schedule(maintenance),
         delete_enabled=storage.delete.enabled,
         url_policy=url_policy,
         index_children=index_children,

@@ -210,7 +210,19 @@ class MirrorRegistry:
         return None if not ttls else min(max(min(ttls) / 2, 1.0), 3600.0)
 
     async def run(self) -> None:
-        """Write down uses and expire content, while serving (until cancelled)."""
+        """Write down uses and expire content, while serving (until cancelled); the local
+        storage's own maintenance runs beside it."""
+        local = self.local.maintenance
+        beside = asyncio.ensure_future(local.run()) if local is not None else None
+        try:
+            await self._expire()
+        finally:
+            if beside is not None:
+                beside.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beside
+
+    async def _expire(self) -> None:
         try:
             adopted = await adopt_schedule(self.local.driver, self.uses, self._ttl_of)
         except CargoholdError as exc:

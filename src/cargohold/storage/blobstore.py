@@ -14,17 +14,28 @@ from cargohold.digest import DEFAULT_ALGORITHM, Digest, digest_of
 from cargohold.errors import BlobUnknown, DigestInvalid, PathNotFound
 from cargohold.registry import BlobSource
 from cargohold.storage.cache import BlobDescriptorCache
-from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
+from cargohold.storage.driver.base import FileInfo, ImmediateFiles, StorageDriver
 from cargohold.storage.paths import BlobData, BlobDir, BlobsRoot, digest_from_path, path_for
+from cargohold.storage.reuse import ReuseRecords
 
 
 class GlobalBlobStore:
-    def __init__(self, driver: StorageDriver, cache: BlobDescriptorCache | None = None) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        cache: BlobDescriptorCache | None = None,
+        reuse: ReuseRecords | None = None,
+    ) -> None:
         self.driver = driver
         self.cache = cache
+        #: Where finds of blobs are written down for collection while serving, if anywhere.
+        self.reuse = reuse
 
     async def stat(self, digest: Digest) -> Descriptor:
+        """The blob's descriptor; a find is a reuse (the finder may reference the blob next)."""
         if self.cache is not None and (cached := await self.cache.get(digest)) is not None:
+            if self.reuse is not None:
+                self.reuse.reused(digest)
             return cached
         try:
             info = await self.driver.stat(path_for(BlobData(digest)))
@@ -32,6 +43,8 @@ class GlobalBlobStore:
             raise BlobUnknown(digest) from None
         if info.is_dir:
             raise BlobUnknown(digest)
+        if self.reuse is not None:
+            self.reuse.reused(digest)
         descriptor = Descriptor(OCTET_STREAM, digest, info.size)
         if self.cache is not None:
             await self.cache.set(descriptor)
@@ -92,11 +105,16 @@ class GlobalBlobStore:
 
     async def enumerate_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
         """Every blob in storage, with its size (from the walk: no request per blob)."""
+        async for digest, info in self.enumerate_infos():
+            yield digest, info.size
+
+    async def enumerate_infos(self) -> AsyncIterator[tuple[Digest, FileInfo]]:
+        """Every blob in storage, with what the walk says of its content (size, time)."""
         try:
             async for info in self.driver.walk(path_for(BlobsRoot())):
                 if not info.is_dir and info.path.endswith("/data"):
                     try:
-                        yield digest_from_path(info.path), info.size
+                        yield digest_from_path(info.path), info
                     except DigestInvalid:
                         continue  # not a blob: a stray file someone left
         except PathNotFound:

@@ -12,9 +12,19 @@ As Distribution's ``registry garbage-collect``:
    are the repositories' ``_layers`` links to it (Distribution leaves those
    dangling), and its descriptor cache entries.
 
-Run it while no one pushes (read-only mode, or the registry stopped): a blob
-uploaded between mark and sweep, before its manifest arrives, is unreferenced
-and would be collected.
+Offline (no ``grace``), run it while no one pushes (read-only mode, or the
+registry stopped): a blob uploaded between mark and sweep, before its
+manifest arrives, is unreferenced and would be collected.
+
+Online (``grace`` seconds), it runs while the registry serves. Nothing younger
+than the grace period is deleted: a blob whose content was written, or that a
+client found (``storage/reuse.py``: a HEAD, a mount, a push of it again, a
+manifest naming it) within it, an untagged manifest linked within it. A client
+that found a blob references it within the grace period (which is at least
+the upload-purge age), so the blob is young when its manifest arrives, however
+the mark and the sweep interleave with it. Each blob's age is read again just
+before it goes, and its repositories' links go before its content, so a pass
+cut short (SIGKILL) leaves nothing that answers an error: the next finishes it.
 
 A shared cache (Redis) outlives this process, and registries trust its entries
 for repository membership, so an entry left for a swept blob says "layer already
@@ -27,9 +37,13 @@ if that fails, ``Collection.cache_stale`` says so.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from cargohold.digest import Digest
 from cargohold.errors import (
@@ -46,13 +60,17 @@ from cargohold.errors import (
 from cargohold.manifest import Manifest, media_type_of, parse_manifest
 from cargohold.manifest.schema1 import SignedManifest
 from cargohold.storage.paths import (
+    BlobData,
+    GcLastReport,
     LayersDir,
+    ManifestRevisionLink,
     ManifestRevisionsDir,
     RegistryRoot,
     digest_from_path,
     path_for,
 )
 from cargohold.storage.registry import StorageRegistry
+from cargohold.storage.reuse import ReuseRecords
 
 log = logging.getLogger("cargohold.gc")
 
@@ -74,6 +92,11 @@ class Collection:
     #: The shared cache did not acknowledge every clear: until its entries expire,
     #: registries may still report swept blobs as present.
     cache_stale: bool = False
+    #: Whether the registry was serving (a grace period applied).
+    online: bool = False
+    #: Unreferenced blobs and untagged manifests spared for being younger than the grace.
+    young_blobs: int = 0
+    young_manifests: int = 0
 
 
 @dataclass
@@ -83,6 +106,8 @@ class Revision:
     children: list[Digest]
     subject: Digest | None
     tagged: bool
+    #: When the revision's link was written (epoch seconds; 0 when unknown).
+    linked_at: float = 0.0
 
 
 async def require_storage(registry: StorageRegistry) -> None:
@@ -103,13 +128,25 @@ async def require_storage(registry: StorageRegistry) -> None:
 
 
 async def collect_garbage(
-    registry: StorageRegistry, *, dry_run: bool = False, delete_untagged: bool = False
+    registry: StorageRegistry,
+    *,
+    dry_run: bool = False,
+    delete_untagged: bool = False,
+    grace: float | None = None,
+    now: float | None = None,
 ) -> Collection:
-    result = Collection()
+    """Mark and sweep; with ``grace`` (seconds), safely while the registry serves: nothing
+    changed or found since ``now - grace`` goes (``now``: the time of the call)."""
+    online = grace is not None
+    reference = time.time() if now is None else now
+    cutoff = reference - grace if grace is not None else math.inf
+    result = Collection(online=online)
     links: dict[str, set[Digest]] = {}
     for name in await registry.catalog():
         revisions = await revisions_of(registry, name)
-        kept = _keep(revisions, delete_untagged)
+        young = {d for d, r in revisions.items() if r.linked_at > cutoff}
+        kept = _keep(revisions, delete_untagged, young)
+        result.young_manifests += len(young - _keep(revisions, delete_untagged, set()))
         for revision in revisions.values():
             if revision.digest in kept:
                 result.marked.add(revision.digest)
@@ -118,11 +155,18 @@ async def collect_garbage(
                 result.deleted_manifests.append((name, revision.digest))
         links[name] = await layer_links(registry, name)
 
-    stored = await _all_blobs(registry)
-    for digest in sorted(stored):
-        if digest not in result.marked:
-            result.deleted_blobs.append(digest)
-            result.reclaimed += stored[digest]
+    reuse = registry.blobs.reuse
+    async for digest, info in registry.blobs.enumerate_infos():
+        if digest in result.marked:
+            continue
+        if online and (
+            info.modtime.timestamp() > cutoff or await _reused_since(reuse, digest, cutoff)
+        ):
+            result.young_blobs += 1
+            continue
+        result.deleted_blobs.append(digest)
+        result.reclaimed += info.size
+    result.deleted_blobs.sort()
     swept = set(result.deleted_blobs)
     for name, digests in links.items():
         result.deleted_links.extend((name, d) for d in sorted(digests & swept))
@@ -133,10 +177,17 @@ async def collect_garbage(
                 "the shared blob descriptor cache (Redis) does not answer; nothing was "
                 "deleted, since its entries for swept blobs could not be cleared"
             )
-        await _delete(registry, result)
+        await _delete(registry, result, cutoff if online else None)
         # Clears that failed wait in the cache's journal; the ping replays them.
         result.cache_stale = not await _cache_answers(registry)
     return result
+
+
+async def _reused_since(reuse: ReuseRecords | None, digest: Digest, cutoff: float) -> bool:
+    if reuse is None:
+        return False
+    last = await reuse.last_reuse(digest)
+    return last is not None and last > cutoff
 
 
 async def _cache_answers(registry: StorageRegistry) -> bool:
@@ -147,26 +198,74 @@ async def _cache_answers(registry: StorageRegistry) -> bool:
     return await cache.ping()
 
 
-async def _delete(registry: StorageRegistry, result: Collection) -> None:
-    # Whatever is already gone was deleted by someone else: the goal is reached.
-    for name, digest in result.deleted_manifests:
+async def _delete(registry: StorageRegistry, result: Collection, cutoff: float | None) -> None:
+    """Delete what ``result`` lists; with ``cutoff`` (online), what is still as old as it was.
+
+    Whatever is already gone was deleted by someone else: the goal is reached.
+    """
+    for name, digest in list(result.deleted_manifests):
+        repository = registry.repository(name)
+        if cutoff is not None and not await _still_untagged_and_old(registry, name, digest, cutoff):
+            result.deleted_manifests.remove((name, digest))
+            result.young_manifests += 1
+            continue
         log.info("deleting manifest %s@%s", name, digest)
         with suppress(ManifestUnknown):
-            await registry.repository(name).manifests.remove(digest)
+            await repository.manifests.remove(digest)
+    links: dict[Digest, list[str]] = {}
     for name, digest in result.deleted_links:
-        with suppress(BlobUnknown):
-            await registry.repository(name).blobs.unlink(digest)
-    for digest in result.deleted_blobs:
+        links.setdefault(digest, []).append(name)
+    reuse = registry.blobs.reuse
+    for digest in list(result.deleted_blobs):
+        if cutoff is not None and await _young_now(registry, digest, cutoff):
+            # Found or written since the walk: it stays, and so do its links.
+            result.deleted_blobs.remove(digest)
+            result.young_blobs += 1
+            result.deleted_links = [(n, d) for n, d in result.deleted_links if d != digest]
+            continue
+        # Links first: a pass cut short here leaves content no repository names, never
+        # a link to nothing.
+        for name in links.get(digest, ()):
+            with suppress(BlobUnknown):
+                await registry.repository(name).blobs.unlink(digest)
         log.info("deleting blob %s", digest)
         with suppress(BlobUnknown):
             await registry.blobs.delete(digest)
+        if reuse is not None:
+            await reuse.forget(digest)
 
 
-def _keep(revisions: dict[Digest, Revision], delete_untagged: bool) -> set[Digest]:
-    """The revisions that stay: all of them, or the tagged ones and what they need."""
+async def _young_now(registry: StorageRegistry, digest: Digest, cutoff: float) -> bool:
+    if await _reused_since(registry.blobs.reuse, digest, cutoff):
+        return True
+    try:
+        info = await registry.driver.stat(path_for(BlobData(digest)))
+    except PathNotFound:
+        return False
+    return info.modtime.timestamp() > cutoff
+
+
+async def _still_untagged_and_old(
+    registry: StorageRegistry, name: str, digest: Digest, cutoff: float
+) -> bool:
+    """Whether the manifest is still one to delete: no tag took it meanwhile, nor a new link."""
+    if await registry.repository(name).tags.lookup(digest):
+        return False
+    try:
+        info = await registry.driver.stat(path_for(ManifestRevisionLink(name, digest)))
+    except PathNotFound:
+        return True  # deleted meanwhile: removing it again is harmless
+    return info.modtime.timestamp() <= cutoff
+
+
+def _keep(
+    revisions: dict[Digest, Revision], delete_untagged: bool, young: set[Digest]
+) -> set[Digest]:
+    """The revisions that stay: all of them, or the tagged and the ``young`` ones and what
+    they need (their children, and the referrers of what stays)."""
     if not delete_untagged:
         return set(revisions)
-    kept = {d for d, r in revisions.items() if r.tagged}
+    kept = {d for d, r in revisions.items() if r.tagged} | young
     changed = True
     while changed:
         changed = False
@@ -190,18 +289,20 @@ async def revisions_of(registry: StorageRegistry, name: str) -> dict[Digest, Rev
     found: dict[Digest, Revision] = {}
     try:
         walk = driver.walk(path_for(ManifestRevisionsDir(name)))
-        links = [info.path async for info in walk if info.path.endswith("/link")]
+        links = [info async for info in walk if info.path.endswith("/link")]
     except PathNotFound:
         return found
     for link in links:
-        if "/signatures/" in link:
+        if "/signatures/" in link.path:
             continue
         try:
-            digest = digest_from_path(link)
+            digest = digest_from_path(link.path)
             payload = await registry.blobs.get(digest)
         except (DigestInvalid, BlobUnknown):
             continue  # a link to nothing keeps nothing alive
-        found[digest] = _describe(digest, payload, digest in tagged)
+        revision = _describe(digest, payload, digest in tagged)
+        revision.linked_at = link.modtime.timestamp()
+        found[digest] = revision
     return found
 
 
@@ -240,6 +341,41 @@ async def layer_links(registry: StorageRegistry, name: str) -> set[Digest]:
     return links
 
 
-async def _all_blobs(registry: StorageRegistry) -> dict[Digest, int]:
-    """Every blob in storage, and its size."""
-    return {digest: size async for digest, size in registry.blobs.enumerate_sizes()}
+# -- the last pass's report ----------------------------------------------------------------
+
+#: Digests listed in a saved report, of each kind, at most.
+REPORT_LIMIT = 1000
+
+
+def report_of(result: Collection, *, started: float, ended: float, dry_run: bool) -> dict[str, Any]:
+    """``result`` as the JSON document ``cargohold gc --last`` prints."""
+    return {
+        "started": started,
+        "ended": ended,
+        "duration": round(ended - started, 3),
+        "online": result.online,
+        "dry_run": dry_run,
+        "deleted_manifests": len(result.deleted_manifests),
+        "deleted_blobs": len(result.deleted_blobs),
+        "deleted_links": len(result.deleted_links),
+        "reclaimed_bytes": result.reclaimed,
+        "young_blobs": result.young_blobs,
+        "young_manifests": result.young_manifests,
+        "manifests": [f"{n}@{d}" for n, d in result.deleted_manifests[:REPORT_LIMIT]],
+        "blobs": [str(d) for d in result.deleted_blobs[:REPORT_LIMIT]],
+    }
+
+
+async def save_report(registry: StorageRegistry, report: dict[str, Any]) -> None:
+    await registry.driver.put_content(
+        path_for(GcLastReport()), json.dumps(report, indent=1).encode()
+    )
+
+
+async def load_report(registry: StorageRegistry) -> dict[str, Any] | None:
+    """The last pass's report, if a pass ever ran on this storage."""
+    try:
+        document = json.loads(await registry.driver.get_content(path_for(GcLastReport())))
+    except (PathNotFound, ValueError):
+        return None
+    return document if isinstance(document, dict) else None

@@ -103,6 +103,8 @@ class LinkedBlobStore:
         if cache is not None and cache.shared:
             cached = await cache.get_linked(self.name, digest)
             if cached is not None:
+                if self._blobs.reuse is not None:
+                    self._blobs.reuse.reused(digest)
                 return digest, cached
         target = await self._linked_digest(digest)
         try:

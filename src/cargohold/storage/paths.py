@@ -17,6 +17,10 @@ the other's storage::
         _referrers/<alg>/<hex>/<alg>/<hex>/descriptor                (cargohold's own)
         _proxy/<manifests|blobs>/<alg>/<hex>/used                     (cargohold's own)
     /scheduler-state.json                     (Distribution's proxy schedule, read on adoption)
+    /cargohold/gc/touched/<alg>/<xx>/<hex>    (cargohold's: when a blob was last reused)
+    /cargohold/gc/lease                       (cargohold's: the one collection under way)
+    /cargohold/gc/last.json                   (cargohold's: the last collection's report)
+    /cargohold/live/<process>                 (cargohold's: the registries writing here)
 
 The referrers index and a mirror's record of when cached content was last
 used (``_proxy``) are cargohold's additions. Distribution's catalog skips any
@@ -240,6 +244,35 @@ class SchedulerState:
     """Distribution's proxy schedule (``scheduler-state.json``, at the driver's root)."""
 
 
+@dataclass(frozen=True, slots=True)
+class BlobTouched:
+    """When blob ``digest`` was last found reused (a HEAD, a mount, a push of it again)."""
+
+    digest: Digest
+
+
+@dataclass(frozen=True, slots=True)
+class GcLease:
+    """Held by the one garbage collection under way."""
+
+
+@dataclass(frozen=True, slots=True)
+class GcLastReport:
+    """What the last garbage collection did."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRegistriesDir:
+    """One file per registry process writing to this storage."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRegistry:
+    """Registry process ``token``'s proof of life: when it last said it writes here."""
+
+    token: str
+
+
 PathSpec = (
     RegistryRoot
     | BlobsRoot
@@ -269,6 +302,11 @@ PathSpec = (
     | CacheUseDir
     | CacheUse
     | SchedulerState
+    | BlobTouched
+    | GcLease
+    | GcLastReport
+    | LiveRegistriesDir
+    | LiveRegistry
 )
 
 
@@ -339,6 +377,11 @@ _LAYOUT: dict[type, Callable[[Any], str]] = {
     ReferrerDescriptor: lambda s: f"{_referrers_dir(s)}/{_digest_parts(s.referrer)}/descriptor",
     CacheUseDir: lambda s: f"{_repository(s.name)}/_proxy/{s.kind}",
     SchedulerState: lambda s: "/scheduler-state.json",
+    BlobTouched: lambda s: f"/cargohold/gc/touched/{_blob_dir(s.digest)[len(BLOBS) + 1 :]}",
+    GcLease: lambda s: "/cargohold/gc/lease",
+    GcLastReport: lambda s: "/cargohold/gc/last.json",
+    LiveRegistriesDir: lambda s: "/cargohold/live",
+    LiveRegistry: lambda s: f"/cargohold/live/{s.token}",
     CacheUse: lambda s: f"{_repository(s.name)}/_proxy/{s.kind}/{_digest_parts(s.digest)}/used",
 }
 

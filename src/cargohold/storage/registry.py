@@ -25,10 +25,12 @@ from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.catalog import catalog_for
 from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
 from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore, linked_now
+from cargohold.storage.maintenance import GcSchedule, StorageMaintenance
 from cargohold.storage.manifeststore import IndexChildren, ManifestStore, manifest_now
 from cargohold.storage.paths import LayerLink
 from cargohold.storage.purge import purge_uploads
 from cargohold.storage.referrers import ReferrersIndex
+from cargohold.storage.reuse import ReuseRecords
 from cargohold.storage.tagstore import TagStore, tag_now, tags_now
 from cargohold.storage.uploads import HasherCache
 
@@ -55,6 +57,13 @@ class RegistryOptions:
     index_children: IndexChildren = field(default_factory=lambda: IndexChildren())
     #: Whether schema1 manifests may be pushed (``compatibility.schema1.enabled``).
     schema1_pushes: bool = True
+    #: How often a find of a blob is written down for collection while serving
+    #: (``storage/reuse.py``); None: never (collection while serving is off).
+    reuse_interval: float | None = None
+    #: Whether this registry says it writes to the storage (``storage/live.py``).
+    heartbeat: bool = False
+    #: ``storage.maintenance.gc``, when collection runs while serving.
+    gc: GcSchedule | None = None
 
 
 class StorageRegistry:
@@ -76,13 +85,19 @@ class StorageRegistry:
             driver.use_threads(threads)
         self.driver = driver
         self.options = options or RegistryOptions()
-        self.blobs = GlobalBlobStore(driver, cache)
+        reuse = (
+            ReuseRecords(driver, self.options.reuse_interval)
+            if self.options.reuse_interval is not None
+            else None
+        )
+        self.blobs = GlobalBlobStore(driver, cache, reuse)
         self.hashers = HasherCache()
         self._schema1_key: SigningKey | None = None
         self._catalog = catalog_for(driver)
+        self._maintenance: StorageMaintenance | None = None
         files = driver.watched_immediate()
         self._immediate = (
-            _StorageImmediateReads(files, driver.redirects is not None)
+            _StorageImmediateReads(files, driver.redirects is not None, reuse)
             if files is not None
             else None
         )
@@ -111,8 +126,13 @@ class StorageRegistry:
         return self
 
     @property
-    def maintenance(self) -> None:
-        return None
+    def maintenance(self) -> StorageMaintenance | None:
+        options = self.options
+        if self.blobs.reuse is None and options.gc is None and not options.heartbeat:
+            return None
+        if self._maintenance is None:
+            self._maintenance = StorageMaintenance(self, self.options.gc)
+        return self._maintenance
 
     @property
     def routing(self) -> None:
@@ -159,11 +179,12 @@ class _StorageImmediateReads:
     Names, tags and digests are checked here as ``repository()`` checks them.
     """
 
-    __slots__ = ("_files", "redirects")
+    __slots__ = ("_files", "_reuse", "redirects")
 
-    def __init__(self, files: ImmediateFiles, redirects: bool) -> None:
+    def __init__(self, files: ImmediateFiles, redirects: bool, reuse: ReuseRecords | None) -> None:
         self._files = files
         self.redirects = redirects
+        self._reuse = reuse
 
     def blob(self, name: str, digest: Digest) -> BlobSource | None:
         try:
@@ -173,7 +194,11 @@ class _StorageImmediateReads:
         if not linked_now(self._files, link, digest):
             return None
         size = size_now(self._files, digest)
-        return None if size is None else BlobSource(Descriptor(OCTET_STREAM, digest, size))
+        if size is None:
+            return None
+        if self._reuse is not None:
+            self._reuse.reused(digest)
+        return BlobSource(Descriptor(OCTET_STREAM, digest, size))
 
     def content(self, source: BlobSource, offset: int, length: int) -> bytes | None:
         return content_now(self._files, source.descriptor.digest, offset, length)

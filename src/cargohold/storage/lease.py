@@ -1,0 +1,106 @@
+"""One garbage collection at a time, among every process on one storage: a lease in storage.
+
+The lease is a small file (``paths.GcLease``) naming its holder and when it
+expires. A process takes it when it is absent, expired or its own, writes
+itself in, waits a moment and reads it back: of two that wrote at once, only
+the one read back holds it. The holder renews it while it works; a holder
+killed outright stops renewing, and the lease is free once it expires, or at
+once when the holder was a process of this host that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from cargohold.errors import CargoholdError, PathNotFound
+from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.paths import GcLease, path_for
+
+__all__ = ["LEASE", "LeaseHeld", "holding"]
+
+#: How long a lease lasts unless renewed; renewed every third of it.
+LEASE = 60.0
+#: How long a writer waits before reading the lease back (two writes must both have landed).
+SETTLE = 0.5
+
+
+class LeaseHeld(CargoholdError):
+    """Another process holds the lease: its collection is under way."""
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+async def _read(driver: StorageDriver) -> dict[str, object] | None:
+    try:
+        document = json.loads(await driver.get_content(path_for(GcLease())))
+    except PathNotFound:
+        return None
+    except ValueError:
+        return None  # a torn or damaged lease holds nothing
+    return document if isinstance(document, dict) else None
+
+
+async def _write(driver: StorageDriver, owner: str, lease: float) -> None:
+    document = {
+        "owner": owner,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "expires": time.time() + lease,
+    }
+    await driver.put_content(path_for(GcLease()), json.dumps(document).encode())
+
+
+def _held(current: dict[str, object]) -> bool:
+    """Whether the lease read is held: unexpired, by a process that may still be alive."""
+    expires, pid = current.get("expires"), current.get("pid")
+    if not isinstance(expires, int | float) or expires <= time.time():
+        return False
+    if current.get("host") == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False  # its holder on this host is gone
+        except PermissionError:
+            return True  # alive, someone else's
+    return True
+
+
+@contextlib.asynccontextmanager
+async def holding(driver: StorageDriver, lease: float = LEASE) -> AsyncIterator[str]:
+    """Hold the lease for the block (``LeaseHeld`` when another process does); its owner name."""
+    owner = _owner()
+    current = await _read(driver)
+    if current is not None and _held(current):
+        raise LeaseHeld(f"a garbage collection is under way ({current.get('owner')})")
+    await _write(driver, owner, lease)
+    await asyncio.sleep(SETTLE)
+    current = await _read(driver)
+    if current is None or current.get("owner") != owner:
+        holder = current.get("owner") if current is not None else "another process"
+        raise LeaseHeld(f"a garbage collection is under way ({holder})")
+
+    async def renewing() -> None:
+        while True:
+            await asyncio.sleep(lease / 3)
+            await _write(driver, owner, lease)
+
+    renewal = asyncio.ensure_future(renewing())
+    try:
+        yield owner
+    finally:
+        renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError, CargoholdError):
+            await renewal
+        with contextlib.suppress(CargoholdError):
+            current = await _read(driver)
+            if current is not None and current.get("owner") == owner:
+                await driver.delete(path_for(GcLease()))

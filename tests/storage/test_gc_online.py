@@ -1,0 +1,194 @@
+"""Garbage collection while the registry serves: grace periods, reuse, one pass at a time.
+
+``collect_garbage(grace=...)`` deletes nothing changed or found since
+``now - grace``: a blob's content, its last find (a HEAD, a mount, a push of
+it again, a manifest naming it), an untagged manifest's link. Each test puts
+the cut between two moments it controls, so no test waits for a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+
+from cargohold.digest import Digest, digest_of
+from cargohold.errors import BlobUnknown, PathNotFound
+from cargohold.manifest import OCI_LAYER_GZIP, OCI_MANIFEST
+from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.gc import collect_garbage
+from cargohold.storage.lease import LeaseHeld, holding
+from cargohold.storage.paths import BlobData, BlobTouched, GcLease, path_for
+from cargohold.storage.registry import RegistryOptions, StorageRegistry
+from tests.storage.images import descriptor_json, image_manifest, index_manifest, subject_json
+
+ORPHAN = b"a layer no manifest references"
+
+
+@pytest.fixture
+def serving(storage_driver: StorageDriver) -> StorageRegistry:
+    """A registry that records finds of blobs, as one with storage.maintenance.gc does."""
+    options = RegistryOptions(delete_enabled=True, reuse_interval=0.0)
+    return StorageRegistry(storage_driver, options=options)
+
+
+async def later() -> float:
+    """A moment strictly after everything done so far, and before anything done next."""
+    moment = time.time()
+    await asyncio.sleep(0.005)  # clocks tick in microseconds: this is after, by far
+    return moment + 0.0025
+
+
+async def stored(registry: StorageRegistry, content: bytes) -> bool:
+    """Whether the content is in storage, asked of the driver: not a find of the blob."""
+    try:
+        await registry.driver.stat(path_for(BlobData(digest_of(content))))
+    except PathNotFound:
+        return False
+    return True
+
+
+async def test_nothing_younger_than_the_grace_period_is_deleted(
+    serving: StorageRegistry,
+) -> None:
+    repo = serving.repository("a")
+    await repo.blobs.put(ORPHAN)
+    cut = await later()
+    result = await collect_garbage(serving, grace=3600, now=cut + 3599)
+    assert (result.deleted_blobs, result.young_blobs) == ([], 1)
+    assert await stored(serving, ORPHAN)
+    result = await collect_garbage(serving, grace=3600, now=cut + 3600)
+    assert result.deleted_blobs == [digest_of(ORPHAN)]
+    assert not await stored(serving, ORPHAN)
+    with pytest.raises(BlobUnknown):
+        await repo.blobs.stat(digest_of(ORPHAN))
+
+
+@pytest.mark.parametrize("find", ["stat", "mount", "push again", "manifest names it"])
+async def test_a_find_makes_a_blob_young_again(serving: StorageRegistry, find: str) -> None:
+    repo = serving.repository("a")
+    descriptor = await repo.blobs.put(ORPHAN)
+    cut = await later()  # the content is older than this
+    if find == "stat":
+        await repo.blobs.stat(descriptor.digest)
+    elif find == "mount":
+        await serving.repository("b").blobs.mount("a", descriptor.digest)
+    elif find == "push again":
+        upload = await repo.blobs.create_upload()
+        await upload.write(ORPHAN)
+        await upload.commit(descriptor.digest)
+    else:
+        # A manifest naming it as a layer: its push finds it; then the manifest goes.
+        body = json.loads(await image_manifest(repo, layers=0))
+        body["layers"] = [descriptor_json(OCI_LAYER_GZIP, ORPHAN)]
+        manifest = await repo.manifests.put(json.dumps(body).encode(), OCI_MANIFEST)
+        await repo.manifests.delete(manifest.digest)
+    assert serving.blobs.reuse is not None
+    await serving.blobs.reuse.flush()
+    result = await collect_garbage(serving, grace=0, now=cut)
+    assert descriptor.digest not in result.deleted_blobs
+    assert await stored(serving, ORPHAN)
+
+
+async def test_without_a_find_the_same_blob_goes(serving: StorageRegistry) -> None:
+    await serving.repository("a").blobs.put(ORPHAN)
+    cut = await later()
+    result = await collect_garbage(serving, grace=0, now=cut)
+    assert result.deleted_blobs == [digest_of(ORPHAN)]
+    assert not await stored(serving, ORPHAN)
+
+
+async def test_a_find_is_written_down_once_per_interval(storage_driver: StorageDriver) -> None:
+    registry = StorageRegistry(storage_driver, options=RegistryOptions(reuse_interval=3600))
+    repo = registry.repository("a")
+    descriptor = await repo.blobs.put(ORPHAN)
+    reuse = registry.blobs.reuse
+    assert reuse is not None
+    await repo.blobs.stat(descriptor.digest)
+    await reuse.flush()
+    record = path_for(BlobTouched(descriptor.digest))
+    first = await storage_driver.get_content(record)
+    for _ in range(3):
+        await repo.blobs.stat(descriptor.digest)
+        await reuse.flush()
+    assert await storage_driver.get_content(record) == first
+
+
+async def test_young_untagged_manifests_and_their_blobs_stay(serving: StorageRegistry) -> None:
+    repo = serving.repository("a")
+    old = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST)
+    cut = await later()
+    young = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST)
+    result = await collect_garbage(serving, delete_untagged=True, grace=0, now=cut)
+    assert result.deleted_manifests == [("a", old.digest)]
+    assert await repo.manifests.exists(young.digest)
+    for blob in ((await repo.manifests.get(young.digest)).payload,):
+        assert blob
+    assert result.young_manifests == 1
+
+
+async def test_referrers_of_a_live_manifest_stay_and_an_index_keeps_its_children(
+    serving: StorageRegistry,
+) -> None:
+    repo = serving.repository("a")
+    child = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST)
+    index = await repo.manifests.put(
+        index_manifest(child.payload), "application/vnd.oci.image.index.v1+json", ["multi"]
+    )
+    signature = await image_manifest(
+        repo,
+        layers=1,
+        artifactType="application/x-sig",
+        subject=subject_json(child.payload, OCI_MANIFEST),
+    )
+    referrer = await repo.manifests.put(signature, OCI_MANIFEST)
+    orphan_referrer = await repo.manifests.put(
+        await image_manifest(
+            repo,
+            layers=1,
+            artifactType="application/x-sbom",
+            subject={"mediaType": OCI_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 1},
+        ),
+        OCI_MANIFEST,
+    )
+    cut = await later()
+    result = await collect_garbage(serving, delete_untagged=True, grace=0, now=cut)
+    for digest in (child.digest, index.digest, referrer.digest):
+        assert await repo.manifests.exists(digest)
+    assert result.deleted_manifests == [("a", orphan_referrer.digest)]
+    for blob in blobs_of(signature):
+        assert await serving.blobs.exists(blob)
+
+
+def blobs_of(payload: bytes) -> list[Digest]:
+    body = json.loads(payload)
+    digests = [body["config"]["digest"], *(layer["digest"] for layer in body["layers"])]
+    return [Digest.parse(digest) for digest in digests]
+
+
+async def test_one_pass_at_a_time(storage_driver: StorageDriver) -> None:
+    async with holding(storage_driver):
+        with pytest.raises(LeaseHeld, match="under way"):
+            async with holding(storage_driver):
+                pass
+    async with holding(storage_driver):
+        pass  # released: the next pass runs
+
+
+async def test_a_lease_whose_holder_on_this_host_is_gone_is_free(
+    storage_driver: StorageDriver,
+) -> None:
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()
+    async with holding(storage_driver):
+        document = (await storage_driver.get_content(path_for(GcLease()))).decode()
+        await storage_driver.put_content(
+            path_for(GcLease()),
+            document.replace(f'"pid": {os.getpid()}', f'"pid": {dead.pid}').encode(),
+        )
+        # Another process: its holder is gone, so the lease is free though unexpired.
+        async with holding(storage_driver):
+            pass
