@@ -171,14 +171,19 @@ def gc(
         typer.echo(json.dumps(found, indent=1))
         return
 
-    async def collect(registry: StorageRegistry) -> Collection:
+    async def alone(registry: StorageRegistry) -> None:
         live = await writers(registry.driver)
-        if not online and live:
+        if live:
             raise CargoholdError(
                 "registries are writing to this storage ("
                 + ", ".join(w.who for w in live)
                 + "): stop them, make them read-only, or run gc --online"
             )
+
+    async def collect(registry: StorageRegistry) -> Collection:
+        live = await writers(registry.driver)
+        if not online:
+            await alone(registry)
         blind = [w.who for w in live if not w.records_reuse]
         if online and blind:
             raise CargoholdError(
@@ -189,7 +194,12 @@ def gc(
         started = time.time()
         grace = loaded.storage.maintenance.grace if online else None
         result = await collect_garbage(
-            registry, dry_run=dry_run, delete_untagged=delete_untagged, grace=grace
+            registry,
+            dry_run=dry_run,
+            delete_untagged=delete_untagged,
+            grace=grace,
+            # A registry started during the mark would write unseen: asked again before.
+            before_sweep=None if online else lambda: alone(registry),
         )
         report = report_of(result, started=started, ended=time.time(), dry_run=dry_run)
         await save_report(registry, report)

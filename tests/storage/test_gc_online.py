@@ -18,11 +18,13 @@ import pytest
 from cargohold.digest import Digest, digest_of
 from cargohold.errors import BlobUnknown, PathNotFound
 from cargohold.manifest import OCI_LAYER_GZIP, OCI_MANIFEST
+from cargohold.storage import gc
 from cargohold.storage.driver.base import StorageDriver
 from cargohold.storage.gc import collect_garbage
 from cargohold.storage.lease import LeaseHeld, holding
-from cargohold.storage.paths import BlobData, BlobTouched, GcLease, path_for
+from cargohold.storage.paths import BlobData, BlobHidden, BlobTouched, GcLease, path_for
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
+from cargohold.storage.reuse import ReuseRecords
 from tests.storage.images import descriptor_json, image_manifest, index_manifest, subject_json
 
 ORPHAN = b"a layer no manifest references"
@@ -86,8 +88,6 @@ async def test_a_find_makes_a_blob_young_again(serving: StorageRegistry, find: s
         body["layers"] = [descriptor_json(OCI_LAYER_GZIP, ORPHAN)]
         manifest = await repo.manifests.put(json.dumps(body).encode(), OCI_MANIFEST)
         await repo.manifests.delete(manifest.digest)
-    assert serving.blobs.reuse is not None
-    await serving.blobs.reuse.flush()
     result = await collect_garbage(serving, grace=0, now=cut)
     assert descriptor.digest not in result.deleted_blobs
     assert await stored(serving, ORPHAN)
@@ -108,12 +108,10 @@ async def test_a_find_is_written_down_once_per_interval(storage_driver: StorageD
     reuse = registry.blobs.reuse
     assert reuse is not None
     await repo.blobs.stat(descriptor.digest)
-    await reuse.flush()
     record = path_for(BlobTouched(descriptor.digest))
-    first = await storage_driver.get_content(record)
+    first = await storage_driver.get_content(record)  # written before the stat answered
     for _ in range(3):
         await repo.blobs.stat(descriptor.digest)
-        await reuse.flush()
     assert await storage_driver.get_content(record) == first
 
 
@@ -192,3 +190,65 @@ async def test_a_lease_whose_holder_on_this_host_is_gone_is_free(
         # Another process: its holder is gone, so the lease is free though unexpired.
         async with holding(storage_driver):
             pass
+
+
+async def test_a_find_between_mark_and_sweep_keeps_the_blob(
+    serving: StorageRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process finds the blob once the pass has chosen it, and references it."""
+    other = StorageRegistry(serving.driver, options=serving.options)
+    other.blobs.reuse = ReuseRecords(serving.driver, 0.0)  # its own, never flushed memory
+    await serving.repository("a").blobs.put(ORPHAN)
+    cut = await later()
+    swept = gc._cache_answers
+
+    async def find_then_reference(registry: StorageRegistry) -> bool:
+        repo = other.repository("a")
+        await repo.blobs.stat(digest_of(ORPHAN))  # a HEAD: 200
+        body = json.loads(await image_manifest(repo, layers=0))
+        body["layers"] = [descriptor_json(OCI_LAYER_GZIP, ORPHAN)]
+        await repo.manifests.put(json.dumps(body).encode(), OCI_MANIFEST, ["v1"])
+        return await swept(registry)
+
+    monkeypatch.setattr(gc, "_cache_answers", find_then_reference)
+    result = await collect_garbage(serving, grace=0, now=cut)
+    assert digest_of(ORPHAN) not in result.deleted_blobs
+    assert await stored(serving, ORPHAN)
+    assert await other.repository("a").blobs.get(digest_of(ORPHAN)) == ORPHAN
+
+
+async def test_a_find_of_a_hidden_blob_answers_unknown(
+    serving: StorageRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the pass has hidden the blob, a find says unknown: the client uploads it again."""
+    other = StorageRegistry(serving.driver, options=serving.options)
+    other.blobs.reuse = ReuseRecords(serving.driver, 0.0)
+    await serving.repository("a").blobs.put(ORPHAN)
+    cut = await later()
+    driver = serving.driver
+    move = driver.move
+    found: list[bool] = []
+
+    async def hide_then_find(source: str, dest: str) -> None:
+        await move(source, dest)
+        if dest.endswith("/collecting"):
+            found.append(await other.repository("a").blobs.exists(digest_of(ORPHAN)))
+
+    monkeypatch.setattr(driver, "move", hide_then_find)
+    result = await collect_garbage(serving, grace=0, now=cut)
+    assert found == [False]
+    assert result.deleted_blobs == [digest_of(ORPHAN)]
+    assert not await stored(serving, ORPHAN)
+
+
+async def test_content_a_killed_pass_left_hidden_is_judged_again(
+    serving: StorageRegistry,
+) -> None:
+    await serving.repository("a").blobs.put(ORPHAN)
+    digest = digest_of(ORPHAN)
+    await serving.driver.move(path_for(BlobData(digest)), path_for(BlobHidden(digest)))
+    assert await gc.recover_hidden(serving) == 1
+    assert await stored(serving, ORPHAN)
+    cut = await later()
+    result = await collect_garbage(serving, grace=0, now=cut)
+    assert result.deleted_blobs == [digest]

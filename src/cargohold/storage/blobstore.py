@@ -32,19 +32,26 @@ class GlobalBlobStore:
         self.reuse = reuse
 
     async def stat(self, digest: Digest) -> Descriptor:
-        """The blob's descriptor; a find is a reuse (the finder may reference the blob next)."""
-        if self.cache is not None and (cached := await self.cache.get(digest)) is not None:
-            if self.reuse is not None:
-                self.reuse.reused(digest)
+        """The blob's descriptor; a find is a reuse (the finder may reference the blob next),
+        written down (``reuse.py``) before it is answered, when one is due."""
+        reuse = self.reuse
+        cached = await self.cache.get(digest) if self.cache is not None else None
+        if cached is not None and (reuse is None or not reuse.due(digest)):
             return cached
+        descriptor = await self._stat(digest)
+        if reuse is not None and reuse.due(digest):
+            await reuse.found(digest)
+            # Read again after the record: a collection hiding the blob meanwhile saw it.
+            descriptor = await self._stat(digest)
+        return descriptor
+
+    async def _stat(self, digest: Digest) -> Descriptor:
         try:
             info = await self.driver.stat(path_for(BlobData(digest)))
         except PathNotFound:
             raise BlobUnknown(digest) from None
         if info.is_dir:
             raise BlobUnknown(digest)
-        if self.reuse is not None:
-            self.reuse.reused(digest)
         descriptor = Descriptor(OCTET_STREAM, digest, info.size)
         if self.cache is not None:
             await self.cache.set(descriptor)
@@ -61,7 +68,7 @@ class GlobalBlobStore:
         try:
             return await self.driver.get_content(path_for(BlobData(digest)))
         except PathNotFound:
-            await self._forget(digest)
+            await self.forget(digest)
             raise BlobUnknown(digest) from None
 
     async def open(
@@ -70,7 +77,7 @@ class GlobalBlobStore:
         try:
             stream = await self.driver.reader(path_for(BlobData(digest)), offset)
         except PathNotFound:
-            await self._forget(digest)
+            await self.forget(digest)
             raise BlobUnknown(digest) from None
         return stream if length is None else _limit(stream, length)
 
@@ -92,7 +99,7 @@ class GlobalBlobStore:
 
     async def delete(self, digest: Digest) -> None:
         """Remove the blob's content from storage (garbage collection only)."""
-        await self._forget(digest)
+        await self.forget(digest)
         try:
             await self.driver.delete(path_for(BlobDir(digest)))
         except PathNotFound:
@@ -137,7 +144,8 @@ class GlobalBlobStore:
             descriptor, file=files.local_path(path) if files is not None else None, url=url
         )
 
-    async def _forget(self, digest: Digest) -> None:
+    async def forget(self, digest: Digest) -> None:
+        """Drop the blob's cache entry (its content is being deleted or hidden)."""
         if self.cache is not None:
             await self.cache.clear(digest)
 

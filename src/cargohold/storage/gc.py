@@ -22,9 +22,12 @@ client found (``storage/reuse.py``: a HEAD, a mount, a push of it again, a
 manifest naming it) within it, an untagged manifest linked within it. A client
 that found a blob references it within the grace period (which is at least
 the upload-purge age), so the blob is young when its manifest arrives, however
-the mark and the sweep interleave with it. Each blob's age is read again just
-before it goes, and its repositories' links go before its content, so a pass
-cut short (SIGKILL) leaves nothing that answers an error: the next finishes it.
+the mark and the sweep interleave with it. Each blob is hidden before its
+record of finds is read (``_collect_while_serving``), and a find writes its
+record before it answers: either the find met the blob hidden, or the pass
+sees its record and puts the blob back. Links go before content, so a pass
+cut short (SIGKILL) leaves nothing that answers an error; content it left
+hidden is put back by the next pass, which judges it again.
 
 A shared cache (Redis) outlives this process, and registries trust its entries
 for repository membership, so an entry left for a swept blob says "layer already
@@ -41,10 +44,12 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import Digest
 from cargohold.errors import (
     BlobUnknown,
@@ -59,8 +64,11 @@ from cargohold.errors import (
 )
 from cargohold.manifest import Manifest, media_type_of, parse_manifest
 from cargohold.manifest.schema1 import SignedManifest
+from cargohold.storage.driver.base import StorageDriver
 from cargohold.storage.paths import (
     BlobData,
+    BlobHidden,
+    BlobsRoot,
     GcLastReport,
     LayersDir,
     ManifestRevisionLink,
@@ -134,13 +142,20 @@ async def collect_garbage(
     delete_untagged: bool = False,
     grace: float | None = None,
     now: float | None = None,
+    before_sweep: Callable[[], Awaitable[None]] | None = None,
 ) -> Collection:
     """Mark and sweep; with ``grace`` (seconds), safely while the registry serves: nothing
-    changed or found since ``now - grace`` goes (``now``: the time of the call)."""
+    changed or found since ``now - grace`` goes (``now``: the time of the call).
+
+    ``before_sweep`` runs once everything is marked, before anything is deleted; what it
+    raises stops the collection there (offline, it checks that no registry started).
+    """
     online = grace is not None
     reference = time.time() if now is None else now
     cutoff = reference - grace if grace is not None else math.inf
     result = Collection(online=online)
+    if online and not dry_run:
+        await recover_hidden(registry)
     links: dict[str, set[Digest]] = {}
     for name in await registry.catalog():
         revisions = await revisions_of(registry, name)
@@ -155,7 +170,9 @@ async def collect_garbage(
                 result.deleted_manifests.append((name, revision.digest))
         links[name] = await layer_links(registry, name)
 
-    reuse = registry.blobs.reuse
+    # Read from storage whatever this process's own settings: the finds that count are
+    # those of the registries serving (``gc --online`` may run with a config of its own).
+    reuse = registry.blobs.reuse or ReuseRecords(registry.driver, 0.0)
     async for digest, info in registry.blobs.enumerate_infos():
         if digest in result.marked:
             continue
@@ -172,6 +189,8 @@ async def collect_garbage(
         result.deleted_links.extend((name, d) for d in sorted(digests & swept))
 
     if not dry_run:
+        if before_sweep is not None:
+            await before_sweep()
         if not await _cache_answers(registry):
             raise CacheUnreachable(
                 "the shared blob descriptor cache (Redis) does not answer; nothing was "
@@ -183,9 +202,7 @@ async def collect_garbage(
     return result
 
 
-async def _reused_since(reuse: ReuseRecords | None, digest: Digest, cutoff: float) -> bool:
-    if reuse is None:
-        return False
+async def _reused_since(reuse: ReuseRecords, digest: Digest, cutoff: float) -> bool:
     last = await reuse.last_reuse(digest)
     return last is not None and last > cutoff
 
@@ -215,34 +232,94 @@ async def _delete(registry: StorageRegistry, result: Collection, cutoff: float |
     links: dict[Digest, list[str]] = {}
     for name, digest in result.deleted_links:
         links.setdefault(digest, []).append(name)
-    reuse = registry.blobs.reuse
     for digest in list(result.deleted_blobs):
-        if cutoff is not None and await _young_now(registry, digest, cutoff):
-            # Found or written since the walk: it stays, and so do its links.
-            result.deleted_blobs.remove(digest)
-            result.young_blobs += 1
-            result.deleted_links = [(n, d) for n, d in result.deleted_links if d != digest]
+        names = links.get(digest, [])
+        if cutoff is not None:
+            if not await _collect_while_serving(registry, digest, names, cutoff):
+                # Found meanwhile: it stays, and so do its links.
+                result.deleted_blobs.remove(digest)
+                result.young_blobs += 1
+                result.deleted_links = [(n, d) for n, d in result.deleted_links if d != digest]
             continue
         # Links first: a pass cut short here leaves content no repository names, never
         # a link to nothing.
-        for name in links.get(digest, ()):
+        for name in names:
             with suppress(BlobUnknown):
                 await registry.repository(name).blobs.unlink(digest)
         log.info("deleting blob %s", digest)
         with suppress(BlobUnknown):
             await registry.blobs.delete(digest)
-        if reuse is not None:
-            await reuse.forget(digest)
 
 
-async def _young_now(registry: StorageRegistry, digest: Digest, cutoff: float) -> bool:
-    if await _reused_since(registry.blobs.reuse, digest, cutoff):
-        return True
+async def _collect_while_serving(
+    registry: StorageRegistry, digest: Digest, names: list[str], cutoff: float
+) -> bool:
+    """Delete one blob while clients may find it; whether it went.
+
+    It is hidden first (its links removed, its content moved aside), then its
+    record of finds is read: a find writes its record before it answers and
+    reads the blob again after, so it either met the blob hidden, or left a
+    record this read sees, and the blob is put back.
+    """
+    driver, blobs = registry.driver, registry.blobs
+    data, hidden = path_for(BlobData(digest)), path_for(BlobHidden(digest))
+    unlinked = []
+    for name in names:
+        with suppress(BlobUnknown):
+            await registry.repository(name).blobs.unlink(digest)
+            unlinked.append(name)
     try:
-        info = await registry.driver.stat(path_for(BlobData(digest)))
+        info = await driver.stat(data)
+        await driver.move(data, hidden)
+        size, written, moved = info.size, info.modtime.timestamp(), True
     except PathNotFound:
+        size, written, moved = 0, 0.0, False
+    await blobs.forget(digest)
+    reuse = blobs.reuse or ReuseRecords(driver, 0.0)
+    if written > cutoff or await _reused_since(reuse, digest, cutoff):
+        if moved:
+            await _put_back(driver, data, hidden)
+        for name in unlinked:
+            await registry.repository(name).blobs.link(Descriptor(OCTET_STREAM, digest, size))
         return False
-    return info.modtime.timestamp() > cutoff
+    log.info("deleting blob %s", digest)
+    with suppress(PathNotFound):
+        await driver.delete(hidden)
+    await reuse.forget(digest)
+    return True
+
+
+async def _put_back(driver: StorageDriver, data: str, hidden: str) -> None:
+    """The hidden content back in place, unless a push put the same content there since."""
+    try:
+        await driver.stat(data)
+    except PathNotFound:
+        await driver.move(hidden, data)
+        return
+    with suppress(PathNotFound):
+        await driver.delete(hidden)
+
+
+async def recover_hidden(registry: StorageRegistry) -> int:
+    """Put back the content a pass cut short (SIGKILL) left hidden; how many there were.
+
+    Its links went with it, so nothing names it: it is put back only to be
+    judged again by this pass, as any unreferenced blob.
+    """
+    count = 0
+    try:
+        async for info in registry.driver.walk(path_for(BlobsRoot())):
+            if info.is_dir or not info.path.endswith("/collecting"):
+                continue
+            try:
+                digest = digest_from_path(info.path.rsplit("/", 1)[0])
+            except DigestInvalid:
+                continue
+            await _put_back(registry.driver, path_for(BlobData(digest)), info.path)
+            count += 1
+    except PathNotFound:
+        return count
+    return count
 
 
 async def _still_untagged_and_old(

@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from cargohold.errors import CargoholdError, PathNotFound
 from cargohold.storage.driver.base import StorageDriver
@@ -33,6 +34,20 @@ SETTLE = 0.5
 
 class LeaseHeld(CargoholdError):
     """Another process holds the lease: its collection is under way."""
+
+
+def _machine() -> str:
+    """This boot of this host, and this process-ID namespace: where a pid means one process.
+
+    Containers may share a host name and not their pids; two hosts may share a name.
+    """
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        parts.append("?")  # unknown: never matches, so the lease waits for its expiry
+    return " ".join(parts)
 
 
 def _owner() -> str:
@@ -53,6 +68,7 @@ async def _write(driver: StorageDriver, owner: str, lease: float) -> None:
     document = {
         "owner": owner,
         "host": socket.gethostname(),
+        "machine": _machine(),
         "pid": os.getpid(),
         "expires": time.time() + lease,
     }
@@ -64,7 +80,13 @@ def _held(current: dict[str, object]) -> bool:
     expires, pid = current.get("expires"), current.get("pid")
     if not isinstance(expires, int | float) or expires <= time.time():
         return False
-    if current.get("host") == socket.gethostname() and isinstance(pid, int):
+    machine = current.get("machine")
+    if (
+        isinstance(machine, str)
+        and "?" not in machine.split()
+        and machine == _machine()
+        and isinstance(pid, int)
+    ):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -102,9 +102,9 @@ class LinkedBlobStore:
         cache = self._link_cache
         if cache is not None and cache.shared:
             cached = await cache.get_linked(self.name, digest)
-            if cached is not None:
-                if self._blobs.reuse is not None:
-                    self._blobs.reuse.reused(digest)
+            reuse = self._blobs.reuse
+            # A find due to be written down reads storage: the record goes before the answer.
+            if cached is not None and (reuse is None or not reuse.due(digest)):
                 return digest, cached
         target = await self._linked_digest(digest)
         try:

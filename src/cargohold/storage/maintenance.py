@@ -6,7 +6,8 @@
   that offline collection refuses to run beside it.
 - With ``storage.maintenance.gc.enabled``, a collection runs every
   ``interval`` under the storage's lease (``lease.py``: one pass at a time
-  among every process), and its report is kept (``gc --last`` reads it).
+  among every process), and its report is kept (``gc --last`` reads it);
+  a ``GcWatch`` is told how each pass went (the metrics' ``GcMetrics``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cargohold.errors import CargoholdError
 from cargohold.storage.lease import LeaseHeld, holding
@@ -25,7 +27,7 @@ from cargohold.storage.live import HEARTBEAT, Heartbeat
 if TYPE_CHECKING:
     from cargohold.storage.registry import StorageRegistry
 
-__all__ = ["GcSchedule", "StorageMaintenance"]
+__all__ = ["GcSchedule", "GcWatch", "StorageMaintenance"]
 
 log = logging.getLogger("cargohold.gc")
 
@@ -43,12 +45,35 @@ class GcSchedule:
     delete_untagged: bool = False
 
 
-class StorageMaintenance:
-    """The background work of ``registry``: ``run`` until cancelled."""
+class GcWatch(Protocol):
+    """Told how each collection pass while serving went: exactly one call per pass.
 
-    def __init__(self, registry: StorageRegistry, gc: GcSchedule | None) -> None:
+    A pass cancelled as the server stops tells nothing.
+    """
+
+    def collected(self, report: Mapping[str, object]) -> None:
+        """A pass ran to its end; ``report`` is its ``gc.report_of`` (a dry run's included)."""
+
+    def skipped(self) -> None:
+        """Another process held the lease: its pass was under way, this one did not run."""
+
+    def failed(self, report: Mapping[str, object] | None) -> None:
+        """A pass failed; ``report`` is what it did first when it had collected (its report
+        then could not be saved), else None."""
+
+
+class StorageMaintenance:
+    """The background work of ``registry``: ``run`` until cancelled.
+
+    ``watch``, when given, is told how each collection pass went.
+    """
+
+    def __init__(
+        self, registry: StorageRegistry, gc: GcSchedule | None, watch: GcWatch | None = None
+    ) -> None:
         self._registry = registry
         self._gc = gc
+        self._watch = watch
         reuse = registry.blobs.reuse is not None
         self._heartbeat = Heartbeat(registry.driver, reuse) if registry.options.heartbeat else None
 
@@ -92,6 +117,8 @@ class StorageMaintenance:
         from cargohold.storage.gc import collect_garbage, report_of, save_report
 
         registry = self._registry
+        watch = self._watch
+        collected: dict[str, Any] | None = None  # the report, once the pass has collected
         try:
             async with holding(registry.driver):
                 started = time.time()
@@ -102,13 +129,21 @@ class StorageMaintenance:
                     grace=gc.grace,
                 )
                 report = report_of(result, started=started, ended=time.time(), dry_run=gc.dry_run)
+                collected = report
                 await save_report(registry, report)
         except LeaseHeld as exc:
             log.info("garbage collection skipped: %s", exc)
+            if watch is not None:
+                watch.skipped()
             return
         except CargoholdError as exc:
             log.warning("garbage collection failed: %s", exc)
+            if watch is not None:
+                # One that collected and then failed still tells what it deleted.
+                watch.failed(collected)
             return
+        if watch is not None:
+            watch.collected(report)
         verb = "would delete" if gc.dry_run else "deleted"
         log.info(
             "garbage collection: %s %d manifests and %d blobs (%d bytes) in %.1f s; "

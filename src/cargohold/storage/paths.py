@@ -5,6 +5,7 @@ the other's storage::
 
     /docker/registry/v2/
       blobs/<alg>/<hex[0:2]>/<hex>/data
+      blobs/<alg>/<hex[0:2]>/<hex>/collecting                       (cargohold's, see gc.py)
       repositories/<name>/
         _layers/<alg>/<hex>/link
         _manifests/revisions/<alg>/<hex>/link
@@ -245,6 +246,13 @@ class SchedulerState:
 
 
 @dataclass(frozen=True, slots=True)
+class BlobHidden:
+    """Blob ``digest``'s content, moved aside by a collection while it decides (``gc.py``)."""
+
+    digest: Digest
+
+
+@dataclass(frozen=True, slots=True)
 class BlobTouched:
     """When blob ``digest`` was last found reused (a HEAD, a mount, a push of it again)."""
 
@@ -302,6 +310,7 @@ PathSpec = (
     | CacheUseDir
     | CacheUse
     | SchedulerState
+    | BlobHidden
     | BlobTouched
     | GcLease
     | GcLastReport
@@ -377,6 +386,7 @@ _LAYOUT: dict[type, Callable[[Any], str]] = {
     ReferrerDescriptor: lambda s: f"{_referrers_dir(s)}/{_digest_parts(s.referrer)}/descriptor",
     CacheUseDir: lambda s: f"{_repository(s.name)}/_proxy/{s.kind}",
     SchedulerState: lambda s: "/scheduler-state.json",
+    BlobHidden: lambda s: f"{_blob_dir(s.digest)}/collecting",
     BlobTouched: lambda s: f"/cargohold/gc/touched/{_blob_dir(s.digest)[len(BLOBS) + 1 :]}",
     GcLease: lambda s: "/cargohold/gc/lease",
     GcLastReport: lambda s: "/cargohold/gc/last.json",

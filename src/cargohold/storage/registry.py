@@ -25,7 +25,7 @@ from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.catalog import catalog_for
 from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
 from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore, linked_now
-from cargohold.storage.maintenance import GcSchedule, StorageMaintenance
+from cargohold.storage.maintenance import GcSchedule, GcWatch, StorageMaintenance
 from cargohold.storage.manifeststore import IndexChildren, ManifestStore, manifest_now
 from cargohold.storage.paths import LayerLink
 from cargohold.storage.purge import purge_uploads
@@ -70,7 +70,8 @@ class StorageRegistry:
     """A namespace of repositories kept by a storage driver (implements ``registry.Namespace``).
 
     ``threads``, when given, is where the driver runs its blocking calls; its
-    owner (the application) shuts it down after ``close``.
+    owner (the application) shuts it down after ``close``. ``gc_watch``, when
+    given, is told how each collection pass while serving went.
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class StorageRegistry:
         cache: BlobDescriptorCache | None = None,
         options: RegistryOptions | None = None,
         threads: Executor | None = None,
+        gc_watch: GcWatch | None = None,
     ) -> None:
         if threads is not None:
             driver.use_threads(threads)
@@ -95,6 +97,7 @@ class StorageRegistry:
         self._schema1_key: SigningKey | None = None
         self._catalog = catalog_for(driver)
         self._maintenance: StorageMaintenance | None = None
+        self._gc_watch = gc_watch
         files = driver.watched_immediate()
         self._immediate = (
             _StorageImmediateReads(files, driver.redirects is not None, reuse)
@@ -131,7 +134,7 @@ class StorageRegistry:
         if self.blobs.reuse is None and options.gc is None and not options.heartbeat:
             return None
         if self._maintenance is None:
-            self._maintenance = StorageMaintenance(self, self.options.gc)
+            self._maintenance = StorageMaintenance(self, self.options.gc, self._gc_watch)
         return self._maintenance
 
     @property
@@ -193,12 +196,10 @@ class _StorageImmediateReads:
             return None
         if not linked_now(self._files, link, digest):
             return None
+        if self._reuse is not None and self._reuse.due(digest):
+            return None  # its find is written down first, which takes waiting
         size = size_now(self._files, digest)
-        if size is None:
-            return None
-        if self._reuse is not None:
-            self._reuse.reused(digest)
-        return BlobSource(Descriptor(OCTET_STREAM, digest, size))
+        return None if size is None else BlobSource(Descriptor(OCTET_STREAM, digest, size))
 
     def content(self, source: BlobSource, offset: int, length: int) -> bytes | None:
         return content_now(self._files, source.descriptor.digest, offset, length)

@@ -152,9 +152,6 @@ class BlobUpload:
             if not await store.blobs.exists(expected):
                 await driver.move(private, path_for(BlobData(expected)))
             await store.link(descriptor)
-            if store.blobs.reuse is not None:
-                # Its content may be older than the upload's end: it is young from now.
-                store.blobs.reuse.reused(expected)
             return descriptor
         finally:
             await self._remove()
