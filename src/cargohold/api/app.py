@@ -286,8 +286,8 @@ def build_registry(
     tracing: Tracing | None = None,
 ) -> StorageRegistry:
     """The registry on the configured storage; ``threads`` runs its blocking calls,
-    ``metrics`` times its storage calls and counts its cache lookups, and ``tracing``
-    makes spans of them."""
+    ``metrics`` times its storage calls, counts its cache lookups and records its
+    collection passes, and ``tracing`` makes spans of its calls and lookups."""
     storage = config.storage
     driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
     cache = build_cache(config)
@@ -300,7 +300,13 @@ def build_registry(
         cache = None if cache is None else tracing.cache(cache)
     if watches:
         driver.watch = watches[0] if len(watches) == 1 else Watches(*watches)
-    return StorageRegistry(driver, cache=cache, options=registry_options(config), threads=threads)
+    return StorageRegistry(
+        driver,
+        cache=cache,
+        options=registry_options(config),
+        threads=threads,
+        gc_watch=metrics.gc if metrics is not None else None,
+    )
 
 
 def build_namespace(

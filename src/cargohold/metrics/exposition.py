@@ -2,7 +2,8 @@
 
 Counters and histograms are summed over every store in the directory, those
 of processes that have died included, so a replaced worker never makes them
-go backwards; gauges of requests in flight count living processes only. The
+go backwards; gauges of requests in flight count living processes only, and
+the last collection pass's are those of the latest pass of any process. The
 families and their help texts are Distribution's (``registry_*``, as 2.8
 and 3.x name them), then cargohold's own (``cargohold_*``) and the process
 metrics of every living worker, summed. ``prometheus_client`` writes the text
@@ -34,6 +35,8 @@ from cargohold.metrics.store import StoreFile
 __all__ = ["collect", "go_float", "render"]
 
 _LIVE_ONLY = frozenset({layout.IN_FLIGHT, layout.NOTIFY_PENDING})
+#: Kinds read from each store apart, never summed.
+_UNSUMMED = frozenset({layout.GC_LAST})
 
 
 def go_float(value: float) -> str:
@@ -63,7 +66,7 @@ class _Sums:
         self.rows: dict[str, dict[tuple[str, ...], list[float]]] = defaultdict(dict)
         for store in stores:
             for row in store.rows:
-                if row.kind in _LIVE_ONLY and not store.alive:
+                if row.kind in _UNSUMMED or (row.kind in _LIVE_ONLY and not store.alive):
                     continue
                 values = _widened(row.kind, row.values)
                 sums = self.rows[row.kind].get(row.labels)
@@ -306,6 +309,64 @@ def _proxy(sums: _Sums) -> Iterator[Metric]:
         )
 
 
+def _gc(sums: _Sums, stores: Sequence[StoreFile]) -> Iterator[Metric]:
+    """cargohold's ``cargohold_gc_*``: collection passes while serving."""
+    gc = sums.of(layout.GC).get((), [0.0] * layout.GC_WIDTH)
+    outcomes = (layout.GC_COLLECTED, layout.GC_SKIPPED, layout.GC_FAILED)
+    yield _counter(
+        "cargohold_gc_runs",
+        "Garbage collection passes while serving, by outcome: collected (dry runs "
+        "included), skipped (another process's pass was under way) or failed.",
+        ["outcome"],
+        (((outcome,), gc[at]) for outcome, at in zip(layout.GC_OUTCOMES, outcomes, strict=True)),
+    )
+    for name, documentation, at in (
+        (
+            "deleted_blobs",
+            "Blobs deleted by garbage collection while serving (not by dry runs).",
+            layout.GC_DELETED_BLOBS,
+        ),
+        (
+            "deleted_manifests",
+            "Manifests deleted by garbage collection while serving (not by dry runs).",
+            layout.GC_DELETED_MANIFESTS,
+        ),
+        (
+            "reclaimed_bytes",
+            "Bytes of the blobs deleted by garbage collection while serving (not by dry runs).",
+            layout.GC_RECLAIMED_BYTES,
+        ),
+        (
+            "young_blobs_kept",
+            "Unreferenced blobs garbage collection while serving kept, as younger than the "
+            "grace period, summed over its passes (not dry runs).",
+            layout.GC_YOUNG_BLOBS,
+        ),
+    ):
+        yield _counter(f"cargohold_gc_{name}", documentation, [], [((), gc[at])])
+    # The pass that ended last, of any process's (dead ones' too): its end and its own
+    # duration, not the longest of any, so that the two describe one pass.
+    ended, duration = 0.0, 0.0
+    for store in stores:
+        for row in store.rows:
+            if row.kind == layout.GC_LAST:
+                values = _widened(row.kind, row.values)
+                if values[layout.GC_LAST_ENDED] > ended:
+                    ended = values[layout.GC_LAST_ENDED]
+                    duration = values[layout.GC_LAST_DURATION]
+    yield GaugeMetricFamily(
+        "cargohold_gc_last_run_timestamp_seconds",
+        "When the last garbage collection pass while serving that collected ended, in "
+        "seconds since the epoch; 0 before one has.",
+        value=ended,
+    )
+    yield GaugeMetricFamily(
+        "cargohold_gc_last_run_duration_seconds",
+        "How long the last garbage collection pass while serving that collected took, in seconds.",
+        value=duration,
+    )
+
+
 def _cargohold(sums: _Sums, stores: Sequence[StoreFile]) -> Iterator[Metric]:
     repositories = sums.of(layout.REPOSITORY)
 
@@ -448,6 +509,7 @@ def collect(stores: Sequence[StoreFile]) -> list[Metric]:
         *_notifications(sums),
         *_proxy(sums),
         *_cargohold(sums, stores),
+        *_gc(sums, stores),
         *_process(stores, sums),
     ]
 

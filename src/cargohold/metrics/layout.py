@@ -122,6 +122,28 @@ PROXY_UPSTREAM_WIDTH = 3
 #: The label of upstreams past the cap: a host name does not start with ``_``.
 OTHER_UPSTREAMS = "_other"
 
+#: Collection passes while serving (``storage.maintenance.gc``): passes by outcome
+#: (``GC_OUTCOMES``, in that order), then what passes deleted (a dry run adds nothing),
+#: and the blobs they kept for being younger than the grace period.
+GC = "gc"
+(
+    GC_COLLECTED,
+    GC_SKIPPED,
+    GC_FAILED,
+    GC_DELETED_BLOBS,
+    GC_DELETED_MANIFESTS,
+    GC_RECLAIMED_BYTES,
+    GC_YOUNG_BLOBS,
+) = range(7)
+GC_WIDTH = 7
+#: The ``outcome`` label values, each exposed from the start.
+GC_OUTCOMES = ("collected", "skipped", "failed")
+#: This process's last pass that collected: when it ended (seconds since the epoch; 0
+#: before one has), and its seconds. Not summed: a scrape shows the latest of them all.
+GC_LAST = "gc_last"
+GC_LAST_ENDED, GC_LAST_DURATION = range(2)
+GC_LAST_WIDTH = 2
+
 #: Each kind's width in this version. A new field goes at the end of its row, never
 #: between: a store left in ``$CARGOHOLD_METRICS_DIR`` by an earlier version, with
 #: narrower rows, then reads as this version's rows with zeros in the new places.
@@ -139,4 +161,6 @@ WIDTHS = {
     NOTIFY_PENDING: NOTIFY_PENDING_WIDTH,
     PROXY: PROXY_WIDTH,
     PROXY_UPSTREAM: PROXY_UPSTREAM_WIDTH,
+    GC: GC_WIDTH,
+    GC_LAST: GC_LAST_WIDTH,
 }

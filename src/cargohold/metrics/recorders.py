@@ -1,4 +1,4 @@
-"""What writes the samples: a request hook, storage, cache and mirror watches, counters.
+"""What writes the samples: a request hook, storage, cache, mirror and gc watches, counters.
 
 Each adds to doubles of its process's ``Store`` in place (``layout.py`` says
 which); nothing here allocates per request beyond the first request of a
@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from http import HTTPStatus
 from types import TracebackType
@@ -27,6 +27,7 @@ from cargohold.storage.cache.watched import WatchedCache
 
 __all__ = [
     "CacheMetrics",
+    "GcMetrics",
     "HttpMetrics",
     "Metrics",
     "NotificationMetrics",
@@ -388,6 +389,51 @@ class ProxyMetrics:
         values[own + _UPSTREAM_PULLED] += size
 
 
+def _number(report: Mapping[str, object], key: str) -> float:
+    """``report[key]`` when it is a number, else 0."""
+    value = report.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+class GcMetrics:
+    """A collection watch (``GcWatch``): ``cargohold_gc_*``, of passes while serving.
+
+    Every process that serves runs passes, and at most one at a time runs among
+    them all (the storage's lease): the others' are skipped. A dry run counts as a
+    pass that collected, but adds nothing to what was deleted or kept.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        # Made now: a scrape shows every family at 0 before the first pass.
+        self._row = store.row(layout.GC, (), layout.GC_WIDTH)
+        self._last = store.row(layout.GC_LAST, (), layout.GC_LAST_WIDTH)
+
+    def _deleted(self, report: Mapping[str, object]) -> None:
+        if report.get("dry_run"):
+            return  # what it would have deleted: nothing was
+        values, row = self._store.values, self._row
+        values[row + layout.GC_DELETED_BLOBS] += _number(report, "deleted_blobs")
+        values[row + layout.GC_DELETED_MANIFESTS] += _number(report, "deleted_manifests")
+        values[row + layout.GC_RECLAIMED_BYTES] += _number(report, "reclaimed_bytes")
+        values[row + layout.GC_YOUNG_BLOBS] += _number(report, "young_blobs")
+
+    def collected(self, report: Mapping[str, object]) -> None:
+        values = self._store.values
+        values[self._row + layout.GC_COLLECTED] += 1
+        self._deleted(report)
+        values[self._last + layout.GC_LAST_DURATION] = _number(report, "duration")
+        values[self._last + layout.GC_LAST_ENDED] = _number(report, "ended")
+
+    def skipped(self) -> None:
+        self._store.values[self._row + layout.GC_SKIPPED] += 1
+
+    def failed(self, report: Mapping[str, object] | None) -> None:
+        self._store.values[self._row + layout.GC_FAILED] += 1
+        if report is not None:
+            self._deleted(report)  # deleted before it failed to save its report
+
+
 class Metrics:
     """The recorders of one process, on its store."""
 
@@ -397,6 +443,7 @@ class Metrics:
         self.storage = StorageMetrics(store)
         self.notifications = NotificationMetrics(store)
         self.proxy = ProxyMetrics(store)
+        self.gc = GcMetrics(store)
         self._process = store.row(layout.PROCESS, (), layout.PROCESS_WIDTH)
 
     def cache(self, cache: BlobDescriptorCache) -> BlobDescriptorCache:
