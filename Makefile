@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: serve test check lint typecheck pytest debs bench clean
+.PHONY: serve test check lint typecheck pytest debs bench campaigns clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ pytest: $(STAMP)
 ## what metrics and tracing cost; see bench/README.md).
 bench: $(STAMP) debs
 	$(BIN)/python -m bench $(ARGS)
+
+## Long campaigns, minutes each: garbage collection under a minute of pushes (filesystem, S3).
+campaigns: $(STAMP) debs
+	$(BIN)/pytest -m campaign
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

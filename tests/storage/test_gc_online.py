@@ -217,28 +217,40 @@ async def test_a_find_between_mark_and_sweep_keeps_the_blob(
     assert await other.repository("a").blobs.get(digest_of(ORPHAN)) == ORPHAN
 
 
-async def test_a_find_of_a_hidden_blob_answers_unknown(
+async def test_a_find_of_a_hidden_blob_waits_for_the_pass_and_keeps_it(
     serving: StorageRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once the pass has hidden the blob, a find says unknown: the client uploads it again."""
+    """A find that meets the blob hidden leaves its record and waits: the pass, reading the
+    record next, puts the blob back, and the find answers that it exists."""
     other = StorageRegistry(serving.driver, options=serving.options)
     other.blobs.reuse = ReuseRecords(serving.driver, 0.0)
     await serving.repository("a").blobs.put(ORPHAN)
     cut = await later()
     driver = serving.driver
-    move = driver.move
-    found: list[bool] = []
+    move, put_content = driver.move, driver.put_content
+    finds: list[asyncio.Task[bool]] = []
+    waiting = asyncio.Event()
 
     async def hide_then_find(source: str, dest: str) -> None:
         await move(source, dest)
         if dest.endswith("/collecting"):
-            found.append(await other.repository("a").blobs.exists(digest_of(ORPHAN)))
+            finds.append(
+                asyncio.ensure_future(other.repository("a").blobs.exists(digest_of(ORPHAN)))
+            )
+            await waiting.wait()  # the find has met it hidden and written its record
+
+    async def noting_record(path: str, content: bytes) -> None:
+        await put_content(path, content)
+        if "/gc/touched/" in path and finds:
+            waiting.set()
 
     monkeypatch.setattr(driver, "move", hide_then_find)
+    monkeypatch.setattr(driver, "put_content", noting_record)
     result = await collect_garbage(serving, grace=0, now=cut)
-    assert found == [False]
-    assert result.deleted_blobs == [digest_of(ORPHAN)]
-    assert not await stored(serving, ORPHAN)
+    assert [await find for find in finds] == [True]
+    assert result.deleted_blobs == []
+    assert await stored(serving, ORPHAN)
+    assert await other.repository("a").blobs.get(digest_of(ORPHAN)) == ORPHAN
 
 
 async def test_content_a_killed_pass_left_hidden_is_judged_again(
@@ -252,3 +264,23 @@ async def test_content_a_killed_pass_left_hidden_is_judged_again(
     cut = await later()
     result = await collect_garbage(serving, grace=0, now=cut)
     assert result.deleted_blobs == [digest]
+
+
+async def test_a_tag_written_while_a_pass_removes_the_manifest_keeps_it(
+    serving: StorageRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = serving.repository("a")
+    manifest = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST)
+    cut = await later()
+    checked = gc._still_untagged_and_old
+
+    async def then_tagged(registry: StorageRegistry, name: str, digest: Digest, at: float) -> bool:
+        untagged = await checked(registry, name, digest, at)
+        await repo.tags.tag("stable", digest)  # a client's tag, acknowledged with 201
+        return untagged
+
+    monkeypatch.setattr(gc, "_still_untagged_and_old", then_tagged)
+    result = await collect_garbage(serving, delete_untagged=True, grace=0, now=cut)
+    assert result.deleted_manifests == []
+    assert await repo.tags.get("stable") == manifest.digest
+    assert (await repo.manifests.get(manifest.digest)).payload == manifest.payload

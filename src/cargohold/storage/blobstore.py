@@ -7,6 +7,8 @@ linked blob store's job (``linkedblobstore.py``).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from cargohold.descriptor import OCTET_STREAM, Descriptor
@@ -15,8 +17,18 @@ from cargohold.errors import BlobUnknown, DigestInvalid, PathNotFound
 from cargohold.registry import BlobSource
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.driver.base import FileInfo, ImmediateFiles, StorageDriver
-from cargohold.storage.paths import BlobData, BlobDir, BlobsRoot, digest_from_path, path_for
+from cargohold.storage.paths import (
+    BlobData,
+    BlobDir,
+    BlobHidden,
+    BlobsRoot,
+    digest_from_path,
+    path_for,
+)
 from cargohold.storage.reuse import ReuseRecords
+
+#: How long a find waits for a collection's decision on a blob it hid.
+SETTLE_WAIT = 10.0
 
 
 class GlobalBlobStore:
@@ -49,7 +61,12 @@ class GlobalBlobStore:
         try:
             info = await self.driver.stat(path_for(BlobData(digest)))
         except PathNotFound:
-            raise BlobUnknown(digest) from None
+            if not await self.settled(digest):
+                raise BlobUnknown(digest) from None
+            try:
+                info = await self.driver.stat(path_for(BlobData(digest)))
+            except PathNotFound:
+                raise BlobUnknown(digest) from None
         if info.is_dir:
             raise BlobUnknown(digest)
         descriptor = Descriptor(OCTET_STREAM, digest, info.size)
@@ -143,6 +160,31 @@ class GlobalBlobStore:
         return BlobSource(
             descriptor, file=files.local_path(path) if files is not None else None, url=url
         )
+
+    async def settled(self, digest: Digest) -> bool:
+        """Whether ``digest`` was hidden by a collection that has decided since.
+
+        A find that meets the blob hidden (``gc.py``) writes its record, which the
+        collection reads next and so puts the blob back; waiting for that decision
+        turns a brief "unknown" (a failed push for a client that had just found
+        the blob) into the right answer. False at once when nothing is hidden.
+        """
+        if self.reuse is None:
+            return False  # nothing collects while this registry serves
+        hidden = path_for(BlobHidden(digest))
+        try:
+            await self.driver.stat(hidden)
+        except PathNotFound:
+            return False
+        await self.reuse.found(digest, now=True)
+        deadline = time.monotonic() + SETTLE_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            try:
+                await self.driver.stat(hidden)
+            except PathNotFound:
+                return True
+        return True  # a pass that stopped midway: the next one puts it back
 
     async def forget(self, digest: Digest) -> None:
         """Drop the blob's cache entry (its content is being deleted or hidden)."""

@@ -157,6 +157,8 @@ async def collect_garbage(
     if online and not dry_run:
         await recover_hidden(registry)
     links: dict[str, set[Digest]] = {}
+    #: What each manifest to delete would take with it, should it stay after all.
+    needs: dict[tuple[str, Digest], set[Digest]] = {}
     for name in await registry.catalog():
         revisions = await revisions_of(registry, name)
         young = {d for d, r in revisions.items() if r.linked_at > cutoff}
@@ -168,6 +170,7 @@ async def collect_garbage(
                 result.marked.update(revision.references)
             else:
                 result.deleted_manifests.append((name, revision.digest))
+                needs[(name, revision.digest)] = {revision.digest, *revision.references}
         links[name] = await layer_links(registry, name)
 
     # Read from storage whatever this process's own settings: the finds that count are
@@ -196,7 +199,7 @@ async def collect_garbage(
                 "the shared blob descriptor cache (Redis) does not answer; nothing was "
                 "deleted, since its entries for swept blobs could not be cleared"
             )
-        await _delete(registry, result, cutoff if online else None)
+        await _delete(registry, result, cutoff if online else None, needs)
         # Clears that failed wait in the cache's journal; the ping replays them.
         result.cache_stale = not await _cache_answers(registry)
     return result
@@ -215,20 +218,40 @@ async def _cache_answers(registry: StorageRegistry) -> bool:
     return await cache.ping()
 
 
-async def _delete(registry: StorageRegistry, result: Collection, cutoff: float | None) -> None:
+async def _delete(
+    registry: StorageRegistry,
+    result: Collection,
+    cutoff: float | None,
+    needs: dict[tuple[str, Digest], set[Digest]],
+) -> None:
     """Delete what ``result`` lists; with ``cutoff`` (online), what is still as old as it was.
 
     Whatever is already gone was deleted by someone else: the goal is reached.
     """
+    spared: set[Digest] = set()
     for name, digest in list(result.deleted_manifests):
         repository = registry.repository(name)
-        if cutoff is not None and not await _still_untagged_and_old(registry, name, digest, cutoff):
+        if cutoff is not None and (
+            not await _still_untagged_and_old(registry, name, digest, cutoff)
+            # Never untags: a tag written meanwhile keeps the manifest.
+            or not await repository.manifests.remove_untagged(digest)
+        ):
+            # Tagged or linked anew meanwhile: it stays, and so does all it references.
             result.deleted_manifests.remove((name, digest))
             result.young_manifests += 1
+            spared |= needs.get((name, digest), {digest})
+            continue
+        if cutoff is not None:
+            log.info("deleted manifest %s@%s", name, digest)
             continue
         log.info("deleting manifest %s@%s", name, digest)
         with suppress(ManifestUnknown):
             await repository.manifests.remove(digest)
+    if spared:
+        kept = [d for d in result.deleted_blobs if d in spared]
+        result.deleted_blobs = [d for d in result.deleted_blobs if d not in spared]
+        result.deleted_links = [(n, d) for n, d in result.deleted_links if d not in spared]
+        result.young_blobs += len(kept)
     links: dict[Digest, list[str]] = {}
     for name, digest in result.deleted_links:
         links.setdefault(digest, []).append(name)
@@ -277,10 +300,12 @@ async def _collect_while_serving(
     await blobs.forget(digest)
     reuse = blobs.reuse or ReuseRecords(driver, 0.0)
     if written > cutoff or await _reused_since(reuse, digest, cutoff):
-        if moved:
-            await _put_back(driver, data, hidden)
+        # Links first: a find waiting for the hidden content (``GlobalBlobStore.settled``)
+        # reads again once the content is back, and must find its link there too.
         for name in unlinked:
             await registry.repository(name).blobs.link(Descriptor(OCTET_STREAM, digest, size))
+        if moved:
+            await _put_back(driver, data, hidden)
         return False
     log.info("deleting blob %s", digest)
     with suppress(PathNotFound):

@@ -81,8 +81,11 @@ class LinkedBlobStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    async def _linked_digest(self, digest: Digest) -> Digest:
-        """The digest the repository's link names; ``BlobUnknown`` when not linked."""
+    async def _linked_digest(self, digest: Digest, *, retry: bool = True) -> Digest:
+        """The digest the repository's link names; ``BlobUnknown`` when not linked.
+
+        A link a collection removed while it decides is read again once it has.
+        """
         for spec in self._link_specs:
             try:
                 content = await self._driver.get_content(path_for(spec(self.name, digest)))
@@ -92,6 +95,8 @@ class LinkedBlobStore:
                 return parse_link(content)
             except DigestInvalid:
                 continue  # a damaged link hides nothing else
+        if retry and await self._blobs.settled(digest):
+            return await self._linked_digest(digest, retry=False)
         raise BlobUnknown(digest)
 
     async def stat(self, digest: Digest) -> Descriptor:

@@ -214,6 +214,27 @@ class ManifestStore:
             await self._referrers.remove(subject, digest)
         return list(tags)
 
+    async def remove_untagged(self, digest: Digest) -> bool:
+        """Delete the revision unless a tag points at it; whether it went.
+
+        Collection while serving calls this: a client may tag the manifest at any
+        moment, so the tags are read after the revision's link is gone, and the
+        link is put back when one points at it. Tags are never removed here.
+        """
+        try:
+            payload = await self._revisions.get(digest)
+            await self._revisions.unlink(digest)
+        except BlobUnknown:
+            return True  # gone already
+        if await self._tags.lookup(digest):
+            path, content = self._revisions.link_write(digest)
+            await self._revisions.blobs.driver.put_content(path, content)
+            return False
+        subject = _subject_of(payload)
+        if subject is not None:
+            await self._referrers.remove(subject, digest)
+        return True
+
     # -- validation -----------------------------------------------------------------------
 
     async def _check_references(self, manifest: Manifest) -> None:

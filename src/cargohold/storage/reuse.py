@@ -43,9 +43,10 @@ class ReuseRecords:
         """Whether a find of ``digest`` must be written down before it is answered."""
         return time.monotonic() - self._written.get(digest, -1e18) >= self.every
 
-    async def found(self, digest: Digest) -> None:
-        """Write down a find of ``digest`` now, if one is due; raises what storage raises."""
-        if not self.due(digest):
+    async def found(self, digest: Digest, *, now: bool = False) -> None:
+        """Write down a find of ``digest``, if one is due (``now``: whether or not);
+        raises what storage raises."""
+        if not now and not self.due(digest):
             return
         await self._driver.put_content(path_for(BlobTouched(digest)), b"%.3f" % time.time())
         self._written[digest] = time.monotonic()
