@@ -213,6 +213,7 @@ async def test_a_find_between_mark_and_sweep_keeps_the_blob(
     monkeypatch.setattr(gc, "_cache_answers", find_then_reference)
     result = await collect_garbage(serving, grace=0, now=cut)
     assert digest_of(ORPHAN) not in result.deleted_blobs
+    assert result.reclaimed == 0  # nothing went: nothing is told as reclaimed
     assert await stored(serving, ORPHAN)
     assert await other.repository("a").blobs.get(digest_of(ORPHAN)) == ORPHAN
 
@@ -281,6 +282,6 @@ async def test_a_tag_written_while_a_pass_removes_the_manifest_keeps_it(
 
     monkeypatch.setattr(gc, "_still_untagged_and_old", then_tagged)
     result = await collect_garbage(serving, delete_untagged=True, grace=0, now=cut)
-    assert result.deleted_manifests == []
+    assert (result.deleted_manifests, result.deleted_blobs, result.reclaimed) == ([], [], 0)
     assert await repo.tags.get("stable") == manifest.digest
     assert (await repo.manifests.get(manifest.digest)).payload == manifest.payload

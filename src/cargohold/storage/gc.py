@@ -176,6 +176,8 @@ async def collect_garbage(
     # Read from storage whatever this process's own settings: the finds that count are
     # those of the registries serving (``gc --online`` may run with a config of its own).
     reuse = registry.blobs.reuse or ReuseRecords(registry.driver, 0.0)
+    #: The size of each blob to delete, taken off what is reclaimed should it stay.
+    sizes: dict[Digest, int] = {}
     async for digest, info in registry.blobs.enumerate_infos():
         if digest in result.marked:
             continue
@@ -186,6 +188,7 @@ async def collect_garbage(
             continue
         result.deleted_blobs.append(digest)
         result.reclaimed += info.size
+        sizes[digest] = info.size
     result.deleted_blobs.sort()
     swept = set(result.deleted_blobs)
     for name, digests in links.items():
@@ -199,7 +202,7 @@ async def collect_garbage(
                 "the shared blob descriptor cache (Redis) does not answer; nothing was "
                 "deleted, since its entries for swept blobs could not be cleared"
             )
-        await _delete(registry, result, cutoff if online else None, needs)
+        await _delete(registry, result, cutoff if online else None, needs, sizes)
         # Clears that failed wait in the cache's journal; the ping replays them.
         result.cache_stale = not await _cache_answers(registry)
     return result
@@ -223,6 +226,7 @@ async def _delete(
     result: Collection,
     cutoff: float | None,
     needs: dict[tuple[str, Digest], set[Digest]],
+    sizes: dict[Digest, int],
 ) -> None:
     """Delete what ``result`` lists; with ``cutoff`` (online), what is still as old as it was.
 
@@ -252,6 +256,7 @@ async def _delete(
         result.deleted_blobs = [d for d in result.deleted_blobs if d not in spared]
         result.deleted_links = [(n, d) for n, d in result.deleted_links if d not in spared]
         result.young_blobs += len(kept)
+        result.reclaimed -= sum(sizes.get(d, 0) for d in kept)
     links: dict[Digest, list[str]] = {}
     for name, digest in result.deleted_links:
         links.setdefault(digest, []).append(name)
@@ -262,6 +267,7 @@ async def _delete(
                 # Found meanwhile: it stays, and so do its links.
                 result.deleted_blobs.remove(digest)
                 result.young_blobs += 1
+                result.reclaimed -= sizes.get(digest, 0)
                 result.deleted_links = [(n, d) for n, d in result.deleted_links if d != digest]
             continue
         # Links first: a pass cut short here leaves content no repository names, never
