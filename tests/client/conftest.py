@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.support.distribution import distribution
-from tests.support.images import build_image, build_index
+from tests.support.images import SourceImages, build_sources
 from tests.support.servers import cargohold, cargohold_argv, free_port, running
 
 
@@ -65,24 +63,7 @@ def distribution_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@dataclass(frozen=True)
-class SourceImages:
-    """An OCI layout built with umoci: two single-platform images and an index over both."""
-
-    layout: Path
-    amd64: str = "amd64"
-    arm64: str = "arm64"
-    multi: str = "multi"
-
-    def oci(self, tag: str) -> str:
-        return f"oci:{self.layout}:{tag}"
-
-
 @pytest.fixture(scope="session")
 def images(tmp_path_factory: pytest.TempPathFactory) -> SourceImages:
     layout = tmp_path_factory.mktemp("images") / "layout"
-    source = SourceImages(layout)
-    build_image(layout, source.amd64, (64 * 1024, 300 * 1024, 1024 * 1024))
-    build_image(layout, source.arm64, (1000, 128 * 1024), architecture="arm64")
-    build_index(layout, source.multi, [source.amd64, source.arm64])
-    return source
+    return build_sources(layout, (64 * 1024, 300 * 1024, 1024 * 1024))

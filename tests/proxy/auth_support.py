@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -29,7 +28,6 @@ from typing import Any
 from urllib.parse import parse_qs, urljoin
 
 import aiohttp
-import pytest
 import yaml
 
 from cargohold.api.app import create_app
@@ -47,8 +45,8 @@ from tests.api.conftest import (
     random_config,
 )
 from tests.auth.pki import Authority, Issued
+from tests.support.distribution import distribution
 from tests.support.inprocess import listening_socket
-from tests.support.servers import free_port, running
 
 #: Where cargohold's token server answers (``tokenserver.path``'s default).
 TOKEN_PATH = "/auth/token"
@@ -204,43 +202,12 @@ async def served_upstream(
 
 # -- the Go registry ------------------------------------------------------------------------
 
-_GO_CONFIG = """\
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-http:
-  addr: 127.0.0.1:{port}
-  secret: a secret for tests only
-auth:
-  htpasswd:
-    realm: go-registry
-    path: {htpasswd}
-"""
-
 
 @contextmanager
 def go_registry_with_htpasswd(folder: Path, htpasswd: Path) -> Iterator[str]:
     """``docker-registry serve`` whose users are ``htpasswd``'s; yields its URL."""
-    executable = shutil.which("docker-registry")
-    if executable is None:
-        pytest.fail("docker-registry is not installed (Debian package docker-registry)")
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = folder / "config.yml"
-    config.write_text(
-        _GO_CONFIG.format(
-            root=json.dumps(str(folder / "root")),
-            port=port,
-            htpasswd=json.dumps(str(htpasswd)),
-        )
-    )
-    url = f"http://127.0.0.1:{port}"
-    with running([executable, "serve", str(config)], f"{url}/v2/", log=folder / "go.log"):
+    with distribution(folder / "root", log=folder / "go.log", htpasswd=htpasswd) as url:
         yield url
 
 

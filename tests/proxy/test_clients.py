@@ -39,11 +39,9 @@ from tests.support.accesslog import ACCESS_LOG_ENV
 from tests.support.containerd import containerd
 from tests.support.distribution import distribution
 from tests.support.images import (
-    build_image,
-    build_index,
-    descriptor_of,
+    SourceImages,
+    build_sources,
     image_tree,
-    read_blob,
 )
 from tests.support.podman import podman
 from tests.support.servers import cargohold
@@ -60,39 +58,11 @@ PREFIX = "docker.io/"
 # -- images --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SourceImages:
-    """An OCI layout: an amd64 image, an arm64 one, and an index over both."""
-
-    layout: Path
-    amd64: str = "amd64"
-    arm64: str = "arm64"
-    multi: str = "multi"
-
-    def oci(self, tag: str) -> str:
-        return f"oci:{self.layout}:{tag}"
-
-    def digest(self, tag: str) -> str:
-        return str(descriptor_of(self.layout, tag)["digest"])
-
-    def blobs(self, tag: str) -> set[str]:
-        """The config and layer digests of the single-platform image ``tag``."""
-        manifest = json.loads(read_blob(self.layout, self.digest(tag)))
-        return {blob["digest"] for blob in [manifest["config"], *manifest["layers"]]}
-
-    def config(self, tag: str) -> str:
-        manifest = json.loads(read_blob(self.layout, self.digest(tag)))
-        return str(manifest["config"]["digest"])
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> SourceImages:
-    source = SourceImages(tmp_path_factory.mktemp("images") / "layout")
+    layout = tmp_path_factory.mktemp("images") / "layout"
     # The last layer is over the mirror's 1 MiB whole-before-reply bound: streamed while kept.
-    build_image(source.layout, source.amd64, (64 * 1024, 300 * 1024, 1536 * 1024))
-    build_image(source.layout, source.arm64, (1000, 128 * 1024), architecture="arm64")
-    build_index(source.layout, source.multi, [source.amd64, source.arm64])
-    return source
+    return build_sources(layout, (64 * 1024, 300 * 1024, 1536 * 1024))
 
 
 # -- access logs ---------------------------------------------------------------------------

@@ -66,6 +66,7 @@ def distribution(
     metrics_port: int | None = None,
     notify: str | None = None,
     proxy: str | None = None,
+    htpasswd: Path | None = None,
 ) -> Iterator[str]:
     """``docker-registry serve`` with filesystem storage at ``root``; yields its URL.
 
@@ -73,7 +74,7 @@ def distribution(
     can hand uploads over to it. With ``metrics_port`` its debug listener serves
     Prometheus metrics there, at ``/metrics``. With ``notify`` (a URL) its events
     go there, from one endpoint named ``hook``. With ``proxy`` (a URL) it is a
-    pull-through cache of that registry.
+    pull-through cache of that registry. With ``htpasswd`` its users are that file's.
     """
     executable = shutil.which(DOCKER_REGISTRY)
     if executable is None:
@@ -88,6 +89,10 @@ def distribution(
         text += _NOTIFY.format(url=json.dumps(notify))
     if proxy is not None:
         text += f"proxy:\n  remoteurl: {json.dumps(proxy)}\n"
+    if htpasswd is not None:
+        text += (
+            f"auth:\n  htpasswd:\n    realm: go-registry\n    path: {json.dumps(str(htpasswd))}\n"
+        )
     config.write_text(text)
     url = f"http://127.0.0.1:{port}"
     with running([executable, "serve", str(config)], f"{url}/v2/", log=log):

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,38 @@ def layers_of(layout: Path, tag: str) -> list[str]:
     """The layer digests of the image ``tag`` (a single-platform image)."""
     manifest = json.loads(read_blob(layout, descriptor_of(layout, tag)["digest"]))
     return [layer["digest"] for layer in manifest["layers"]]
+
+
+@dataclass(frozen=True)
+class SourceImages:
+    """One OCI layout holding an amd64 image, an arm64 one and an index over both."""
+
+    layout: Path
+    amd64: str = "amd64"
+    arm64: str = "arm64"
+    multi: str = "multi"
+
+    def oci(self, tag: str) -> str:
+        return f"oci:{self.layout}:{tag}"
+
+    def digest(self, tag: str) -> str:
+        return str(descriptor_of(self.layout, tag)["digest"])
+
+    def blobs(self, tag: str) -> set[str]:
+        """The config and layer digests of the single-platform image ``tag``."""
+        manifest = json.loads(read_blob(self.layout, self.digest(tag)))
+        return {blob["digest"] for blob in [manifest["config"], *manifest["layers"]]}
+
+    def config(self, tag: str) -> str:
+        manifest = json.loads(read_blob(self.layout, self.digest(tag)))
+        return str(manifest["config"]["digest"])
+
+
+def build_sources(layout: Path, amd64_layers: Sequence[int]) -> SourceImages:
+    """The two images (amd64 with layers of ``amd64_layers`` bytes, a small arm64) and
+    their index, built with umoci at ``layout``."""
+    source = SourceImages(layout)
+    build_image(layout, source.amd64, amd64_layers)
+    build_image(layout, source.arm64, (1000, 128 * 1024), architecture="arm64")
+    build_index(layout, source.multi, [source.amd64, source.arm64])
+    return source
