@@ -142,6 +142,19 @@ class MirrorRegistry:
         inner = local.immediate
         self._immediate = _MirrorReads(self, inner) if inner is not None else None
 
+    def served_from_cache(
+        self, upstream: Upstream, name: str, kind: str, digest: Digest, size: int
+    ) -> None:
+        """A cached manifest or blob was served (by either request path): its use noted, and
+        counted as a hit, unless it is a manifest just fetched for a tag (a miss)."""
+        if upstream.ttl:
+            self.uses.used(name, kind, digest, refresh_interval(upstream.ttl))
+        hit = True
+        if kind == MANIFESTS and (name, digest) in self.fetched:
+            self.fetched.discard((name, digest))
+            hit = False
+        self.watch.served(upstream.label, kind.removesuffix("s"), size, hit)
+
     def upstream_for(self, name: str) -> Upstream | None:
         for upstream in self.upstreams:
             if name.startswith(upstream.prefix):
@@ -307,12 +320,9 @@ class MirrorBlobStore:
         self._upstream = upstream
         self._local = local.blobs
         self._name = local.name
-        self._every = refresh_interval(upstream.ttl)
 
     def _used(self, digest: Digest, size: int) -> None:
-        if self._upstream.ttl:
-            self._mirror.uses.used(self._name, BLOBS, digest, self._every)
-        self._mirror.watch.served(self._upstream.label, "blob", size, True)
+        self._mirror.served_from_cache(self._upstream, self._name, BLOBS, digest, size)
 
     async def stat(self, digest: Digest) -> Descriptor:
         return (await self.locate(digest)).descriptor
@@ -409,7 +419,6 @@ class MirrorManifests:
         self._upstream = upstream
         self._local = local.manifests
         self._name = local.name
-        self._every = refresh_interval(upstream.ttl)
 
     async def exists(self, digest: Digest) -> bool:
         if await self._local.exists(digest):
@@ -424,12 +433,8 @@ class MirrorManifests:
             manifest = await self._local.get(digest)
         except ManifestUnknown:
             return None
-        if self._upstream.ttl:
-            self._mirror.uses.used(self._name, MANIFESTS, digest, self._every)
-        key = (self._name, digest)
-        hit = key not in self._mirror.fetched
-        self._mirror.fetched.discard(key)
-        self._mirror.watch.served(self._upstream.label, "manifest", len(manifest.payload), hit)
+        size = len(manifest.payload)
+        self._mirror.served_from_cache(self._upstream, self._name, MANIFESTS, digest, size)
         return manifest
 
     async def get(self, digest: Digest) -> StoredManifest:
@@ -565,9 +570,8 @@ class _MirrorReads:
         if source is not None:
             upstream = self._mirror.upstream_for(name)
             if upstream is not None:
-                if upstream.ttl:
-                    self._mirror.uses.used(name, BLOBS, digest, refresh_interval(upstream.ttl))
-                self._mirror.watch.served(upstream.label, "blob", source.descriptor.size, True)
+                size = source.descriptor.size
+                self._mirror.served_from_cache(upstream, name, BLOBS, digest, size)
         return source
 
     def content(self, source: BlobSource, offset: int, length: int) -> bytes | None:
@@ -586,12 +590,8 @@ class _MirrorReads:
         if manifest is not None:
             upstream = self._mirror.upstream_for(name)
             if upstream is not None:
-                mirror = self._mirror
-                if upstream.ttl:
-                    mirror.uses.used(name, MANIFESTS, digest, refresh_interval(upstream.ttl))
-                hit = (name, digest) not in mirror.fetched
-                mirror.fetched.discard((name, digest))
-                mirror.watch.served(upstream.label, "manifest", len(manifest.payload), hit)
+                size = len(manifest.payload)
+                self._mirror.served_from_cache(upstream, name, MANIFESTS, digest, size)
         return manifest
 
     def tags(self, name: str) -> list[str] | None:
