@@ -6,6 +6,7 @@ on stderr naming what is wrong, never a traceback).
 
 from __future__ import annotations
 
+import enum
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -98,6 +99,14 @@ def serve(
     raise typer.Exit(status)
 
 
+class Format(enum.StrEnum):
+    """How ``gc`` prints what it did."""
+
+    lines = "lines"
+    table = "table"
+    json = "json"
+
+
 @app.command()
 def gc(
     config: Annotated[
@@ -125,6 +134,14 @@ def gc(
     last: Annotated[
         bool, typer.Option("--last", help="Print the last collection's report (JSON) and exit.")
     ] = False,
+    output: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            help="lines: Distribution's (one per manifest and blob deleted); table: tags, "
+            "manifests and blobs with their sizes; json: the same as one document.",
+        ),
+    ] = Format.lines,
     metrics_file: Annotated[
         str | None,
         typer.Option(
@@ -144,6 +161,7 @@ def gc(
     from cargohold.metrics.gcreport import GcReport, ReportUnwritable, check_writable
     from cargohold.storage.gc import (
         collect_garbage,
+        inventory_of,
         load_report,
         report_of,
         require_storage,
@@ -200,6 +218,7 @@ def gc(
             grace=grace,
             # A registry started during the mark would write unseen: asked again before.
             before_sweep=None if online else lambda: alone(registry),
+            retention=loaded.storage.maintenance.gc.policies(),
         )
         report = report_of(result, started=started, ended=time.time(), dry_run=dry_run)
         await save_report(registry, report)
@@ -228,7 +247,12 @@ def gc(
                 raise fail(f"config: {exc}", 2) from None
             except CargoholdError as exc:
                 raise fail(str(exc)) from None
-            _print_collection(result, dry_run, quiet)
+            if output is Format.json:
+                typer.echo(json.dumps(inventory_of(result, dry_run=dry_run), indent=1))
+            elif output is Format.table:
+                _print_table(result, dry_run)
+            else:
+                _print_collection(result, dry_run, quiet)
             if result.cache_stale:
                 raise fail(
                     "the blob descriptor cache (Redis) stopped answering during the sweep: "
@@ -305,8 +329,70 @@ def replay(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None
     typer.echo(f"{count} event{'' if count == 1 else 's'} put back for {endpoint}")
 
 
+def _print_table(result: Collection, dry_run: bool) -> None:
+    """What went (or would go), in columns: removed tags, manifests, blobs, then the totals."""
+    import datetime
+
+    def when(stamp: float | None) -> str:
+        if stamp is None:
+            return "never"
+        moment = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+    def table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+        if not rows:
+            return
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        typer.echo(title)
+        for row in [head, *rows]:
+            cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+            typer.echo(("  " + "  ".join(cells)).rstrip())
+        typer.echo("")
+
+    verb = "to delete" if dry_run else "deleted"
+    table(
+        f"TAGS {'to remove' if dry_run else 'removed'} by retention policies",
+        ("REPOSITORY", "TAG", "MANIFEST", "PUSHED (UTC)", "PULLED (UTC)"),
+        [
+            (name, t.tag, str(t.digest), when(t.pushed), when(t.pulled))
+            for name, t in result.removed_tags
+        ],
+    )
+    table(
+        f"MANIFESTS {verb}",
+        ("REPOSITORY", "MANIFEST", "SIZE"),
+        [
+            (name, str(d), _size(result.manifest_sizes.get((name, d), 0)))
+            for name, d in result.deleted_manifests
+        ],
+    )
+    table(
+        f"BLOBS {verb}",
+        ("BLOB", "SIZE"),
+        [(str(d), _size(result.blob_sizes.get(d, 0))) for d in result.deleted_blobs],
+    )
+    typer.echo(
+        f"{len(result.removed_tags)} tags, {len(result.deleted_manifests)} manifests and "
+        f"{len(result.deleted_blobs)} blobs {verb}: "
+        f"{_size(result.reclaimed)} ({result.reclaimed} bytes) "
+        + ("to reclaim" if dry_run else "reclaimed")
+    )
+
+
+def _size(count: int) -> str:
+    """``count`` bytes for a person: 512 B, 1.5 KiB, 3.2 MiB."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def _print_collection(result: Collection, dry_run: bool, quiet: bool = False) -> None:
     verb = "would delete" if dry_run else "deleted"
+    for name, t in [] if quiet else result.removed_tags:
+        typer.echo(f"{'would remove' if dry_run else 'removed'} tag {name}:{t.tag}")
     for name, digest in [] if quiet else result.deleted_manifests:
         typer.echo(f"{verb} manifest {name}@{digest}")
     for digest in [] if quiet else result.deleted_blobs:

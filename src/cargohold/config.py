@@ -50,6 +50,13 @@ from pydantic import (
 )
 
 from cargohold.errors import ConfigError
+from cargohold.storage.retention import (
+    KeepRule,
+    Retention,
+    RetentionPolicy,
+    compile_glob,
+    compile_pattern,
+)
 
 __all__ = [
     "Auth",
@@ -342,6 +349,65 @@ class ReadOnly(_Section):
     enabled: bool = False
 
 
+def _not_negative(value: float | None) -> float | None:
+    if value is not None and value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+class KeepTags(_Section):
+    """One rule of a retention policy's ``keeptags`` (``storage/retention.py``)."""
+
+    patterns: list[str] = Field(default_factory=list)
+    mostrecentlypushed: int | None = Field(None, ge=0)
+    mostrecentlypulled: int | None = Field(None, ge=0)
+    pushedwithin: Duration | None = None
+    pulledwithin: Duration | None = None
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            compile_pattern(pattern)
+        return patterns
+
+    _durations = field_validator("pushedwithin", "pulledwithin")(_not_negative)
+
+    def rule(self) -> KeepRule:
+        return KeepRule(
+            tuple(compile_pattern(p) for p in self.patterns),
+            self.mostrecentlypushed,
+            self.mostrecentlypulled,
+            self.pushedwithin,
+            self.pulledwithin,
+        )
+
+
+class RetentionPolicyConfig(_Section):
+    """One retention policy: the first whose ``repositories`` match a repository decides."""
+
+    repositories: list[str] = Field(min_length=1)
+    #: None: every tag stays; else a tag stays when one rule keeps it.
+    keeptags: list[KeepTags] | None = None
+    #: Untagged manifests go once this old (and past the grace period).
+    untagged: Duration | None = None
+
+    @field_validator("repositories")
+    @classmethod
+    def _globs(cls, globs: list[str]) -> list[str]:
+        for glob in globs:
+            compile_glob(glob)
+        return globs
+
+    _untagged = field_validator("untagged")(_not_negative)
+
+    def policy(self) -> RetentionPolicy:
+        keep = None if self.keeptags is None else tuple(k.rule() for k in self.keeptags)
+        return RetentionPolicy(
+            tuple(compile_glob(g) for g in self.repositories), keep, self.untagged
+        )
+
+
 class GarbageCollection(_Section):
     """cargohold's: garbage collection while serving (``cargohold gc --online`` runs one pass)."""
 
@@ -352,6 +418,14 @@ class GarbageCollection(_Section):
     graceperiod: Duration | None = None
     dryrun: bool = False
     deleteuntagged: bool = False
+    #: Retention policies, in order; empty: every tag stays.
+    retention: list[RetentionPolicyConfig] = Field(default_factory=list)
+
+    def policies(self) -> Retention | None:
+        """The retention policies, or None when there are none."""
+        if not self.retention:
+            return None
+        return Retention(tuple(p.policy() for p in self.retention))
 
 
 class Maintenance(_Section):

@@ -263,6 +263,11 @@ class Upkeep(Protocol):
         """Whether the shared descriptor cache answers; None without one."""
         ...
 
+    def note_pull(self, repository: str, digest: Digest) -> None:
+        """Manifest ``digest`` of ``repository`` was pulled (for retention policies that
+        keep what is pulled). Quick, and never raising; nothing to do when not recorded."""
+        ...
+
 
 class Maintenance(Protocol):
     """Work a namespace does in the background while it serves."""

@@ -25,6 +25,7 @@ from cargohold.api.base import base_reply
 from cargohold.api.context import Api
 from cargohold.api.errcode import NAME_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED
 from cargohold.api.pipeline import EXCHANGE, PIPELINE, Exchange, Pipeline, RequestHook
+from cargohold.api.pulls import PullNotes
 from cargohold.api.routes import METHODS, Endpoint, Route
 from cargohold.auth import build_access_controller, build_token_issuer
 from cargohold.config import Config
@@ -335,7 +336,17 @@ def _gc_schedule(maintenance: MaintenanceConfig) -> GcSchedule | None:
     gc = maintenance.gc
     if not _collecting(maintenance):
         return None
-    return GcSchedule(gc.interval, maintenance.grace, gc.dryrun, gc.deleteuntagged)
+    return GcSchedule(gc.interval, maintenance.grace, gc.dryrun, gc.deleteuntagged, gc.policies())
+
+
+def _pull_interval(maintenance: MaintenanceConfig) -> float | None:
+    """How often a manifest's pull is written down, when a retention policy reads pulls:
+    a tenth of the shortest ``pulledwithin`` (a minute without one), within 1 s to 1 h."""
+    retention = maintenance.gc.policies()
+    if not _collecting(maintenance) or retention is None or not retention.uses_pulls:
+        return None
+    window = retention.shortest_pull_window
+    return 60.0 if window is None else min(3600.0, max(1.0, window / 10))
 
 
 def registry_options(config: Config) -> RegistryOptions:
@@ -363,6 +374,7 @@ def registry_options(config: Config) -> RegistryOptions:
         reuse_interval=min(maintenance.grace / 4, 3600) if _collecting(maintenance) else None,
         heartbeat=not maintenance.readonly.enabled,
         gc=_gc_schedule(maintenance),
+        pull_interval=_pull_interval(maintenance),
         delete_enabled=storage.delete.enabled,
         url_policy=url_policy,
         index_children=index_children,
@@ -458,6 +470,8 @@ def create_app(
     )
     if notifier is not None:
         configured.append(notifier)
+    if _pull_interval(storage.maintenance) is not None and namespace.upkeep is not None:
+        configured.append(PullNotes(namespace.upkeep))
     pipeline = Pipeline(
         prefix=api.prefix,
         access=build_access_controller(config, threads),

@@ -29,6 +29,11 @@ sees its record and puts the blob back. Links go before content, so a pass
 cut short (SIGKILL) leaves nothing that answers an error; content it left
 hidden is put back by the next pass, which judges it again.
 
+Retention policies (``retention.py``) run in the mark: a tag no rule keeps is
+removed (never one younger than the grace period, nor one moved since it was
+judged), and the policy's ``untagged`` age decides which untagged manifests
+go in its repositories. A dry run removes nothing and reports what would go.
+
 A shared cache (Redis) outlives this process, and registries trust its entries
 for repository membership, so an entry left for a swept blob says "layer already
 exists" to every client (Distribution's known bug after a collection). A clear
@@ -74,10 +79,15 @@ from cargohold.storage.paths import (
     ManifestRevisionLink,
     ManifestRevisionsDir,
     RegistryRoot,
+    TagCurrentLink,
+    TagsDir,
     digest_from_path,
+    parse_link,
     path_for,
 )
+from cargohold.storage.pulls import PullRecords
 from cargohold.storage.registry import StorageRegistry
+from cargohold.storage.retention import Retention, TagState
 from cargohold.storage.reuse import ReuseRecords
 
 log = logging.getLogger("cargohold.gc")
@@ -105,6 +115,12 @@ class Collection:
     #: Unreferenced blobs and untagged manifests spared for being younger than the grace.
     young_blobs: int = 0
     young_manifests: int = 0
+    #: Tags a retention policy removed (or, in a dry run, would remove), by repository.
+    removed_tags: list[tuple[str, TagState]] = field(default_factory=list)
+    #: The size of each manifest to delete: its own bytes and everything it references.
+    manifest_sizes: dict[tuple[str, Digest], int] = field(default_factory=dict)
+    #: The size of each blob to delete, as storage listed it.
+    blob_sizes: dict[Digest, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +132,8 @@ class Revision:
     tagged: bool
     #: When the revision's link was written (epoch seconds; 0 when unknown).
     linked_at: float = 0.0
+    #: Its own bytes and the sizes its descriptors give for what it references.
+    size: int = 0
 
 
 async def require_storage(registry: StorageRegistry) -> None:
@@ -143,9 +161,11 @@ async def collect_garbage(
     grace: float | None = None,
     now: float | None = None,
     before_sweep: Callable[[], Awaitable[None]] | None = None,
+    retention: Retention | None = None,
 ) -> Collection:
     """Mark and sweep; with ``grace`` (seconds), safely while the registry serves: nothing
-    changed or found since ``now - grace`` goes (``now``: the time of the call).
+    changed or found since ``now - grace`` goes (``now``: the time of the call). With
+    ``retention``, its policies remove tags and untagged manifests first.
 
     ``before_sweep`` runs once everything is marked, before anything is deleted; what it
     raises stops the collection there (offline, it checks that no registry started).
@@ -159,25 +179,40 @@ async def collect_garbage(
     links: dict[str, set[Digest]] = {}
     #: What each manifest to delete would take with it, should it stay after all.
     needs: dict[tuple[str, Digest], set[Digest]] = {}
+    #: Per repository, how recent an untagged manifest's link must be to stay.
+    cutoffs: dict[str, float] = {}
+    pulls = registry.pulls or PullRecords(registry.driver, 0.0)
     for name in await registry.catalog():
-        revisions = await revisions_of(registry, name)
-        young = {d for d, r in revisions.items() if r.linked_at > cutoff}
-        kept = _keep(revisions, delete_untagged, young)
-        result.young_manifests += len(young - _keep(revisions, delete_untagged, set()))
+        policy = retention.policy_for(name) if retention is not None else None
+        tags = await tag_states(registry, name, pulls if retention is not None else None)
+        removed: set[str] = set()
+        if policy is not None:
+            for state in policy.removals(tags, reference, grace or 0.0):
+                if dry_run or await _remove_tag(registry, name, state):
+                    result.removed_tags.append((name, state))
+                    removed.add(state.tag)
+        tagged = {t.digest for t in tags if t.tag not in removed}
+        revisions = await revisions_of(registry, name, tagged)
+        untagged_age = policy.untagged if policy is not None else None
+        cutoffs[name] = cutoff if untagged_age is None else min(cutoff, reference - untagged_age)
+        deleting = delete_untagged or untagged_age is not None
+        young = {d for d, r in revisions.items() if r.linked_at > cutoffs[name]}
+        kept = _keep(revisions, deleting, young)
+        result.young_manifests += len(young - _keep(revisions, deleting, set()))
         for revision in revisions.values():
             if revision.digest in kept:
                 result.marked.add(revision.digest)
                 result.marked.update(revision.references)
             else:
                 result.deleted_manifests.append((name, revision.digest))
+                result.manifest_sizes[(name, revision.digest)] = revision.size
                 needs[(name, revision.digest)] = {revision.digest, *revision.references}
         links[name] = await layer_links(registry, name)
 
     # Read from storage whatever this process's own settings: the finds that count are
     # those of the registries serving (``gc --online`` may run with a config of its own).
     reuse = registry.blobs.reuse or ReuseRecords(registry.driver, 0.0)
-    #: The size of each blob to delete, taken off what is reclaimed should it stay.
-    sizes: dict[Digest, int] = {}
+    sizes = result.blob_sizes
     async for digest, info in registry.blobs.enumerate_infos():
         if digest in result.marked:
             continue
@@ -202,7 +237,13 @@ async def collect_garbage(
                 "the shared blob descriptor cache (Redis) does not answer; nothing was "
                 "deleted, since its entries for swept blobs could not be cleared"
             )
-        await _delete(registry, result, cutoff if online else None, needs, sizes)
+        await _delete(
+            registry,
+            result,
+            (cutoff, cutoffs) if online else None,
+            needs,
+            pulls if retention is not None else None,
+        )
         # Clears that failed wait in the cache's journal; the ping replays them.
         result.cache_stale = not await _cache_answers(registry)
     return result
@@ -224,50 +265,56 @@ async def _cache_answers(registry: StorageRegistry) -> bool:
 async def _delete(
     registry: StorageRegistry,
     result: Collection,
-    cutoff: float | None,
+    online: tuple[float, dict[str, float]] | None,
     needs: dict[tuple[str, Digest], set[Digest]],
-    sizes: dict[Digest, int],
+    pulls: PullRecords | None,
 ) -> None:
-    """Delete what ``result`` lists; with ``cutoff`` (online), what is still as old as it was.
+    """Delete what ``result`` lists; ``online``, what is still as old as it was: blobs as
+    old as the first cutoff, untagged manifests as their repository's in the second.
 
     Whatever is already gone was deleted by someone else: the goal is reached.
     """
+    sizes = result.blob_sizes
+    blob_cutoff, cutoffs = online if online is not None else (None, None)
     spared: set[Digest] = set()
     for name, digest in list(result.deleted_manifests):
         repository = registry.repository(name)
-        if cutoff is not None and (
-            not await _still_untagged_and_old(registry, name, digest, cutoff)
+        if cutoffs is not None and (
+            not await _still_untagged_and_old(registry, name, digest, cutoffs[name])
             # Never untags: a tag written meanwhile keeps the manifest.
             or not await repository.manifests.remove_untagged(digest)
         ):
             # Tagged or linked anew meanwhile: it stays, and so does all it references.
             result.deleted_manifests.remove((name, digest))
+            result.manifest_sizes.pop((name, digest), None)
             result.young_manifests += 1
             spared |= needs.get((name, digest), {digest})
             continue
-        if cutoff is not None:
+        if cutoffs is None:
+            log.info("deleting manifest %s@%s", name, digest)
+            with suppress(ManifestUnknown):
+                await repository.manifests.remove(digest)
+        else:
             log.info("deleted manifest %s@%s", name, digest)
-            continue
-        log.info("deleting manifest %s@%s", name, digest)
-        with suppress(ManifestUnknown):
-            await repository.manifests.remove(digest)
+        if pulls is not None:
+            await pulls.forget(name, digest)
     if spared:
         kept = [d for d in result.deleted_blobs if d in spared]
         result.deleted_blobs = [d for d in result.deleted_blobs if d not in spared]
         result.deleted_links = [(n, d) for n, d in result.deleted_links if d not in spared]
         result.young_blobs += len(kept)
-        result.reclaimed -= sum(sizes.get(d, 0) for d in kept)
+        result.reclaimed -= sum(sizes.pop(d, 0) for d in kept)
     links: dict[Digest, list[str]] = {}
     for name, digest in result.deleted_links:
         links.setdefault(digest, []).append(name)
     for digest in list(result.deleted_blobs):
         names = links.get(digest, [])
-        if cutoff is not None:
-            if not await _collect_while_serving(registry, digest, names, cutoff):
+        if blob_cutoff is not None:
+            if not await _collect_while_serving(registry, digest, names, blob_cutoff):
                 # Found meanwhile: it stays, and so do its links.
                 result.deleted_blobs.remove(digest)
                 result.young_blobs += 1
-                result.reclaimed -= sizes.get(digest, 0)
+                result.reclaimed -= sizes.pop(digest, 0)
                 result.deleted_links = [(n, d) for n, d in result.deleted_links if d != digest]
             continue
         # Links first: a pass cut short here leaves content no repository names, never
@@ -387,13 +434,59 @@ def _keep(
     return kept
 
 
-async def revisions_of(registry: StorageRegistry, name: str) -> dict[Digest, Revision]:
+async def tag_states(
+    registry: StorageRegistry, name: str, pulls: PullRecords | None = None
+) -> list[TagState]:
+    """Every sound tag of ``name``: what it points at, when it was last written, and (with
+    ``pulls``) when that manifest was last pulled. A damaged tag is left out: it keeps
+    nothing alive, and retention does not judge it."""
     driver = registry.driver
-    repo = registry.repository(name)
-    tagged = set()
-    for tag in await repo.tags.all():
-        with suppress(ManifestUnknown):  # a damaged tag keeps nothing alive
-            tagged.add(await repo.tags.get(tag))
+    try:
+        infos = [i async for i in driver.walk(path_for(TagsDir(name))) if not i.is_dir]
+    except PathNotFound:
+        return []
+    pulled = await pulls.last_pulls(name) if pulls is not None else {}
+    prefix = path_for(TagsDir(name)) + "/"
+    states = []
+    for info in infos:
+        tag, _, rest = info.path[len(prefix) :].partition("/")
+        if rest != "current/link":
+            continue
+        try:
+            digest = parse_link(await driver.get_content(info.path))
+        except (PathNotFound, DigestInvalid):
+            continue
+        states.append(TagState(tag, digest, info.modtime.timestamp(), pulled.get(digest)))
+    return states
+
+
+async def _remove_tag(registry: StorageRegistry, name: str, state: TagState) -> bool:
+    """Remove a tag retention judged, unless it moved since (pushed again, even to the
+    same manifest); whether it went."""
+    link = path_for(TagCurrentLink(name, state.tag))
+    try:
+        info = await registry.driver.stat(link)
+        digest = parse_link(await registry.driver.get_content(link))
+    except (PathNotFound, DigestInvalid):
+        return False
+    if digest != state.digest or info.modtime.timestamp() != state.pushed:
+        return False
+    log.info("removing tag %s:%s (%s), kept by no retention rule", name, state.tag, digest)
+    try:
+        await registry.repository(name).tags.untag(state.tag)
+    except ManifestUnknown:
+        return False
+    return True
+
+
+async def revisions_of(
+    registry: StorageRegistry, name: str, tagged: set[Digest] | None = None
+) -> dict[Digest, Revision]:
+    """Every readable manifest revision of ``name``; ``tagged``: the manifests tags point
+    at (by default, as the tags read now)."""
+    driver = registry.driver
+    if tagged is None:
+        tagged = {t.digest for t in await tag_states(registry, name)}
     found: dict[Digest, Revision] = {}
     try:
         walk = driver.walk(path_for(ManifestRevisionsDir(name)))
@@ -426,12 +519,14 @@ def _describe(digest: Digest, payload: bytes, tagged: bool) -> Revision:
         # Refusing to guess: a manifest we cannot read may reference anything.
         raise ManifestInvalid(f"cannot read manifest {digest} to collect garbage: {exc}") from exc
     subject = manifest.subject.digest if manifest.subject is not None else None
+    references = manifest.references()
     return Revision(
         digest,
-        [d.digest for d in manifest.references()],
+        [d.digest for d in references],
         [d.digest for d in manifest.manifests()],
         subject,
         tagged,
+        size=len(payload) + sum(d.size for d in references),
     )
 
 
@@ -469,8 +564,40 @@ def report_of(result: Collection, *, started: float, ended: float, dry_run: bool
         "reclaimed_bytes": result.reclaimed,
         "young_blobs": result.young_blobs,
         "young_manifests": result.young_manifests,
+        "removed_tags": len(result.removed_tags),
+        "tags": [f"{n}:{t.tag}" for n, t in result.removed_tags[:REPORT_LIMIT]],
         "manifests": [f"{n}@{d}" for n, d in result.deleted_manifests[:REPORT_LIMIT]],
         "blobs": [str(d) for d in result.deleted_blobs[:REPORT_LIMIT]],
+    }
+
+
+def inventory_of(result: Collection, *, dry_run: bool) -> dict[str, Any]:
+    """Everything ``result`` removed (or would remove), with sizes: ``gc --format json``."""
+    return {
+        "dry_run": dry_run,
+        "online": result.online,
+        "tags": [
+            {
+                "repository": name,
+                "tag": state.tag,
+                "digest": str(state.digest),
+                "pushed": state.pushed,
+                "pulled": state.pulled,
+            }
+            for name, state in result.removed_tags
+        ],
+        "manifests": [
+            {"repository": name, "digest": str(d), "size": result.manifest_sizes.get((name, d), 0)}
+            for name, d in result.deleted_manifests
+        ],
+        "blobs": [
+            {"digest": str(digest), "size": result.blob_sizes.get(digest, 0)}
+            for digest in result.deleted_blobs
+        ],
+        "marked_blobs": len(result.marked),
+        "reclaimed_bytes": result.reclaimed,
+        "young_blobs": result.young_blobs,
+        "young_manifests": result.young_manifests,
     }
 
 

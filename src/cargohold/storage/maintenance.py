@@ -2,6 +2,8 @@
 
 - Finds of blobs noted on the request path are written down every second
   (``reuse.py``), for collections while serving.
+- Pulls of manifests noted on the request path are written down every second
+  (``pulls.py``), for retention policies that keep what is pulled.
 - A registry that takes writes says so every few seconds (``live.py``), so
   that offline collection refuses to run beside it.
 - With ``storage.maintenance.gc.enabled``, a collection runs every
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cargohold.errors import CargoholdError
 from cargohold.storage.lease import LeaseHeld, holding
 from cargohold.storage.live import HEARTBEAT, Heartbeat
+from cargohold.storage.retention import Retention
 
 if TYPE_CHECKING:
     from cargohold.storage.registry import StorageRegistry
@@ -43,6 +46,7 @@ class GcSchedule:
     grace: float
     dry_run: bool = False
     delete_untagged: bool = False
+    retention: Retention | None = None
 
 
 class GcWatch(Protocol):
@@ -78,7 +82,7 @@ class StorageMaintenance:
         self._heartbeat = Heartbeat(registry.driver, reuse) if registry.options.heartbeat else None
 
     async def run(self) -> None:
-        reuse = self._registry.blobs.reuse
+        reuse, pulls = self._registry.blobs.reuse, self._registry.pulls
         next_beat = 0.0
         next_gc = time.monotonic() + (self._gc.interval if self._gc is not None else 0)
         collecting: asyncio.Future[None] | None = None
@@ -88,6 +92,8 @@ class StorageMaintenance:
                 try:
                     if reuse is not None:
                         await reuse.flush()
+                    if pulls is not None:
+                        await pulls.flush()
                     heartbeat = self._heartbeat
                     if heartbeat is not None and now >= next_beat and await heartbeat.beat():
                         next_beat = now + HEARTBEAT
@@ -109,6 +115,8 @@ class StorageMaintenance:
             with contextlib.suppress(CargoholdError):
                 if reuse is not None:
                     await reuse.flush()
+                if pulls is not None:
+                    await pulls.flush()
             if self._heartbeat is not None:
                 await self._heartbeat.stop()
 
@@ -127,6 +135,7 @@ class StorageMaintenance:
                     dry_run=gc.dry_run,
                     delete_untagged=gc.delete_untagged,
                     grace=gc.grace,
+                    retention=gc.retention,
                 )
                 report = report_of(result, started=started, ended=time.time(), dry_run=gc.dry_run)
                 collected = report

@@ -17,6 +17,7 @@ the other's storage::
         _uploads/<id>/hashstates/<alg>/<offset>
         _referrers/<alg>/<hex>/<alg>/<hex>/descriptor                (cargohold's own)
         _proxy/<manifests|blobs>/<alg>/<hex>/used                     (cargohold's own)
+        _pulled/<alg>/<hex>                  (cargohold's own: a manifest's last pull, its mtime)
     /scheduler-state.json                     (Distribution's proxy schedule, read on adoption)
     /cargohold/gc/touched/<alg>/<xx>/<hex>    (cargohold's: when a blob was last reused)
     /cargohold/gc/lease                       (cargohold's: the one collection under way)
@@ -253,6 +254,21 @@ class BlobHidden:
 
 
 @dataclass(frozen=True, slots=True)
+class PullsDir:
+    """The records of when repository ``name``'s manifests were last pulled (``pulls.py``)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestPulled:
+    """When manifest ``digest`` of repository ``name`` was last pulled: the file's mtime."""
+
+    name: str
+    digest: Digest
+
+
+@dataclass(frozen=True, slots=True)
 class BlobTouched:
     """When blob ``digest`` was last found reused (a HEAD, a mount, a push of it again)."""
 
@@ -312,6 +328,8 @@ PathSpec = (
     | SchedulerState
     | BlobHidden
     | BlobTouched
+    | PullsDir
+    | ManifestPulled
     | GcLease
     | GcLastReport
     | LiveRegistriesDir
@@ -393,6 +411,8 @@ _LAYOUT: dict[type, Callable[[Any], str]] = {
     LiveRegistriesDir: lambda s: "/cargohold/live",
     LiveRegistry: lambda s: f"/cargohold/live/{s.token}",
     CacheUse: lambda s: f"{_repository(s.name)}/_proxy/{s.kind}/{_digest_parts(s.digest)}/used",
+    PullsDir: lambda s: f"{_repository(s.name)}/_pulled",
+    ManifestPulled: lambda s: f"{_repository(s.name)}/_pulled/{_digest_parts(s.digest)}",
 }
 
 

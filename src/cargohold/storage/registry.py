@@ -28,6 +28,7 @@ from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore
 from cargohold.storage.maintenance import GcSchedule, GcWatch, StorageMaintenance
 from cargohold.storage.manifeststore import IndexChildren, ManifestStore, manifest_now
 from cargohold.storage.paths import LayerLink
+from cargohold.storage.pulls import PullRecords
 from cargohold.storage.purge import purge_uploads
 from cargohold.storage.referrers import ReferrersIndex
 from cargohold.storage.reuse import ReuseRecords
@@ -64,6 +65,9 @@ class RegistryOptions:
     heartbeat: bool = False
     #: ``storage.maintenance.gc``, when collection runs while serving.
     gc: GcSchedule | None = None
+    #: How often a manifest's pull is written down for retention policies that keep what
+    #: is pulled (``storage/pulls.py``); None: never.
+    pull_interval: float | None = None
 
 
 class StorageRegistry:
@@ -93,6 +97,8 @@ class StorageRegistry:
             else None
         )
         self.blobs = GlobalBlobStore(driver, cache, reuse)
+        interval = self.options.pull_interval
+        self.pulls = PullRecords(driver, interval) if interval is not None else None
         self.hashers = HasherCache()
         self._schema1_key: SigningKey | None = None
         self._catalog = catalog_for(driver)
@@ -131,7 +137,12 @@ class StorageRegistry:
     @property
     def maintenance(self) -> StorageMaintenance | None:
         options = self.options
-        if self.blobs.reuse is None and options.gc is None and not options.heartbeat:
+        if (
+            self.blobs.reuse is None
+            and self.pulls is None
+            and options.gc is None
+            and not options.heartbeat
+        ):
             return None
         if self._maintenance is None:
             self._maintenance = StorageMaintenance(self, self.options.gc, self._gc_watch)
@@ -166,6 +177,10 @@ class StorageRegistry:
         if cache is None or not cache.shared:
             return None
         return await cache.ping()
+
+    def note_pull(self, repository: str, digest: Digest) -> None:
+        if self.pulls is not None:
+            self.pulls.note(repository, digest)
 
     async def close(self) -> None:
         self._catalog.close()

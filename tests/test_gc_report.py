@@ -1,0 +1,158 @@
+"""``cargohold gc --format table|json``: what a collection removes, with sizes, for a person
+or a program; with retention policies in the config, the tags they remove first.
+
+A dry run removes nothing and reports exactly what the real run then removes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cargohold.digest import Digest
+from cargohold.manifest import OCI_MANIFEST
+from cargohold.storage.driver.filesystem import FilesystemDriver
+from cargohold.storage.paths import BlobData, ManifestRevisionLink, TagCurrentLink, path_for
+from cargohold.storage.registry import RegistryOptions, StorageRegistry
+from tests.storage.images import image_manifest
+from tests.support.servers import cargohold_argv
+
+DAY = 86400.0
+
+
+def config_file(tmp_path: Path, root: Path) -> Path:
+    config = {
+        "version": 0.1,
+        "storage": {
+            "filesystem": {"rootdirectory": str(root)},
+            "maintenance": {
+                "gc": {
+                    "retention": [
+                        {
+                            "repositories": ["ci/*"],
+                            "keeptags": [{"patterns": ["v.*"], "mostrecentlypushed": 1}],
+                            "untagged": "24h",
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def store(root: Path) -> dict[str, Any]:
+    """``ci/app:v1``, pushed ten days ago, and ``ci/app:v2``, now: v1 is the one to go."""
+    registry = StorageRegistry(FilesystemDriver(str(root)), options=RegistryOptions())
+    try:
+        repo = registry.repository("ci/app")
+        images = {}
+        for tag in ("v1", "v2"):
+            images[tag] = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST, [tag])
+    finally:
+        await registry.close()
+    # v1 and everything it is made of are ten days old.
+    then = time.time() - 10 * DAY
+    old = images["v1"]
+    body = json.loads(old.payload)
+    blobs = [old.digest, *(Digest.parse(d["digest"]) for d in [body["config"], *body["layers"]])]
+    for digest in blobs:
+        os.utime(root / path_for(BlobData(digest)).lstrip("/"), (then, then))
+    for link in (ManifestRevisionLink("ci/app", old.digest), TagCurrentLink("ci/app", "v1")):
+        os.utime(root / path_for(link).lstrip("/"), (then, then))
+    sizes = {str(d): (root / path_for(BlobData(d)).lstrip("/")).stat().st_size for d in blobs}
+    return {"digest": str(old.digest), "blobs": sizes, "kept": str(images["v2"].digest)}
+
+
+def gc(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cargohold_argv("gc", *args, str(config)), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_json_lists_the_tags_manifests_and_blobs_with_their_sizes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    old = asyncio.run(store(root))
+    config = config_file(tmp_path, root)
+
+    dry = gc(config, "--dry-run", "--format", "json")
+    assert dry.returncode == 0, dry.stderr
+    report = json.loads(dry.stdout)
+    assert report["dry_run"] is True
+    assert [(t["repository"], t["tag"], t["digest"]) for t in report["tags"]] == [
+        ("ci/app", "v1", old["digest"])
+    ]
+    assert report["tags"][0]["pulled"] is None
+    assert [(m["repository"], m["digest"]) for m in report["manifests"]] == [
+        ("ci/app", old["digest"])
+    ]
+    # The manifest's own bytes and what it references.
+    assert report["manifests"][0]["size"] == sum(old["blobs"].values())
+    assert {b["digest"]: b["size"] for b in report["blobs"]} == old["blobs"]
+    assert report["reclaimed_bytes"] == sum(old["blobs"].values())
+    assert (root / path_for(TagCurrentLink("ci/app", "v1")).lstrip("/")).exists()
+
+    real = gc(config, "--format", "json")
+    assert real.returncode == 0, real.stderr
+    done = json.loads(real.stdout)
+    assert done["dry_run"] is False
+    assert {k: done[k] for k in ("tags", "manifests", "blobs", "reclaimed_bytes")} == {
+        k: report[k] for k in ("tags", "manifests", "blobs", "reclaimed_bytes")
+    }
+    assert not (root / path_for(TagCurrentLink("ci/app", "v1")).lstrip("/")).exists()
+    for digest in old["blobs"]:
+        assert not (root / path_for(BlobData(Digest.parse(digest))).lstrip("/")).exists()
+    kept = root / path_for(BlobData(Digest.parse(old["kept"]))).lstrip("/")
+    assert kept.exists()
+
+
+def test_the_table_reads_as_columns_with_human_sizes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    old = asyncio.run(store(root))
+    config = config_file(tmp_path, root)
+    dry = gc(config, "--dry-run", "--format", "table")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0] == "TAGS to remove by retention policies"
+    assert lines[1].split() == [
+        "REPOSITORY",
+        "TAG",
+        "MANIFEST",
+        "PUSHED",
+        "(UTC)",
+        "PULLED",
+        "(UTC)",
+    ]
+    assert lines[2].split()[:3] == ["ci/app", "v1", old["digest"]]
+    assert lines[2].split()[-1] == "never"
+    manifests = lines.index("MANIFESTS to delete")
+    row = lines[manifests + 2].split()
+    total = sum(old["blobs"].values())
+    assert row[:2] == ["ci/app", old["digest"]]
+    assert " ".join(row[2:]) == (f"{total} B" if total < 1024 else f"{total / 1024:.1f} KiB")
+    blobs = lines.index("BLOBS to delete")
+    listed = {line.split()[0] for line in lines[blobs + 2 : blobs + 2 + len(old["blobs"])]}
+    assert listed == set(old["blobs"])
+    assert lines[-1].startswith(f"1 tags, 1 manifests and {len(old['blobs'])} blobs to delete: ")
+    assert lines[-1].endswith(f"({total} bytes) to reclaim")
+    # Nothing was removed.
+    assert (root / path_for(TagCurrentLink("ci/app", "v1")).lstrip("/")).exists()
+
+
+def test_lines_name_the_removed_tags_before_manifests_and_blobs(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    old = asyncio.run(store(root))
+    dry = gc(config_file(tmp_path, root), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0] == "would remove tag ci/app:v1"
+    assert lines[1] == f"would delete manifest ci/app@{old['digest']}"
