@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -54,6 +56,35 @@ async def read_all(driver: StorageDriver, path: str, offset: int = 0) -> bytes:
 
 async def walk_paths(driver: StorageDriver, path: str) -> list[str]:
     return [info.path async for info in driver.walk(path)]
+
+
+async def file_paths(driver: StorageDriver, path: str) -> set[str]:
+    return {info.path async for info in driver.walk(path) if not info.is_dir}
+
+
+async def put_many(driver: StorageDriver, paths: list[str], content: bytes = b"x") -> None:
+    """Store ``content`` at every path, a few at a time (thousands take seconds on S3)."""
+    queue = iter(paths)
+
+    async def worker() -> None:
+        for path in queue:
+            await driver.put_content(path, content)
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+
+
+class RecordingWatch:
+    """A ``DriverWatch`` that notes each action it is asked for."""
+
+    def __init__(self) -> None:
+        self.actions: list[tuple[str, str]] = []
+
+    def action(self, driver: str, action: str, path: str) -> AbstractContextManager[object]:
+        self.actions.append((action, path))
+        return nullcontext()
+
+    def timer(self, driver: str, action: str) -> Callable[[float], None] | None:
+        return None
 
 
 class DriverSuite:
@@ -378,6 +409,100 @@ class DriverSuite:
         resumed = await driver.writer(f"{base}/upload/data", append=True)
         assert resumed.size == 0
         await resumed.cancel()
+
+    # -- batch deletes (optional) ---------------------------------------------------------
+
+    async def test_delete_files_deletes_those_files_and_nothing_else(
+        self, driver: StorageDriver
+    ) -> None:
+        deletes = driver.batch_deletes
+        if deletes is None:
+            return  # optional: a driver whose deletes cost little one by one offers none
+        base = random_path(1)
+        # 2500: more than one request's worth on S3 (a thousand keys, two a file).
+        doomed = [f"{base}/d{i % 50:02}/f{i}" for i in range(2500)]
+        # Siblings, names that extend a doomed one, and a file beside the folders.
+        kept = [f"{base}/d{i:02}/keep" for i in range(50)]
+        kept += [f"{base}/d00/f0.keep", f"{base}/d00/f0x", f"{base}/d00/f0-1", f"{base}/other"]
+        await put_many(driver, doomed + kept, b"content")
+        missing = [f"{base}/d00/never", f"{base}/nodir/never", f"{base}/other/below"]
+        await deletes.delete_files([*doomed, *missing, doomed[0]])
+        assert await file_paths(driver, base) == set(kept)
+        for path in kept:
+            assert await driver.get_content(path) == b"content"
+        with pytest.raises(PathNotFound):
+            await driver.stat(doomed[-1])
+
+    async def test_delete_files_of_missing_paths_is_not_an_error(
+        self, driver: StorageDriver
+    ) -> None:
+        deletes = driver.batch_deletes
+        if deletes is None:
+            return
+        base = random_path(1)
+        await driver.put_content(f"{base}/file", b"x")
+        await deletes.delete_files([])
+        await deletes.delete_files([random_path(), f"{base}/missing", f"{base}/file/below"])
+        await deletes.delete_files([f"{base}/file"])
+        await deletes.delete_files([f"{base}/file"])  # again: already gone
+        with pytest.raises(PathNotFound):
+            await driver.stat(f"{base}/file")
+
+    async def test_delete_files_never_deletes_a_directory(self, driver: StorageDriver) -> None:
+        deletes = driver.batch_deletes
+        if deletes is None:
+            return
+        base = random_path(1)
+        files = [f"{base}/dir/a", f"{base}/dir/sub/b", f"{base}/dir-sibling"]
+        await put_many(driver, files)
+        await deletes.delete_files([f"{base}/dir", f"{base}/dir/sub", f"{base}/dir/a"])
+        assert await file_paths(driver, base) == {f"{base}/dir/sub/b", f"{base}/dir-sibling"}
+        assert (await driver.stat(f"{base}/dir")).is_dir
+
+    async def test_delete_files_discards_pending_writes(self, driver: StorageDriver) -> None:
+        deletes = driver.batch_deletes
+        if deletes is None:
+            return
+        base = random_path(1)
+        await driver.put_content(f"{base}/committed", b"committed")
+        for path in (f"{base}/committed", f"{base}/uncommitted"):
+            async with await driver.writer(path, append=True) as writer:
+                await writer.write(b"pending")
+        await deletes.delete_files([f"{base}/committed", f"{base}/uncommitted"])
+        for path in (f"{base}/committed", f"{base}/uncommitted"):
+            with pytest.raises(PathNotFound):
+                await driver.written_size(path)
+            resumed = await driver.writer(path, append=True)
+            assert resumed.size == 0
+            await resumed.cancel()
+
+    @pytest.mark.parametrize("path", INVALID_PATHS)
+    async def test_delete_files_with_an_invalid_path_deletes_nothing(
+        self, driver: StorageDriver, path: str
+    ) -> None:
+        deletes = driver.batch_deletes
+        if deletes is None:
+            return
+        good = random_path()
+        await driver.put_content(good, b"x")
+        with pytest.raises(InvalidPath) as caught:
+            await deletes.delete_files([good, path])
+        assert caught.value.path == path
+        assert await driver.get_content(good) == b"x"
+
+    async def test_delete_files_is_one_watched_action(self, driver: StorageDriver) -> None:
+        deletes = driver.batch_deletes
+        if deletes is None:
+            return
+        paths = [random_path() for _ in range(3)]
+        await put_many(driver, paths)
+        watch = driver.watch = RecordingWatch()
+        try:
+            await deletes.delete_files(paths)
+            await deletes.delete_files([])
+        finally:
+            driver.watch = None
+        assert watch.actions == [("DeleteFiles", paths[0])], "one call, none for no paths"
 
     # -- walk -----------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -17,7 +18,14 @@ from cargohold.errors import PathNotFound, StorageUnavailable
 from cargohold.storage.driver import create_driver, s3, s3objects
 from cargohold.storage.driver.s3 import S3Driver
 from tests.s3.operations import record_operations
-from tests.storage.driver_suite import DriverSuite, MiB, random_bytes, random_path, walk_paths
+from tests.storage.driver_suite import (
+    DriverSuite,
+    MiB,
+    put_many,
+    random_bytes,
+    random_path,
+    walk_paths,
+)
 from tests.support.seaweed import SeaweedS3
 from tests.support.servers import free_port
 
@@ -127,6 +135,44 @@ async def test_delete_aborts_uploads_in_progress_below_the_path(
     await driver.delete("/uploads/u")
     assert uploads_in_progress(seaweedfs, root) == []
     assert stored_keys(seaweedfs, root) == []
+
+
+async def test_delete_files_sends_a_delete_objects_per_five_hundred_files(
+    seaweedfs: SeaweedS3, driver: S3Driver, s3_parameters: dict[str, Any]
+) -> None:
+    root = s3_parameters["rootdirectory"].strip("/")
+    doomed = [f"/blobs/{i % 100:02}/{i}/data" for i in range(2500)]
+    await put_many(driver, [*doomed, "/blobs/00/0/kept"])
+    async with await driver.writer(doomed[1], append=True) as writer:
+        await writer.write(b"pending")
+    deletes = driver.batch_deletes
+    calls = await record_operations(driver)
+    await deletes.delete_files(doomed)
+    # Each file's key and its pending object's: 5000 keys, a thousand a request;
+    # ``delete`` would send four requests a file.
+    assert calls == ["DeleteObjects"] * 5
+    assert stored_keys(seaweedfs, root) == [f"{root}/blobs/00/0/kept"], "no pending object left"
+
+
+async def test_delete_files_sends_a_few_requests_at_once(
+    driver: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3, "LIST_MAX", 4)  # two files a request: 20 files, 10 requests
+    paths = [f"/f{i}" for i in range(20)]
+    running, most = 0, 0
+    send = driver._delete_keys
+
+    async def counted(path: str, keys: list[str]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)  # long enough for the others to start, if they may
+        await send(path, keys)
+        running -= 1
+
+    monkeypatch.setattr(driver, "_delete_keys", counted)
+    await driver.batch_deletes.delete_files(paths)
+    assert most == s3.DELETE_CONCURRENCY
 
 
 # -- appending across processes ------------------------------------------------------------
@@ -435,6 +481,7 @@ async def test_every_provider_failure_is_storage_unavailable(
         driver.stat(path),
         driver.list(path),
         driver.delete(path),
+        driver.batch_deletes.delete_files([path]),
         walk_paths(driver, path),
     ]
     for attempt in attempts:

@@ -53,8 +53,11 @@ IN_FLIGHT_WIDTH = 1
 #: One per (driver, action): a histogram of its seconds.
 STORAGE = "storage"
 STORAGE_WIDTH = histogram_width(CALL_BUCKETS)
-#: The actions Distribution times (``registry/storage/driver/base``).
-TIMED_ACTIONS = frozenset({"GetContent", "PutContent", "Stat", "List", "Move", "Delete"})
+#: The actions Distribution times (``registry/storage/driver/base``), and cargohold's
+#: one of its own, ``DeleteFiles`` (``BatchDeletes``): collection's deletes on S3.
+TIMED_ACTIONS = frozenset(
+    {"GetContent", "PutContent", "Stat", "List", "Move", "Delete", "DeleteFiles"}
+)
 
 #: The descriptor cache: requests, hits, misses, errors.
 CACHE = "cache"

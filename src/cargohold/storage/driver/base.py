@@ -41,7 +41,9 @@ capability, never for the driver's class:
 - ``redirects`` (``RedirectURLs``): clients may fetch content from a URL of
   its own (a presigned object-store URL);
 - ``immediate`` (``ImmediateFiles``): small reads finish at once, without
-  waiting on anything, so the request fast path may make them inline.
+  waiting on anything, so the request fast path may make them inline;
+- ``batch_deletes`` (``BatchDeletes``): many files go in a few requests (S3's
+  DeleteObjects), where ``delete`` costs several requests per file.
 
 Blocking calls (fsync, recursive deletes, copies) run on the threads of the
 registry that uses the driver (``use_threads``), or, for a driver used on its
@@ -51,7 +53,10 @@ A driver may be watched (``watch``, a ``DriverWatch``): each call of the
 public API, and each immediate read, is then made inside the watch's
 ``action`` (metrics time it, traces make it a span), under Distribution's
 action names (``GetContent``, ``PutContent``, ``Stat``, ``List``, ``Move``,
-``Delete``, and ``Reader``, ``Writer``, ``Walk`` for the opening of a stream).
+``Delete``, and ``Reader``, ``Writer``, ``Walk`` for the opening of a stream),
+and ``batch_deletes.delete_files`` under ``DeleteFiles``, an action of
+cargohold's own: timed as ``Delete`` it would mix one call for thousands of
+files into the times of single deletes.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ import asyncio
 import builtins
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
@@ -113,6 +118,26 @@ class ImmediateFiles(Protocol):
 
     def list_now(self, path: str) -> builtins.list[str] | None:
         """The names (not paths) of the children of the folder at ``path``."""
+        ...
+
+
+class BatchDeletes(Protocol):
+    """A driver that deletes many files in a few requests."""
+
+    async def delete_files(self, paths: Sequence[str]) -> None:
+        """Delete the files at ``paths``, in as few requests as the backend allows.
+
+        For each path that is a file, what ``delete`` does to it, content a
+        writer left there uncommitted included; that content goes even where
+        no file was committed, where ``delete`` finds nothing. A driver may
+        leave behind what nothing can reach any more (S3 does not abort the
+        multipart uploads at the paths). A path where there is no file
+        (missing, or a directory) is not an error, and nothing below a path is
+        ever deleted: unlike ``delete``, it is not recursive. Every path is
+        checked first: an invalid one raises ``InvalidPath`` and nothing is
+        deleted. A failure part way (``StorageUnavailable``) may leave some of
+        the files deleted and others not; the same call again finishes the job.
+        """
         ...
 
 
@@ -189,6 +214,30 @@ class _WatchedImmediate:
         names = self._files.list_now(path)
         self._list(perf_counter() - started)
         return names
+
+
+class _CheckedDeletes:
+    """A driver's ``delete_files`` made as its public API makes every call: the paths
+    checked, then the call made inside the watch's action."""
+
+    __slots__ = ("_delete", "_driver")
+
+    def __init__(
+        self, driver: StorageDriver, delete: Callable[[builtins.list[str]], Awaitable[None]]
+    ) -> None:
+        self._driver = driver
+        self._delete = delete
+
+    async def delete_files(self, paths: Sequence[str]) -> None:
+        driver = self._driver
+        # Unique, in order: a backend may refuse a request naming a key twice.
+        checked = builtins.list(dict.fromkeys(driver._file_path(path) for path in paths))
+        if not checked:
+            return
+        if driver.watch is None:
+            return await self._delete(checked)
+        with driver.watch.action(driver.name, "DeleteFiles", checked[0]):
+            return await self._delete(checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +320,17 @@ class StorageDriver(ABC):
     @property
     def immediate(self) -> ImmediateFiles | None:
         return None
+
+    @property
+    def batch_deletes(self) -> BatchDeletes | None:
+        return None
+
+    def _checked_deletes(
+        self, delete_files: Callable[[builtins.list[str]], Awaitable[None]]
+    ) -> BatchDeletes:
+        """``batch_deletes`` for a driver whose ``delete_files`` is ``delete_files``, which
+        then gets valid paths, each once, and is watched, as the ``_``-prefixed methods are."""
+        return _CheckedDeletes(self, delete_files)
 
     def watched_immediate(self) -> ImmediateFiles | None:
         """``immediate``, its reads made inside the watch's actions when there is one."""

@@ -31,6 +31,10 @@ upload the same way. ``list`` and ``walk`` read one level per delimiter listing.
 GetObject, HeadObject and PutObject, the requests of every pull and push, go
 through ``s3objects.py``, which sends them without botocore's per-call cost.
 
+``delete`` costs four requests for a file (a HEAD, two listings for what is
+below it and for uploads, a DeleteObjects); ``batch_deletes`` deletes files
+``LIST_MAX // 2`` to a DeleteObjects, each with its pending object.
+
 Every provider error becomes a driver error (``errors.py``): a missing key is
 ``PathNotFound``; a refused, failed or unreachable request is
 ``StorageUnavailable`` with a short reason.
@@ -65,6 +69,7 @@ from cargohold.errors import (
 )
 from cargohold.storage.driver import s3spans
 from cargohold.storage.driver.base import (
+    BatchDeletes,
     Descend,
     FileInfo,
     FileWriter,
@@ -101,6 +106,8 @@ MIN_PART = 5 * MiB
 MAX_PART = 5 << 30
 #: The most keys one list or delete request handles.
 LIST_MAX = 1000
+#: DeleteObjects requests ``delete_files`` has under way at once.
+DELETE_CONCURRENCY = 4
 #: The longest a SigV4 presigned URL may stay valid (7 days); it must be at least 1 s.
 MAX_EXPIRY = 7 * 24 * 3600
 
@@ -655,6 +662,32 @@ class S3Driver(StorageDriver):
         keys = [key, _pending_key(key)] if found else []
         markers = _directory_markers(key, below.result())
         await self._delete_keys(path, [*keys, *below.result(), *markers])
+
+    @property
+    def batch_deletes(self) -> BatchDeletes:
+        return self._checked_deletes(self._delete_files)
+
+    async def _delete_files(self, paths: builtins.list[str]) -> None:
+        """Each file's key and its pending object's in DeleteObjects requests, a few at once.
+
+        What ``delete`` does to a file but abort its multipart uploads: finding
+        them takes a listing per file, and without the pending object that
+        points at one, nothing resumes it (the next commit at the key aborts
+        it; a bucket lifecycle rule may too). Without a HEAD per file, a
+        pending object goes whether or not a file was committed. A key that is
+        a directory's prefix names no object, so deleting it deletes nothing
+        below it.
+        """
+        # A file's two keys go in one request: the path a failed request names is then
+        # one whose keys it held.
+        per_request = LIST_MAX // 2
+
+        def job(batch: builtins.list[str]) -> Callable[[], Awaitable[None]]:
+            keys = [k for key in map(self._key, batch) for k in (key, _pending_key(key))]
+            return lambda: self._delete_keys(batch[0], keys)
+
+        batches = [paths[at : at + per_request] for at in range(0, len(paths), per_request)]
+        await _bounded(map(job, batches), DELETE_CONCURRENCY)
 
     async def _keys_below(self, path: str) -> builtins.list[str]:
         client, prefix = await self._s3(), self._key(path) + "/"
