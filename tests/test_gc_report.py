@@ -7,8 +7,10 @@ A dry run removes nothing and reports exactly what the real run then removes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import pty
 import subprocess
 import time
 from pathlib import Path
@@ -156,3 +158,53 @@ def test_lines_name_the_removed_tags_before_manifests_and_blobs(tmp_path: Path) 
     lines = dry.stdout.splitlines()
     assert lines[0] == "would remove tag ci/app:v1"
     assert lines[1] == f"would delete manifest ci/app@{old['digest']}"
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+def test_progress_is_plain_lines_on_stderr_when_piped(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    old = asyncio.run(store(root))
+    run = gc(config_file(tmp_path, root), "--format", "json")
+    assert run.returncode == 0, run.stderr
+    json.loads(run.stdout)  # stdout is the report alone
+    lines = run.stderr.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["mark", "sweep", "delete", "done"]
+    total = sum(old["blobs"].values())
+    assert lines[-1] == (
+        "gc: done: 1 repositories, 2 manifests, 8 blobs examined, "
+        f"1 manifests and {len(old['blobs'])} blobs deleted, {total / 1024:.1f} KiB reclaimed"
+    )
+
+
+def test_progress_is_one_line_redrawn_on_a_terminal_and_none_when_quiet(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    asyncio.run(store(root))
+    config = config_file(tmp_path, root)
+    controller, terminal = pty.openpty()
+    try:
+        for args in (["--quiet"], []):
+            run = subprocess.run(
+                cargohold_argv("gc", "--dry-run", *args, str(config)),
+                stdout=subprocess.PIPE,
+                stderr=terminal,
+                timeout=60,
+            )
+            assert run.returncode == 0
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once every byte is read and the writer gone
+            while chunk := os.read(controller, 65536):
+                shown += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    # Only the second run (not --quiet) drew: each state over the last, then one newline.
+    draws = shown.split(b"\r\x1b[K")
+    assert draws[0] == b""
+    assert [d.split(b":")[1].strip() for d in draws[1:]] == [b"mark", b"sweep", b"done"]
+    assert shown.count(b"\n") == 1
+    assert shown.endswith(b"to reclaim\r\n")  # the terminal turns the newline into CR LF

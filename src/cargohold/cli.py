@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TextIO, TypeVar
 
 import typer
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from cargohold.client.copy import Platform
     from cargohold.client.locations import Connections, Location
     from cargohold.notifications.backlog import EventLog
-    from cargohold.storage.gc import Collection
+    from cargohold.storage.gc import Collection, Progress
     from cargohold.storage.registry import StorageRegistry
 
 T = TypeVar("T")
@@ -219,6 +219,7 @@ def gc(
             # A registry started during the mark would write unseen: asked again before.
             before_sweep=None if online else lambda: alone(registry),
             retention=loaded.storage.maintenance.gc.policies(),
+            progress=shown,
         )
         report = report_of(result, started=started, ended=time.time(), dry_run=dry_run)
         await save_report(registry, report)
@@ -239,8 +240,9 @@ def gc(
         except ReportUnwritable as exc:
             raise fail(f"--metrics-file: {exc}", 2) from None
     report = GcReport(metrics_file, dry_run=dry_run)
+    shown = _ProgressLine(sys.stderr, quiet=quiet, dry_run=dry_run)
     try:
-        with report:
+        with report, shown:
             try:
                 result = report.collection = asyncio.run(run())
             except ConfigError as exc:
@@ -327,6 +329,51 @@ def replay(config: ConfigArgument = None, endpoint: EndpointOption = "") -> None
     """Send an endpoint's dead letters again (by the running registry, with their ids)."""
     count = _with_event_log(config, endpoint, lambda events: events.replay(endpoint))
     typer.echo(f"{count} event{'' if count == 1 else 's'} put back for {endpoint}")
+
+
+class _ProgressLine:
+    """A collection's progress on stderr: one line redrawn in place on a terminal (ten times
+    a second at most), plain lines when piped (at each phase, and every few seconds)."""
+
+    def __init__(self, stream: TextIO, *, quiet: bool, dry_run: bool) -> None:
+        self._stream = stream
+        self._verbs = ("to delete", "to reclaim") if dry_run else ("deleted", "reclaimed")
+        self._tty = stream.isatty()
+        self._quiet = quiet
+        self._phase = ""
+        self._shown = 0.0
+        self._drawn = False
+
+    def __enter__(self) -> _ProgressLine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
+
+    def __call__(self, progress: Progress) -> None:
+        import time
+
+        if self._quiet:
+            return
+        now = time.monotonic()
+        every = 0.1 if self._tty else 5.0
+        if progress.phase == self._phase and now - self._shown < every:
+            return
+        self._phase, self._shown = progress.phase, now
+        text = (
+            f"gc: {progress.phase}: {progress.repositories} repositories, "
+            f"{progress.manifests} manifests, {progress.blobs} blobs examined, "
+            f"{progress.deleted_manifests} manifests and {progress.deleted_blobs} blobs "
+            f"{self._verbs[0]}, {_size(progress.reclaimed)} {self._verbs[1]}"
+        )
+        if self._tty:
+            self._stream.write("\r\x1b[K" + text)
+            self._drawn = True
+        else:
+            self._stream.write(text + "\n")
+        self._stream.flush()
 
 
 def _print_table(result: Collection, dry_run: bool) -> None:

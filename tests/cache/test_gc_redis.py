@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cargohold.digest import Digest
 from cargohold.storage.cache.redis import RedisBlobDescriptorCache
 from cargohold.storage.driver.inmemory import InMemoryDriver
 from cargohold.storage.gc import CacheUnreachable, collect_garbage
@@ -44,17 +45,16 @@ async def test_a_sweep_that_loses_redis_midway_says_the_cache_may_be_stale(
 ) -> None:
     repo = registry.repository("midway/app")
     orphans = [(await repo.blobs.put(f"orphan {i}".encode())).digest for i in range(3)]
-    driver = registry.driver
-    delete = driver.delete
+    forget = registry.blobs.forget
 
-    async def delete_then_lose_redis(path: str) -> None:
-        # The first delete of the sweep takes Redis down with it.
-        await delete(path)
+    async def forget_then_lose_redis(digest: Digest) -> None:
+        # The first blob the sweep deletes takes Redis down with it.
+        await forget(digest)
         if private_redis.process.poll() is None:
             private_redis.process.kill()
             private_redis.process.wait()
 
-    driver.delete = delete_then_lose_redis  # type: ignore[method-assign]
+    registry.blobs.forget = forget_then_lose_redis  # type: ignore[method-assign]
     result = await collect_garbage(registry)
     assert sorted(result.deleted_blobs) == sorted(orphans)
     assert result.cache_stale

@@ -45,6 +45,7 @@ if that fails, ``Collection.cache_stale`` says so.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -75,6 +76,7 @@ from cargohold.storage.paths import (
     BlobHidden,
     BlobsRoot,
     GcLastReport,
+    LayerLink,
     LayersDir,
     ManifestRevisionLink,
     ManifestRevisionsDir,
@@ -124,6 +126,31 @@ class Collection:
 
 
 @dataclass
+class Progress:
+    """How far a collection has gone, told to its ``progress`` watcher as it goes."""
+
+    #: ``mark`` (repositories walked), ``sweep`` (blobs examined), ``delete``, ``done``.
+    phase: str = "mark"
+    repositories: int = 0
+    manifests: int = 0
+    blobs: int = 0
+    deleted_blobs: int = 0
+    deleted_manifests: int = 0
+    reclaimed: int = 0
+
+
+#: Told of a collection's progress: at each phase, each repository, and every
+#: ``PROGRESS_EVERY`` blobs examined or deleted. It must return at once.
+ProgressWatch = Callable[[Progress], None]
+
+PROGRESS_EVERY = 1000
+
+
+def _quiet(progress: Progress) -> None:
+    pass
+
+
+@dataclass
 class Revision:
     digest: Digest
     references: list[Digest]
@@ -162,10 +189,12 @@ async def collect_garbage(
     now: float | None = None,
     before_sweep: Callable[[], Awaitable[None]] | None = None,
     retention: Retention | None = None,
+    progress: ProgressWatch = _quiet,
 ) -> Collection:
     """Mark and sweep; with ``grace`` (seconds), safely while the registry serves: nothing
     changed or found since ``now - grace`` goes (``now``: the time of the call). With
-    ``retention``, its policies remove tags and untagged manifests first.
+    ``retention``, its policies remove tags and untagged manifests first. ``progress`` is
+    told how far it has gone.
 
     ``before_sweep`` runs once everything is marked, before anything is deleted; what it
     raises stops the collection there (offline, it checks that no registry started).
@@ -182,6 +211,8 @@ async def collect_garbage(
     #: Per repository, how recent an untagged manifest's link must be to stay.
     cutoffs: dict[str, float] = {}
     pulls = registry.pulls or PullRecords(registry.driver, 0.0)
+    told = Progress()
+    progress(told)
     for name in await registry.catalog():
         policy = retention.policy_for(name) if retention is not None else None
         tags = await tag_states(registry, name, pulls if retention is not None else None)
@@ -208,12 +239,20 @@ async def collect_garbage(
                 result.manifest_sizes[(name, revision.digest)] = revision.size
                 needs[(name, revision.digest)] = {revision.digest, *revision.references}
         links[name] = await layer_links(registry, name)
+        told.repositories += 1
+        told.manifests += len(revisions)
+        progress(told)
 
     # Read from storage whatever this process's own settings: the finds that count are
     # those of the registries serving (``gc --online`` may run with a config of its own).
     reuse = registry.blobs.reuse or ReuseRecords(registry.driver, 0.0)
     sizes = result.blob_sizes
+    told.phase = "sweep"
+    progress(told)
     async for digest, info in registry.blobs.enumerate_infos():
+        told.blobs += 1
+        if told.blobs % PROGRESS_EVERY == 0:
+            progress(told)
         if digest in result.marked:
             continue
         if online and (
@@ -237,16 +276,45 @@ async def collect_garbage(
                 "the shared blob descriptor cache (Redis) does not answer; nothing was "
                 "deleted, since its entries for swept blobs could not be cleared"
             )
+        told.phase = "delete"
+        progress(told)
         await _delete(
             registry,
             result,
             (cutoff, cutoffs) if online else None,
             needs,
             pulls if retention is not None else None,
+            _Deleting(told, progress, result.blob_sizes),
         )
         # Clears that failed wait in the cache's journal; the ping replays them.
         result.cache_stale = not await _cache_answers(registry)
+    told.phase = "done"
+    told.deleted_blobs = len(result.deleted_blobs)
+    told.deleted_manifests = len(result.deleted_manifests)
+    told.reclaimed = result.reclaimed
+    progress(told)
     return result
+
+
+@dataclass
+class _Deleting:
+    """Tells the deletions to a collection's progress watcher."""
+
+    told: Progress
+    progress: ProgressWatch
+    #: The size of each blob to delete.
+    sizes: dict[Digest, int]
+
+    def manifest(self) -> None:
+        self.told.deleted_manifests += 1
+        self.progress(self.told)
+
+    def blob(self, size: int) -> None:
+        told = self.told
+        told.deleted_blobs += 1
+        told.reclaimed += size
+        if told.deleted_blobs % PROGRESS_EVERY == 0:
+            self.progress(told)
 
 
 async def _reused_since(reuse: ReuseRecords, digest: Digest, cutoff: float) -> bool:
@@ -268,6 +336,7 @@ async def _delete(
     online: tuple[float, dict[str, float]] | None,
     needs: dict[tuple[str, Digest], set[Digest]],
     pulls: PullRecords | None,
+    deleting: _Deleting,
 ) -> None:
     """Delete what ``result`` lists; ``online``, what is still as old as it was: blobs as
     old as the first cutoff, untagged manifests as their repository's in the second.
@@ -298,6 +367,7 @@ async def _delete(
             log.info("deleted manifest %s@%s", name, digest)
         if pulls is not None:
             await pulls.forget(name, digest)
+        deleting.manifest()
     if spared:
         kept = [d for d in result.deleted_blobs if d in spared]
         result.deleted_blobs = [d for d in result.deleted_blobs if d not in spared]
@@ -307,24 +377,84 @@ async def _delete(
     links: dict[Digest, list[str]] = {}
     for name, digest in result.deleted_links:
         links.setdefault(digest, []).append(name)
-    for digest in list(result.deleted_blobs):
-        names = links.get(digest, [])
-        if blob_cutoff is not None:
-            if not await _collect_while_serving(registry, digest, names, blob_cutoff):
-                # Found meanwhile: it stays, and so do its links.
-                result.deleted_blobs.remove(digest)
-                result.young_blobs += 1
-                result.reclaimed -= sizes.pop(digest, 0)
-                result.deleted_links = [(n, d) for n, d in result.deleted_links if d != digest]
-            continue
-        # Links first: a pass cut short here leaves content no repository names, never
-        # a link to nothing.
-        for name in names:
+    if blob_cutoff is None:
+        await _sweep(registry, result.deleted_blobs, links, deleting)
+        return
+    cutoff = blob_cutoff
+    stayed: set[Digest] = set()
+
+    async def judge(digest: Digest) -> None:
+        if await _collect_while_serving(registry, digest, links.get(digest, []), cutoff):
+            deleting.blob(sizes.get(digest, 0))
+        else:
+            stayed.add(digest)  # found meanwhile: it stays, and so do its links
+
+    await _each(result.deleted_blobs, judge)
+    if stayed:
+        result.deleted_blobs = [d for d in result.deleted_blobs if d not in stayed]
+        result.deleted_links = [(n, d) for n, d in result.deleted_links if d not in stayed]
+        result.young_blobs += len(stayed)
+        result.reclaimed -= sum(sizes.pop(d, 0) for d in stayed)
+
+
+#: Blobs deleted at once: each deletion waits on storage (a thread, a request), not the CPU.
+CONCURRENCY = 16
+
+#: Blobs whose files go in one call of a driver's ``BatchDeletes``.
+BATCH = 1000
+
+
+async def _each(digests: list[Digest], work: Callable[[Digest], Awaitable[None]]) -> None:
+    """``work`` on each digest, ``CONCURRENCY`` at a time, in order of starting."""
+    pending = iter(digests)
+
+    async def worker() -> None:
+        for digest in pending:
+            await work(digest)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(CONCURRENCY, len(digests))):
+            group.create_task(worker())
+
+
+async def _sweep(
+    registry: StorageRegistry,
+    digests: list[Digest],
+    links: dict[Digest, list[str]],
+    deleting: _Deleting,
+) -> None:
+    """Delete blobs no registry writes beside (offline): links first, then content, so a
+    pass cut short leaves content no repository names, never a link to nothing."""
+    blobs, sizes = registry.blobs, deleting.sizes
+    batches = registry.driver.batch_deletes
+    if batches is None:
+
+        async def delete(digest: Digest) -> None:
+            for name in links.get(digest, []):
+                with suppress(BlobUnknown):
+                    await registry.repository(name).blobs.unlink(digest)
+            log.info("deleting blob %s", digest)
             with suppress(BlobUnknown):
-                await registry.repository(name).blobs.unlink(digest)
-        log.info("deleting blob %s", digest)
-        with suppress(BlobUnknown):
-            await registry.blobs.delete(digest)
+                await blobs.delete(digest)
+            deleting.blob(sizes.get(digest, 0))
+
+        await _each(digests, delete)
+        return
+    # An object store has no folders: a blob is its files, and each batch of them goes in a
+    # few requests rather than several per file.
+    for start in range(0, len(digests), BATCH):
+        batch = digests[start : start + BATCH]
+        named = [(name, d) for d in batch for name in links.get(d, [])]
+        await batches.delete_files([path_for(LayerLink(name, d)) for name, d in named])
+        for name, digest in named:
+            await registry.repository(name).blobs.forget_link(digest)
+        for digest in batch:
+            log.info("deleting blob %s", digest)
+            await blobs.forget(digest)
+        files = [path_for(spec) for d in batch for spec in (BlobData(d), BlobHidden(d))]
+        await batches.delete_files(files)
+        for digest in batch:
+            deleting.blob(sizes.get(digest, 0))
 
 
 async def _collect_while_serving(

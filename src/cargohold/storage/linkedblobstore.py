@@ -194,10 +194,14 @@ class LinkedBlobStore:
                 found = True
             except PathNotFound:
                 continue
-        if self._cache is not None:
-            await self._cache.clear_linked(self.name, digest)
+        await self.forget_link(digest)
         if not found:
             raise BlobUnknown(digest)
+
+    async def forget_link(self, digest: Digest) -> None:
+        """Drop what the cache says of ``digest`` here (its link was deleted)."""
+        if self._cache is not None:
+            await self._cache.clear_linked(self.name, digest)
 
     async def mount(self, source: str, digest: Digest) -> Descriptor:
         """Link here a blob that repository ``source`` has."""
