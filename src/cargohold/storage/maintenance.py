@@ -146,7 +146,8 @@ class StorageMaintenance:
                 watch.skipped()
             return
         except CargoholdError as exc:
-            log.warning("garbage collection failed: %s", exc)
+            # The type too: some errors say nothing more than their name.
+            log.warning("garbage collection failed: %s: %s", type(exc).__name__, exc)
             if watch is not None:
                 # One that collected and then failed still tells what it deleted.
                 watch.failed(collected)
