@@ -13,7 +13,9 @@ each server's peak RSS; writes every raw sample to JSON.
 ``skopeo copy`` (``bench.imagecopy``), ``--metrics`` compares cargohold with
 metrics and tracing off and on (``bench.metrics``), ``--notifications`` without
 and with one webhook endpoint (``bench.notifications``), ``--proxy`` both
-registries as pull-through caches of one upstream (``bench.proxy``).
+registries as pull-through caches of one upstream (``bench.proxy``), ``--gc``
+``cargohold gc`` against Distribution's ``garbage-collect`` on the same roots
+(``bench.gc``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ DEFAULT_JSON = {
     "metrics": RESULTS / "metrics.json",
     "notifications": RESULTS / "notifications.json",
     "proxy": RESULTS / "proxy.json",
+    "gc": RESULTS / "gc.json",
 }
 
 
@@ -57,15 +60,17 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="1 round, short runs")
     parser.add_argument(
-        "--rounds", type=int, help="rounds (default 3, 5 with --proxy, or 1 with --quick)"
+        "--rounds",
+        type=int,
+        help="rounds (default 3, 5 with --proxy, 3 or 1 by size with --gc, 1 with --quick)",
     )
     parser.add_argument("--only", help=f"comma-separated workloads: {','.join(names)}")
     parser.add_argument(
         "--json",
         type=Path,
         help=f"results file (default {DEFAULT_JSON['filesystem']}, or s3.json, s3-redis.json,"
-        " copy.json, metrics.json, notifications.json, proxy.json beside it for the other"
-        " modes)",
+        " copy.json, metrics.json, notifications.json, proxy.json, gc.json beside it for the"
+        " other modes)",
     )
     parser.add_argument(
         "--calibrate",
@@ -110,7 +115,24 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--layer-mib", type=float, help="with --proxy: MiB of each layer (default 20)"
     )
+    parser.add_argument(
+        "--gc",
+        action="store_true",
+        help="cargohold gc against docker-registry garbage-collect, plain and with"
+        " --delete-untagged, on copies of one root of 10k and one of 100k blobs",
+    )
+    parser.add_argument(
+        "--gc-sizes",
+        help="with --gc: comma-separated blob counts of the roots (default 10000,100000,"
+        " or 10000 with --quick)",
+    )
+    parser.add_argument(
+        "--gc-dir",
+        type=Path,
+        help="with --gc: where the roots are written (default /dev/shm, tmpfs)",
+    )
     args = parser.parse_args(argv)
+    _check_gc(parser, args)
     if args.proxy and (
         args.s3 or args.copy or args.calibrate or args.metrics or args.notifications or args.only
     ):
@@ -152,6 +174,22 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _check_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.gc_sizes is not None or args.gc_dir is not None) and not args.gc:
+        parser.error("--gc-sizes and --gc-dir go with --gc")
+    if not args.gc:
+        return
+    others = ("s3", "copy", "calibrate", "metrics", "notifications", "proxy", "only")
+    if any(getattr(args, name) for name in others):
+        parser.error(f"--gc takes no {', '.join('--' + name for name in others)}")
+    if args.gc_sizes is not None:
+        from bench.gcroot import MIN_BLOBS
+
+        sizes = args.gc_sizes.split(",")
+        if not all(size.isdigit() and int(size) >= MIN_BLOBS for size in sizes):
+            parser.error(f"--gc-sizes: blob counts of at least {MIN_BLOBS}, comma-separated")
+
+
 def _select(only: str | None) -> list[Workload]:
     workloads = all_workloads()
     if only:
@@ -161,6 +199,8 @@ def _select(only: str | None) -> list[Workload]:
 
 
 def _mode(args: argparse.Namespace) -> str:
+    if args.gc:
+        return "gc"
     if args.proxy:
         return "proxy"
     if args.copy:
@@ -183,6 +223,7 @@ def _require_tools(mode: str) -> None:
         "metrics": ("wrk", "ab"),
         "notifications": ("ab",),
         "proxy": ("docker-registry",),
+        "gc": ("docker-registry",),
     }[mode]
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
@@ -277,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import imagecopy
 
             return imagecopy.run(args, json_path)
+        if mode == "gc":
+            from bench import gc
+
+            return gc.run(args, json_path)
         if mode == "proxy":
             from bench import proxy
 

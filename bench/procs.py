@@ -61,6 +61,19 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
+def peak_rss_kib(pid: int) -> int:
+    """The peak RSS (KiB) of process ``pid`` since it last exec'd: its VmHWM; 0 once it exited.
+
+    Not ``wait4``'s ru_maxrss: that keeps the peak of the memory the child was
+    (v)forked with, the parent's, however small the program it ran.
+    """
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", "rb") as file:
+        for line in file:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_seconds(root: int) -> float:
     """User + system CPU seconds used so far by the live tree under ``root``."""
     total = 0

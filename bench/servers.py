@@ -212,9 +212,10 @@ def start_trivial(workdir: Path, big_path: str, big: bytes | bytearray) -> Itera
 
 
 @contextmanager
-def workdir(keep: bool = False) -> Iterator[Path]:
-    """A scratch directory for the roots, configs and logs; removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="cargohold-bench-"))
+def workdir(keep: bool = False, parent: Path | None = None) -> Iterator[Path]:
+    """A scratch directory for the roots, configs and logs (in ``parent``, by default the
+    temporary directory); removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="cargohold-bench-", dir=parent))
     try:
         yield path
     finally:
