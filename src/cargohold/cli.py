@@ -156,9 +156,9 @@ def gc(
     import json
     import time
 
-    from cargohold.api.app import build_registry
     from cargohold.config import load_config
     from cargohold.metrics.gcreport import GcReport, ReportUnwritable, check_writable
+    from cargohold.storage.configured import build_registry
     from cargohold.storage.gc import (
         collect_garbage,
         inventory_of,

@@ -14,9 +14,9 @@ import yaml
 from tests.api.conftest import MakeRegistry, Registry, assert_error, random_blob
 from tests.support.waiting import eventually
 
-from cargohold.api.app import registry_options
 from cargohold.config import parse_config
 from cargohold.errors import ConfigError, PathNotFound
+from cargohold.storage.configured import registry_options
 from cargohold.storage.gc import load_report
 from cargohold.storage.paths import BlobTouched, path_for
 from cargohold.storage.registry import StorageRegistry

@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from jwt.algorithms import ECAlgorithm
 
-from cargohold.api.app import registry_options
 from cargohold.config import parse_config
 from cargohold.digest import Digest, digest_of
 from cargohold.errors import (
@@ -26,6 +25,7 @@ from cargohold.errors import (
 from cargohold.manifest import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SCHEMA1_SIGNED
 from cargohold.manifest.schema1 import SignedManifest, sign
 from cargohold.manifest.urls import URLPolicy
+from cargohold.storage.configured import registry_options
 from cargohold.storage.driver.inmemory import InMemoryDriver
 from cargohold.storage.paths import (
     BlobData,
