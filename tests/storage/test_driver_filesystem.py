@@ -136,3 +136,20 @@ async def test_sigkill_mid_write_never_leaves_a_partial_file(tmp_path: Path, mod
         else:
             assert content in (old, b"N" * (64 << 20)), "torn file at the target path"
     await driver.close()
+
+
+async def test_delete_files_takes_the_folder_a_file_leaves_empty_and_no_further(
+    tmp_path: Path,
+) -> None:
+    """A collection deleting a blob's ``data`` or a link's ``link`` leaves no empty folder,
+    as Distribution's removal of the whole folder does."""
+    driver = FilesystemDriver(str(tmp_path))
+    await driver.put_content("/blobs/ab/abc/data", b"x")
+    await driver.put_content("/blobs/ab/abd/data", b"y")
+    await driver.put_content("/blobs/ab/abd/other", b"z")
+    deletes = driver.batch_deletes
+    await deletes.delete_files(["/blobs/ab/abc/data", "/blobs/ab/abd/data"])
+    assert not (tmp_path / "blobs/ab/abc").exists()  # its last file went: so did it
+    assert (tmp_path / "blobs/ab/abd/other").read_bytes() == b"z"  # not empty: it stays
+    assert (tmp_path / "blobs/ab").is_dir()  # never a folder further up
+    await driver.close()

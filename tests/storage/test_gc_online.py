@@ -285,3 +285,48 @@ async def test_a_tag_written_while_a_pass_removes_the_manifest_keeps_it(
     assert (result.deleted_manifests, result.deleted_blobs, result.reclaimed) == ([], [], 0)
     assert await repo.tags.get("stable") == manifest.digest
     assert (await repo.manifests.get(manifest.digest)).payload == manifest.payload
+
+
+async def test_of_many_processes_taking_the_lease_at_once_exactly_one_holds_it(
+    storage_driver: StorageDriver,
+) -> None:
+    """A local disk creates the lease only where there is none: no wait decides it."""
+    assert storage_driver.exclusive_creates is not None
+
+    async def take() -> bool:
+        try:
+            async with holding(storage_driver):
+                await asyncio.sleep(0.05)  # still held while the others try
+                return True
+        except LeaseHeld:
+            return False
+
+    assert sorted(await asyncio.gather(*(take() for _ in range(8)))) == [False] * 7 + [True]
+
+
+async def test_an_expired_lease_is_taken_over_by_exactly_one(
+    storage_driver: StorageDriver,
+) -> None:
+    expired = {"owner": "gone", "host": "elsewhere", "pid": 1, "expires": time.time() - 1}
+    await storage_driver.put_content(path_for(GcLease()), json.dumps(expired).encode())
+
+    async def take() -> str | None:
+        try:
+            async with holding(storage_driver) as owner:
+                await asyncio.sleep(0.05)
+                return owner
+        except LeaseHeld:
+            return None
+
+    owners = [o for o in await asyncio.gather(*(take() for _ in range(4))) if o is not None]
+    assert len(owners) == 1
+    # Nothing is left beside it: the lease moved aside to take it over is gone.
+    assert await storage_driver.list("/cargohold/gc") == []
+
+
+async def test_a_create_where_a_file_is_leaves_it_unchanged(storage_driver: StorageDriver) -> None:
+    creates = storage_driver.exclusive_creates
+    assert creates is not None
+    assert await creates.create("/a/lease", b"first") is True
+    assert await creates.create("/a/lease", b"second") is False
+    assert await storage_driver.get_content("/a/lease") == b"first"

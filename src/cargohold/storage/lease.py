@@ -1,11 +1,16 @@
 """One garbage collection at a time, among every process on one storage: a lease in storage.
 
 The lease is a small file (``paths.GcLease``) naming its holder and when it
-expires. A process takes it when it is absent, expired or its own, writes
-itself in, waits a moment and reads it back: of two that wrote at once, only
-the one read back holds it. The holder renews it while it works; a holder
-killed outright stops renewing, and the lease is free once it expires, or at
-once when the holder was a process of this host that is gone.
+expires. The holder renews it while it works; a holder killed outright stops
+renewing, and the lease is free once it expires, or at once when the holder
+was a process of this host that is gone.
+
+Where the driver writes a file only where there is none (``ExclusiveCreates``:
+a local disk), a process takes the lease by creating it, and a free one by
+first moving it aside (of two movers, one finds it): no wait. Elsewhere (an
+object store) a process takes it when it is absent or free, writes itself in,
+waits a moment and reads it back: of two that wrote at once, only the one read
+back holds it.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cargohold.errors import CargoholdError, PathNotFound
-from cargohold.storage.driver.base import StorageDriver
-from cargohold.storage.paths import GcLease, path_for
+from cargohold.storage.driver.base import ExclusiveCreates, StorageDriver
+from cargohold.storage.paths import GcLease, GcLeaseAside, path_for
 
 __all__ = ["LEASE", "LeaseHeld", "holding"]
 
@@ -64,7 +69,7 @@ async def _read(driver: StorageDriver) -> dict[str, object] | None:
     return document if isinstance(document, dict) else None
 
 
-async def _write(driver: StorageDriver, owner: str, lease: float) -> None:
+def _document(owner: str, lease: float) -> bytes:
     document = {
         "owner": owner,
         "host": socket.gethostname(),
@@ -72,7 +77,50 @@ async def _write(driver: StorageDriver, owner: str, lease: float) -> None:
         "pid": os.getpid(),
         "expires": time.time() + lease,
     }
-    await driver.put_content(path_for(GcLease()), json.dumps(document).encode())
+    return json.dumps(document).encode()
+
+
+async def _write(driver: StorageDriver, owner: str, lease: float) -> None:
+    await driver.put_content(path_for(GcLease()), _document(owner, lease))
+
+
+def _under_way(current: dict[str, object] | None) -> LeaseHeld:
+    holder = current.get("owner") if current is not None else "another process"
+    return LeaseHeld(f"a garbage collection is under way ({holder})")
+
+
+async def _take_exclusively(
+    driver: StorageDriver, creates: ExclusiveCreates, owner: str, lease: float
+) -> None:
+    """Take the lease by creating it; a free one is moved aside first. ``LeaseHeld`` else."""
+    path = path_for(GcLease())
+    if await creates.create(path, _document(owner, lease)):
+        return
+    current = await _read(driver)
+    if current is not None and _held(current):
+        raise _under_way(current)
+    aside = path_for(GcLeaseAside(uuid.uuid4().hex))
+    try:
+        await driver.move(path, aside)
+    except PathNotFound:
+        raise _under_way(None) from None  # another process moved it first: it takes it
+    try:
+        moved = await driver.get_content(aside)
+    finally:
+        with contextlib.suppress(PathNotFound):
+            await driver.delete(aside)
+    try:
+        judged = json.loads(moved)
+    except ValueError:
+        judged = None
+    seen = current.get("owner") if current is not None else None
+    if not isinstance(judged, dict) or judged.get("owner") != seen:
+        # Taken (or renewed) between the read and the move: not the lease judged free.
+        # Back where it was, unless someone took the place meanwhile.
+        await creates.create(path, moved)
+        raise _under_way(judged if isinstance(judged, dict) else None)
+    if not await creates.create(path, _document(owner, lease)):
+        raise _under_way(await _read(driver))
 
 
 def _held(current: dict[str, object]) -> bool:
@@ -100,15 +148,18 @@ def _held(current: dict[str, object]) -> bool:
 async def holding(driver: StorageDriver, lease: float = LEASE) -> AsyncIterator[str]:
     """Hold the lease for the block (``LeaseHeld`` when another process does); its owner name."""
     owner = _owner()
-    current = await _read(driver)
-    if current is not None and _held(current):
-        raise LeaseHeld(f"a garbage collection is under way ({current.get('owner')})")
-    await _write(driver, owner, lease)
-    await asyncio.sleep(SETTLE)
-    current = await _read(driver)
-    if current is None or current.get("owner") != owner:
-        holder = current.get("owner") if current is not None else "another process"
-        raise LeaseHeld(f"a garbage collection is under way ({holder})")
+    creates = driver.exclusive_creates
+    if creates is not None:
+        await _take_exclusively(driver, creates, owner, lease)
+    else:
+        current = await _read(driver)
+        if current is not None and _held(current):
+            raise _under_way(current)
+        await _write(driver, owner, lease)
+        await asyncio.sleep(SETTLE)
+        current = await _read(driver)
+        if current is None or current.get("owner") != owner:
+            raise _under_way(current)
 
     async def renewing() -> None:
         while True:

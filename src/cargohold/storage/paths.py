@@ -21,6 +21,7 @@ the other's storage::
     /scheduler-state.json                     (Distribution's proxy schedule, read on adoption)
     /cargohold/gc/touched/<alg>/<xx>/<hex>    (cargohold's: when a blob was last reused)
     /cargohold/gc/lease                       (cargohold's: the one collection under way)
+    /cargohold/gc/lease-aside-<token>         (cargohold's: a free lease being taken over)
     /cargohold/gc/last.json                   (cargohold's: the last collection's report)
     /cargohold/live/<process>                 (cargohold's: the registries writing here)
 
@@ -281,6 +282,13 @@ class GcLease:
 
 
 @dataclass(frozen=True, slots=True)
+class GcLeaseAside:
+    """The lease moved aside (under a random ``token``) to take it over from a holder gone."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class GcLastReport:
     """What the last garbage collection did."""
 
@@ -331,6 +339,7 @@ PathSpec = (
     | PullsDir
     | ManifestPulled
     | GcLease
+    | GcLeaseAside
     | GcLastReport
     | LiveRegistriesDir
     | LiveRegistry
@@ -407,6 +416,7 @@ _LAYOUT: dict[type, Callable[[Any], str]] = {
     BlobHidden: lambda s: f"{_blob_dir(s.digest)}/collecting",
     BlobTouched: lambda s: f"/cargohold/gc/touched/{_blob_dir(s.digest)[len(BLOBS) + 1 :]}",
     GcLease: lambda s: "/cargohold/gc/lease",
+    GcLeaseAside: lambda s: f"/cargohold/gc/lease-aside-{s.token}",
     GcLastReport: lambda s: "/cargohold/gc/last.json",
     LiveRegistriesDir: lambda s: "/cargohold/live",
     LiveRegistry: lambda s: f"/cargohold/live/{s.token}",

@@ -43,7 +43,10 @@ capability, never for the driver's class:
 - ``immediate`` (``ImmediateFiles``): small reads finish at once, without
   waiting on anything, so the request fast path may make them inline;
 - ``batch_deletes`` (``BatchDeletes``): many files go in a few requests (S3's
-  DeleteObjects), where ``delete`` costs several requests per file.
+  DeleteObjects), where ``delete`` costs several requests per file;
+- ``exclusive_creates`` (``ExclusiveCreates``): a file is written only where
+  there is none, atomically (a local disk's link(2)), so that of two writers
+  exactly one wins.
 
 Blocking calls (fsync, recursive deletes, copies) run on the threads of the
 registry that uses the driver (``use_threads``), or, for a driver used on its
@@ -133,11 +136,23 @@ class BatchDeletes(Protocol):
         leave behind what nothing can reach any more (S3 does not abort the
         multipart uploads at the paths). A path where there is no file
         (missing, or a directory) is not an error, and nothing below a path is
-        ever deleted: unlike ``delete``, it is not recursive. Every path is
+        ever deleted: unlike ``delete``, it is not recursive. A driver with
+        folders also removes the folder of a file it deleted when that file was
+        the last thing in it (a blob's, a link's), never a folder further up.
+        Every path is
         checked first: an invalid one raises ``InvalidPath`` and nothing is
         deleted. A failure part way (``StorageUnavailable``) may leave some of
         the files deleted and others not; the same call again finishes the job.
         """
+        ...
+
+
+class ExclusiveCreates(Protocol):
+    """A driver that can write a file only where there is none, atomically."""
+
+    async def create(self, path: str, content: bytes) -> bool:
+        """Write ``content`` at ``path`` if no file is there, whole or not at all; whether it
+        was written (False: a file was there, and is unchanged)."""
         ...
 
 
@@ -323,6 +338,10 @@ class StorageDriver(ABC):
 
     @property
     def batch_deletes(self) -> BatchDeletes | None:
+        return None
+
+    @property
+    def exclusive_creates(self) -> ExclusiveCreates | None:
         return None
 
     def _checked_deletes(

@@ -22,7 +22,9 @@ copies) run on the registry's threads (at most ``maxthreads`` of its own when
 used alone).
 
 It offers every optional capability but redirects: its paths are local files
-(``local_files``), and small reads finish at once (``immediate``).
+(``local_files``), small reads finish at once (``immediate``), and many files
+go in one hand-off to a thread (``batch_deletes``), each with its folder when
+it was the last thing there, as a collection wants of a blob or a link.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ from cargohold.errors import (
     StorageUnavailable,
 )
 from cargohold.storage.driver.base import (
+    BatchDeletes,
     Descend,
+    ExclusiveCreates,
     FileInfo,
     FileWriter,
     ImmediateFiles,
@@ -83,6 +87,47 @@ class FilesystemDriver(StorageDriver):
     @property
     def immediate(self) -> ImmediateFiles:
         return self
+
+    @property
+    def batch_deletes(self) -> BatchDeletes:
+        return self._checked_deletes(self._delete_files)
+
+    @property
+    def exclusive_creates(self) -> ExclusiveCreates:
+        return self
+
+    async def create(self, path: str, content: bytes) -> bool:
+        path = self._file_path(path)
+        full, temp = self._full(path), self._full(_temp_name(path))
+        with self._errors(path):
+            fd = _create(temp, full)
+            try:
+                try:
+                    _write_all(fd, content)
+                    await self.in_thread(os.fsync, fd)
+                finally:
+                    os.close(fd)
+                # link(2) makes the whole file appear at the path, or fails if one is there.
+                os.link(temp, full)
+            except FileExistsError:
+                return False
+            finally:
+                _unlink_quietly(temp)
+        return True
+
+    async def _delete_files(self, paths: list[str]) -> None:
+        with self._errors(paths[0] if paths else "/"):
+            await self.in_thread(self._unlink_all, [self._full(p) for p in paths])
+
+    @staticmethod
+    def _unlink_all(paths: list[str]) -> None:
+        for path in paths:
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue  # no file there
+            with suppress(OSError):  # not empty, or gone: either way, it is not ours to take
+                os.rmdir(os.path.dirname(path))
 
     def local_path(self, path: str) -> str:
         return self._full(self._any_path(path))

@@ -18,6 +18,7 @@ from cargohold.errors import InvalidOffset, InvalidPath, PathNotFound, StorageDr
 from cargohold.storage.driver.base import (
     BatchDeletes,
     Descend,
+    ExclusiveCreates,
     FileInfo,
     FileWriter,
     ImmediateFiles,
@@ -124,6 +125,19 @@ class InMemoryDriver(StorageDriver):
         return list(node.children) if isinstance(node, _Dir) else None
 
     # -- batch deletes --------------------------------------------------------------------
+
+    @property
+    def exclusive_creates(self) -> ExclusiveCreates:
+        return self
+
+    async def create(self, path: str, content: bytes) -> bool:
+        path = self._file_path(path)
+        try:
+            self._file(path)
+        except StorageDriverError:
+            self._store(path, bytes(content))
+            return True
+        return False
 
     @property
     def batch_deletes(self) -> BatchDeletes:
