@@ -489,8 +489,9 @@ async def test_a_lease_of_another_host_holds_until_it_expires(tmp_path: Path) ->
 
 # -- a pass killed mid-sweep -----------------------------------------------------------------
 
-#: Orphans for the killed passes: enough for five of them to be killed mid-sweep.
-ORPHANS = 2000
+#: Orphans for the killed passes: enough for five of them to be killed mid-sweep, a batch of
+#: deletions at a time.
+ORPHANS = (5 * gc_module.BATCHES_AT_ONCE + 2) * gc_module.BATCH
 
 
 def kill_mid_sweep(config: Path, root: Path, orphans: list[Digest]) -> int:
@@ -521,9 +522,9 @@ def assert_no_link_to_nothing(root: Path, orphans: list[Digest]) -> list[Digest]
     names = linked(root)
     for digest in names:
         assert data_file(root, digest).exists(), f"{digest} is linked, its content is gone"
-    # Links go first: at most the blobs being swept when the pass died (CONCURRENCY at once)
-    # lost their links alone.
-    assert 0 <= still_there(root, orphans) - len(set(names) & set(orphans)) <= gc_module.CONCURRENCY
+    # Links go first: at most the batches being swept when the pass died lost their links alone.
+    in_flight = gc_module.BATCH * gc_module.BATCHES_AT_ONCE
+    assert 0 <= still_there(root, orphans) - len(set(names) & set(orphans)) <= in_flight
     return names
 
 

@@ -13,6 +13,7 @@ from cargohold.digest import digest_of
 from cargohold.errors import BlobUnknown, ManifestUnknown
 from cargohold.manifest import OCI_INDEX, OCI_MANIFEST
 from cargohold.registry import PurgedUpload
+from cargohold.storage import gc
 from cargohold.storage.cache.memory import MemoryBlobDescriptorCache
 from cargohold.storage.gc import collect_garbage
 from cargohold.storage.paths import BlobData, UploadDir, UploadStartedAt, path_for
@@ -170,3 +171,30 @@ def test_gc_command_sweeps_a_filesystem_root(tmp_path: Path) -> None:
     assert real.returncode == 0, real.stderr
     assert f"deleted blob {orphan}" in real.stdout.decode()
     assert not data.exists()
+
+
+async def test_the_quick_read_of_a_manifest_finds_what_the_full_parse_finds(
+    registry: StorageRegistry,
+) -> None:
+    """Collection reads image manifests and indexes from their JSON alone; it must keep
+    alive exactly what the full parse of the same bytes says they reference."""
+    repo = registry.repository("quick")
+    image = await image_manifest(repo, layers=3)
+    docker = await image_manifest(repo, layers=1, docker=True)
+    body = json.loads(image)
+    body["layers"].append(body["layers"][0])  # a layer listed twice
+    body["subject"] = subject_json(docker)
+    twice = json.dumps(body).encode()
+    index = index_manifest(image, docker, subject=subject_json(image))
+    docker_list = json.loads(index_manifest(image))
+    docker_list["mediaType"] = "application/vnd.docker.distribution.manifest.list.v2+json"
+    for payload in (image, docker, twice, index, json.dumps(docker_list).encode()):
+        digest = digest_of(payload)
+        quick = gc._quick(digest, payload, False)
+        assert quick is not None
+        full = gc._full(digest, payload, False)
+        assert sorted(quick.references) == sorted(full.references)
+        assert sorted(quick.children) == sorted(full.children)
+        assert (quick.subject, quick.size) == (full.subject, full.size)
+    for odd in (b"[]", b'{"mediaType": "application/x-unknown"}', b'{"schemaVersion": 2}'):
+        assert gc._quick(digest_of(odd), odd, False) is None

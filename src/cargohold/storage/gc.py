@@ -53,7 +53,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import Digest
@@ -69,9 +69,16 @@ from cargohold.errors import (
     PathNotFound,
 )
 from cargohold.manifest import Manifest, media_type_of, parse_manifest
+from cargohold.manifest.mediatypes import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
 from cargohold.manifest.schema1 import SignedManifest
-from cargohold.storage.driver.base import StorageDriver
+from cargohold.storage.driver.base import BatchDeletes, ImmediateFiles, StorageDriver
 from cargohold.storage.paths import (
+    LINK_LIMIT,
     BlobData,
     BlobHidden,
     BlobsRoot,
@@ -80,26 +87,31 @@ from cargohold.storage.paths import (
     LayersDir,
     ManifestRevisionLink,
     ManifestRevisionsDir,
+    ReferrerDescriptor,
     RegistryRoot,
     TagCurrentLink,
+    TagIndexLink,
     TagsDir,
     digest_from_path,
     parse_link,
     path_for,
 )
 from cargohold.storage.pulls import PullRecords
+from cargohold.storage.registry import IMMEDIATE_MANIFEST_LIMIT as MANIFEST_LIMIT
 from cargohold.storage.registry import StorageRegistry
 from cargohold.storage.retention import Retention, TagState
 from cargohold.storage.reuse import ReuseRecords
 
 log = logging.getLogger("cargohold.gc")
 
+_T = TypeVar("_T")
+
 
 class CacheUnreachable(CargoholdError):
     """The shared blob descriptor cache does not answer, so nothing was swept."""
 
 
-@dataclass
+@dataclass(repr=False)
 class Collection:
     """What a collection found and did (or, in a dry run, would do)."""
 
@@ -123,6 +135,14 @@ class Collection:
     manifest_sizes: dict[tuple[str, Digest], int] = field(default_factory=dict)
     #: The size of each blob to delete, as storage listed it.
     blob_sizes: dict[Digest, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Counts, not contents: asyncio shows the result of a run's main task, and a full
+        # collection's digests take a noticeable part of a second to write out.
+        return (
+            f"Collection({len(self.marked)} marked, {len(self.deleted_blobs)} blobs, "
+            f"{len(self.deleted_manifests)} manifests, {len(self.removed_tags)} tags)"
+        )
 
 
 @dataclass
@@ -211,11 +231,21 @@ async def collect_garbage(
     #: Per repository, how recent an untagged manifest's link must be to stay.
     cutoffs: dict[str, float] = {}
     pulls = registry.pulls or PullRecords(registry.driver, 0.0)
+    #: Offline, where reads finish at once, a repository is read without a wait per file.
+    files = None if online else registry.driver.immediate
+    #: Every tag of each repository holding a manifest to delete: its history goes too.
+    tag_names: dict[str, list[str]] = {}
+    subjects: dict[tuple[str, Digest], Digest] = {}
     told = Progress()
     progress(told)
     for name in await registry.catalog():
         policy = retention.policy_for(name) if retention is not None else None
-        tags = await tag_states(registry, name, pulls if retention is not None else None)
+        # Retention judges tags and revisions by their times, which the quick read skips.
+        scan = _scan_now(files, name) if files is not None and policy is None else None
+        if scan is None:
+            tags = await tag_states(registry, name, pulls if retention is not None else None)
+        else:
+            tags = scan.tags
         removed: set[str] = set()
         if policy is not None:
             for state in policy.removals(tags, reference, grace or 0.0):
@@ -223,7 +253,12 @@ async def collect_garbage(
                     result.removed_tags.append((name, state))
                     removed.add(state.tag)
         tagged = {t.digest for t in tags if t.tag not in removed}
-        revisions = await revisions_of(registry, name, tagged)
+        if scan is None:
+            revisions = await revisions_of(registry, name, tagged)
+        else:
+            revisions = scan.revisions
+            for revision in revisions.values():
+                revision.tagged = revision.digest in tagged
         untagged_age = policy.untagged if policy is not None else None
         cutoffs[name] = cutoff if untagged_age is None else min(cutoff, reference - untagged_age)
         deleting = delete_untagged or untagged_age is not None
@@ -238,7 +273,10 @@ async def collect_garbage(
                 result.deleted_manifests.append((name, revision.digest))
                 result.manifest_sizes[(name, revision.digest)] = revision.size
                 needs[(name, revision.digest)] = {revision.digest, *revision.references}
-        links[name] = await layer_links(registry, name)
+                tag_names[name] = [t.tag for t in tags if t.tag not in removed]
+                if revision.subject is not None:
+                    subjects[(name, revision.digest)] = revision.subject
+        links[name] = scan.links if scan is not None else await layer_links(registry, name)
         told.repositories += 1
         told.manifests += len(revisions)
         progress(told)
@@ -249,20 +287,35 @@ async def collect_garbage(
     sizes = result.blob_sizes
     told.phase = "sweep"
     progress(told)
-    async for digest, info in registry.blobs.enumerate_infos():
-        told.blobs += 1
-        if told.blobs % PROGRESS_EVERY == 0:
-            progress(told)
-        if digest in result.marked:
-            continue
-        if online and (
-            info.modtime.timestamp() > cutoff or await _reused_since(reuse, digest, cutoff)
-        ):
-            result.young_blobs += 1
-            continue
-        result.deleted_blobs.append(digest)
-        result.reclaimed += info.size
-        sizes[digest] = info.size
+    listed = _blobs_now(files) if files is not None else None
+    if files is not None and listed is not None:
+        for digest in listed:
+            told.blobs += 1
+            if told.blobs % PROGRESS_EVERY == 0:
+                progress(told)
+            if digest in result.marked:
+                continue
+            size = files.size_now(path_for(BlobData(digest)))
+            if size is None:
+                continue  # a folder without content: no blob
+            result.deleted_blobs.append(digest)
+            result.reclaimed += size
+            sizes[digest] = size
+    else:
+        async for digest, info in registry.blobs.enumerate_infos():
+            told.blobs += 1
+            if told.blobs % PROGRESS_EVERY == 0:
+                progress(told)
+            if digest in result.marked:
+                continue
+            if online and (
+                info.modtime.timestamp() > cutoff or await _reused_since(reuse, digest, cutoff)
+            ):
+                result.young_blobs += 1
+                continue
+            result.deleted_blobs.append(digest)
+            result.reclaimed += info.size
+            sizes[digest] = info.size
     result.deleted_blobs.sort()
     swept = set(result.deleted_blobs)
     for name, digests in links.items():
@@ -285,6 +338,7 @@ async def collect_garbage(
             needs,
             pulls if retention is not None else None,
             _Deleting(told, progress, result.blob_sizes),
+            _Histories(tag_names, subjects),
         )
         # Clears that failed wait in the cache's journal; the ping replays them.
         result.cache_stale = not await _cache_answers(registry)
@@ -337,6 +391,7 @@ async def _delete(
     needs: dict[tuple[str, Digest], set[Digest]],
     pulls: PullRecords | None,
     deleting: _Deleting,
+    histories: _Histories,
 ) -> None:
     """Delete what ``result`` lists; ``online``, what is still as old as it was: blobs as
     old as the first cutoff, untagged manifests as their repository's in the second.
@@ -345,8 +400,15 @@ async def _delete(
     """
     sizes = result.blob_sizes
     blob_cutoff, cutoffs = online if online is not None else (None, None)
+    batches = registry.driver.batch_deletes
+    if cutoffs is None and batches is not None:
+        await _remove_manifests(batches, result.deleted_manifests, histories, deleting)
+        if pulls is not None:
+            for name, digest in result.deleted_manifests:
+                await pulls.forget(name, digest)
     spared: set[Digest] = set()
-    for name, digest in list(result.deleted_manifests):
+    batched = cutoffs is None and batches is not None
+    for name, digest in [] if batched else list(result.deleted_manifests):
         repository = registry.repository(name)
         if cutoffs is not None and (
             not await _still_untagged_and_old(registry, name, digest, cutoffs[name])
@@ -397,23 +459,148 @@ async def _delete(
         result.reclaimed -= sum(sizes.pop(d, 0) for d in stayed)
 
 
+@dataclass
+class _Histories:
+    """What else names the manifests to delete: every tag's history (``index``) in their
+    repositories, and the referrers index of their subjects."""
+
+    tag_names: dict[str, list[str]]
+    subjects: dict[tuple[str, Digest], Digest]
+
+
+async def _remove_manifests(
+    batches: BatchDeletes,
+    manifests: list[tuple[str, Digest]],
+    histories: _Histories,
+    deleting: _Deleting,
+) -> None:
+    """Delete untagged manifests no registry writes beside (offline), in batches: each one's
+    revision link, its entry in every tag's history and in its subject's referrers, as
+    Distribution's collection removes the first two."""
+
+    async def remove(batch: list[tuple[str, Digest]]) -> None:
+        paths = []
+        for name, digest in batch:
+            log.info("deleting manifest %s@%s", name, digest)
+            paths.append(path_for(ManifestRevisionLink(name, digest)))
+            paths.extend(
+                path_for(TagIndexLink(name, tag, digest))
+                for tag in histories.tag_names.get(name, [])
+            )
+            subject = histories.subjects.get((name, digest))
+            if subject is not None:
+                paths.append(path_for(ReferrerDescriptor(name, subject, digest)))
+        await batches.delete_files(paths)
+        for _ in batch:
+            deleting.manifest()
+
+    await _each(_batches(manifests), remove, BATCHES_AT_ONCE)
+
+
+@dataclass
+class _Scan:
+    """A repository as read at once: its tags, readable revisions and layer links."""
+
+    tags: list[TagState]
+    revisions: dict[Digest, Revision]
+    links: set[Digest]
+
+
+def _digests_under(files: ImmediateFiles, folder: str) -> list[Digest] | None:
+    """The digests named by ``<folder>/<alg>/<hex>`` folders (revisions, layer links)."""
+    found: list[Digest] = []
+    algorithms = files.list_now(folder)
+    if algorithms is None:
+        return None
+    for algorithm in algorithms:
+        names = files.list_now(f"{folder}/{algorithm}")
+        if names is None:
+            return None
+        for name in names:
+            try:
+                found.append(digest_from_path(f"{folder}/{algorithm}/{name}"))
+            except DigestInvalid:
+                continue  # a stray folder: names nothing
+    return found
+
+
+def _scan_now(files: ImmediateFiles, name: str) -> _Scan | None:
+    """Repository ``name`` read without waiting (a local disk), as ``tag_states``,
+    ``revisions_of`` and ``layer_links`` read it; None as soon as one read is not plain
+    (missing where it should not be, too large, an error): the caller reads it again the
+    long way, which tells a damage from an error. Tag times are not read (0)."""
+    tag_names = files.list_now(path_for(TagsDir(name)))
+    revisions_found = _digests_under(files, path_for(ManifestRevisionsDir(name)))
+    links = _digests_under(files, path_for(LayersDir(name)))
+    if tag_names is None or revisions_found is None or links is None:
+        return None
+    tags = []
+    for tag in tag_names:
+        link = files.read_now(path_for(TagCurrentLink(name, tag)), LINK_LIMIT)
+        if link is None:
+            return None
+        try:
+            tags.append(TagState(tag, parse_link(link), 0.0, None))
+        except DigestInvalid:
+            return None
+    revisions: dict[Digest, Revision] = {}
+    for digest in revisions_found:
+        if files.read_now(path_for(ManifestRevisionLink(name, digest)), LINK_LIMIT) is None:
+            continue  # a folder without its link: no revision (or a damage the long way skips)
+        data = path_for(BlobData(digest))
+        payload = files.read_now(data, MANIFEST_LIMIT)
+        if payload is None:
+            if files.size_now(data) is None:
+                continue  # a link to nothing keeps nothing alive
+            return None
+        revisions[digest] = _describe(digest, payload, False)
+    return _Scan(tags, revisions, set(links))
+
+
+def _blobs_now(files: ImmediateFiles) -> list[Digest] | None:
+    """Every blob folder in storage (``<alg>/<xx>/<hex>``), listed without a stat each."""
+    root = path_for(BlobsRoot())
+    algorithms = files.list_now(root)
+    if algorithms is None:
+        return None
+    found: list[Digest] = []
+    for algorithm in algorithms:
+        prefixes = files.list_now(f"{root}/{algorithm}")
+        if prefixes is None:
+            return None
+        for prefix in prefixes:
+            names = files.list_now(f"{root}/{algorithm}/{prefix}")
+            if names is None:
+                return None
+            for name in names:
+                try:
+                    found.append(digest_from_path(f"{root}/{algorithm}/{prefix}/{name}/data"))
+                except DigestInvalid:
+                    continue
+    return found
+
+
 #: Blobs deleted at once: each deletion waits on storage (a thread, a request), not the CPU.
 CONCURRENCY = 16
 
 #: Blobs whose files go in one call of a driver's ``BatchDeletes``.
 BATCH = 1000
+#: Batches deleted at once: a disk's deletions are kernel work, which both cores can do.
+BATCHES_AT_ONCE = 2
 
 
-async def _each(digests: list[Digest], work: Callable[[Digest], Awaitable[None]]) -> None:
-    """``work`` on each digest, ``CONCURRENCY`` at a time, in order of starting."""
-    pending = iter(digests)
+async def _each(
+    items: list[_T], work: Callable[[_T], Awaitable[None]], at_once: int = CONCURRENCY
+) -> None:
+    """``work`` on each item, ``at_once`` at a time, in order of starting."""
+    pending = iter(items)
 
     async def worker() -> None:
-        for digest in pending:
-            await work(digest)
+        for item in pending:
+            await work(item)
 
     async with asyncio.TaskGroup() as group:
-        for _ in range(min(CONCURRENCY, len(digests))):
+        for _ in range(min(at_once, len(items))):
             group.create_task(worker())
 
 
@@ -440,21 +627,31 @@ async def _sweep(
 
         await _each(digests, delete)
         return
-    # An object store has no folders: a blob is its files, and each batch of them goes in a
-    # few requests rather than several per file.
-    for start in range(0, len(digests), BATCH):
-        batch = digests[start : start + BATCH]
+    # A blob is its files, and each batch of them goes in a few requests (an object store)
+    # or one hand-off to a thread (a disk) rather than several per file; two batches at
+    # once, each its links first.
+
+    async def sweep(batch: list[Digest]) -> None:
         named = [(name, d) for d in batch for name in links.get(d, [])]
         await batches.delete_files([path_for(LayerLink(name, d)) for name, d in named])
-        for name, digest in named:
-            await registry.repository(name).blobs.forget_link(digest)
+        cache = blobs.cache
+        if cache is not None:
+            for name, digest in named:
+                await cache.clear_linked(name, digest)
         for digest in batch:
             log.info("deleting blob %s", digest)
             await blobs.forget(digest)
-        files = [path_for(spec) for d in batch for spec in (BlobData(d), BlobHidden(d))]
-        await batches.delete_files(files)
+        # Only the content: what a pass while serving left hidden is no blob, and the next
+        # one puts it back to judge it again (``recover_hidden``).
+        await batches.delete_files([path_for(BlobData(d)) for d in batch])
         for digest in batch:
             deleting.blob(sizes.get(digest, 0))
+
+    await _each(_batches(digests), sweep, BATCHES_AT_ONCE)
+
+
+def _batches(items: list[_T]) -> list[list[_T]]:
+    return [items[start : start + BATCH] for start in range(0, len(items), BATCH)]
 
 
 async def _collect_while_serving(
@@ -637,7 +834,44 @@ async def revisions_of(
     return found
 
 
+#: The manifests ``_quick`` reads: those with a config and layers, and those with children.
+_IMAGES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+_INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+
+def _quick(digest: Digest, payload: bytes, tagged: bool) -> Revision | None:
+    """The revision of an image manifest or index read from its JSON alone, as ``_describe``
+    finds it; None for anything else or anything unexpected, which ``_describe`` reads.
+
+    Collection reads every manifest of the registry: a manifest's full validation costs
+    several times more, and these were validated when they were pushed.
+    """
+    try:
+        body = json.loads(payload)
+        media_type = body.get("mediaType")
+        if media_type in _IMAGES:
+            found = [body["config"], *body["layers"]]
+        elif media_type in _INDEXES:
+            found = body["manifests"]
+        else:
+            return None
+        sizes = {Digest.parse(d["digest"]): int(d["size"]) for d in found}
+        references = list(sizes)
+        size = len(payload) + sum(sizes.values())
+        subject = body.get("subject")
+        about = Digest.parse(subject["digest"]) if subject is not None else None
+    except (ValueError, TypeError, KeyError, AttributeError, DigestInvalid):
+        return None
+    children = references if media_type in _INDEXES else []
+    return Revision(digest, references, children, about, tagged, size=size)
+
+
 def _describe(digest: Digest, payload: bytes, tagged: bool) -> Revision:
+    quick = _quick(digest, payload, tagged)
+    return quick if quick is not None else _full(digest, payload, tagged)
+
+
+def _full(digest: Digest, payload: bytes, tagged: bool) -> Revision:
     manifest: Manifest
     try:
         media_type = media_type_of(payload)
