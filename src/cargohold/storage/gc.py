@@ -51,6 +51,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -93,6 +94,7 @@ from cargohold.storage.paths import (
     TagIndexLink,
     TagsDir,
     digest_from_path,
+    digest_text,
     parse_link,
     path_for,
 )
@@ -225,7 +227,9 @@ async def collect_garbage(
     result = Collection(online=online)
     if online and not dry_run:
         await recover_hidden(registry)
-    links: dict[str, set[Digest]] = {}
+    #: The layer links of each repository, as digests' text (compared with digests, which
+    #: are text: a stray name matches none).
+    links: dict[str, AbstractSet[str]] = {}
     #: What each manifest to delete would take with it, should it stay after all.
     needs: dict[tuple[str, Digest], set[Digest]] = {}
     #: Per repository, how recent an untagged manifest's link must be to stay.
@@ -289,12 +293,16 @@ async def collect_garbage(
     progress(told)
     listed = _blobs_now(files) if files is not None else None
     if files is not None and listed is not None:
-        for digest in listed:
+        for text in listed:
             told.blobs += 1
             if told.blobs % PROGRESS_EVERY == 0:
                 progress(told)
-            if digest in result.marked:
+            if text in result.marked:
                 continue
+            try:
+                digest = Digest.parse(text)
+            except DigestInvalid:
+                continue  # a stray folder: no blob
             size = files.size_now(path_for(BlobData(digest)))
             if size is None:
                 continue  # a folder without content: no blob
@@ -317,9 +325,9 @@ async def collect_garbage(
             result.reclaimed += info.size
             sizes[digest] = info.size
     result.deleted_blobs.sort()
-    swept = set(result.deleted_blobs)
-    for name, digests in links.items():
-        result.deleted_links.extend((name, d) for d in sorted(digests & swept))
+    swept: dict[str, Digest] = {d: d for d in result.deleted_blobs}
+    for name, found in links.items():
+        result.deleted_links.extend(sorted((name, swept[d]) for d in found if d in swept))
 
     if not dry_run:
         if before_sweep is not None:
@@ -503,12 +511,14 @@ class _Scan:
 
     tags: list[TagState]
     revisions: dict[Digest, Revision]
-    links: set[Digest]
+    #: As unchecked text (``_digests_under``).
+    links: set[str]
 
 
-def _digests_under(files: ImmediateFiles, folder: str) -> list[Digest] | None:
-    """The digests named by ``<folder>/<alg>/<hex>`` folders (revisions, layer links)."""
-    found: list[Digest] = []
+def _digests_under(files: ImmediateFiles, folder: str) -> list[str] | None:
+    """The digests, as unchecked text, that the folders under ``folder`` are named for
+    (revisions, layer links: ``paths.digest_folders``)."""
+    found: list[str] = []
     algorithms = files.list_now(folder)
     if algorithms is None:
         return None
@@ -516,11 +526,7 @@ def _digests_under(files: ImmediateFiles, folder: str) -> list[Digest] | None:
         names = files.list_now(f"{folder}/{algorithm}")
         if names is None:
             return None
-        for name in names:
-            try:
-                found.append(digest_from_path(f"{folder}/{algorithm}/{name}"))
-            except DigestInvalid:
-                continue  # a stray folder: names nothing
+        found.extend(digest_text(algorithm, name) for name in names)
     return found
 
 
@@ -544,7 +550,11 @@ def _scan_now(files: ImmediateFiles, name: str) -> _Scan | None:
         except DigestInvalid:
             return None
     revisions: dict[Digest, Revision] = {}
-    for digest in revisions_found:
+    for text in revisions_found:
+        try:
+            digest = Digest.parse(text)
+        except DigestInvalid:
+            continue  # a stray folder: names nothing
         if files.read_now(path_for(ManifestRevisionLink(name, digest)), LINK_LIMIT) is None:
             continue  # a folder without its link: no revision (or a damage the long way skips)
         data = path_for(BlobData(digest))
@@ -557,13 +567,14 @@ def _scan_now(files: ImmediateFiles, name: str) -> _Scan | None:
     return _Scan(tags, revisions, set(links))
 
 
-def _blobs_now(files: ImmediateFiles) -> list[Digest] | None:
-    """Every blob folder in storage (``<alg>/<xx>/<hex>``), listed without a stat each."""
+def _blobs_now(files: ImmediateFiles) -> list[str] | None:
+    """Every blob folder in storage (``<alg>/<xx>/<hex>``), listed without a stat each: the
+    digests as unchecked text, checked by the caller for those it keeps."""
     root = path_for(BlobsRoot())
     algorithms = files.list_now(root)
     if algorithms is None:
         return None
-    found: list[Digest] = []
+    found: list[str] = []
     for algorithm in algorithms:
         prefixes = files.list_now(f"{root}/{algorithm}")
         if prefixes is None:
@@ -572,11 +583,7 @@ def _blobs_now(files: ImmediateFiles) -> list[Digest] | None:
             names = files.list_now(f"{root}/{algorithm}/{prefix}")
             if names is None:
                 return None
-            for name in names:
-                try:
-                    found.append(digest_from_path(f"{root}/{algorithm}/{prefix}/{name}/data"))
-                except DigestInvalid:
-                    continue
+            found.extend(digest_text(algorithm, name) for name in names)
     return found
 
 

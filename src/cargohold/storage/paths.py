@@ -441,6 +441,14 @@ def repository_name(path: str) -> str:
     return relative
 
 
+def digest_text(algorithm_folder: str, encoded: str) -> str:
+    """The digest a folder named ``encoded`` under ``algorithm_folder`` stands for, as
+    unchecked text: blobs (``<alg>/<xx>/<hex>``), revisions and layer links
+    (``<alg>/<hex>``). Listing folders by the hundred thousand, a caller compares this
+    text with the digests it knows and checks (``Digest.parse``) only those it keeps."""
+    return f"{algorithm_folder}:{encoded}"
+
+
 def digest_from_path(path: str) -> Digest:
     """The digest named by a blob or link location (``.../<alg>/[<xx>/]<hex>[/data|/link]``).
 
