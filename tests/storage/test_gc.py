@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.digest import digest_of
+from cargohold.digest import Digest, digest_of
 from cargohold.errors import BlobUnknown, ManifestUnknown
 from cargohold.manifest import OCI_INDEX, OCI_MANIFEST
 from cargohold.registry import PurgedUpload
@@ -38,8 +38,12 @@ async def test_blobs_no_manifest_references_are_swept(registry: StorageRegistry)
     with pytest.raises(BlobUnknown):
         await repo.blobs.stat(digest_of(b"orphan layer, never referenced"))
     assert (await repo.manifests.get(image.digest)).payload == image.payload
-    for layer in result.marked:
-        assert await registry.blobs.exists(layer)
+    body = json.loads(image.payload)
+    for descriptor in [body["config"], *body["layers"]]:
+        assert descriptor["digest"] in result.marked
+        assert await registry.blobs.exists(Digest.parse(descriptor["digest"]))
+    assert image.digest in result.marked
+    assert len(result.marked) == 1 + 1 + len(body["layers"])
 
 
 async def test_a_dry_run_deletes_nothing(registry: StorageRegistry) -> None:

@@ -50,7 +50,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from collections.abc import Set as AbstractSet
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -78,6 +78,7 @@ from cargohold.manifest.mediatypes import (
 )
 from cargohold.manifest.schema1 import SignedManifest
 from cargohold.storage.driver.base import BatchDeletes, ImmediateFiles, StorageDriver
+from cargohold.storage.markset import MarkSet
 from cargohold.storage.paths import (
     LINK_LIMIT,
     BlobData,
@@ -109,6 +110,10 @@ log = logging.getLogger("cargohold.gc")
 _T = TypeVar("_T")
 
 
+class BlobsUnlisted(CargoholdError):
+    """A folder of blobs could not be listed: the sweep cannot know what is there."""
+
+
 class CacheUnreachable(CargoholdError):
     """The shared blob descriptor cache does not answer, so nothing was swept."""
 
@@ -117,7 +122,8 @@ class CacheUnreachable(CargoholdError):
 class Collection:
     """What a collection found and did (or, in a dry run, would do)."""
 
-    marked: set[Digest] = field(default_factory=set)
+    #: What kept manifests reference (``markset.py``: a compact set).
+    marked: MarkSet = field(default_factory=MarkSet)
     deleted_blobs: list[Digest] = field(default_factory=list)
     deleted_manifests: list[tuple[str, Digest]] = field(default_factory=list)
     deleted_links: list[tuple[str, Digest]] = field(default_factory=list)
@@ -280,7 +286,10 @@ async def collect_garbage(
                 tag_names[name] = [t.tag for t in tags if t.tag not in removed]
                 if revision.subject is not None:
                     subjects[(name, revision.digest)] = revision.subject
-        links[name] = scan.links if scan is not None else await layer_links(registry, name)
+        found = scan.links if scan is not None else await layer_links(registry, name)
+        # Only the links to what is not marked yet can be to a blob swept: the rest need
+        # not be kept in memory (marks are never taken back).
+        links[name] = {d for d in found if d not in result.marked}
         told.repositories += 1
         told.manifests += len(revisions)
         progress(told)
@@ -293,7 +302,7 @@ async def collect_garbage(
     progress(told)
     listed = _blobs_now(files) if files is not None else None
     if files is not None and listed is not None:
-        for text in listed:
+        for text in (text for folder in listed for text in folder):
             told.blobs += 1
             if told.blobs % PROGRESS_EVERY == 0:
                 progress(told)
@@ -326,8 +335,8 @@ async def collect_garbage(
             sizes[digest] = info.size
     result.deleted_blobs.sort()
     swept: dict[str, Digest] = {d: d for d in result.deleted_blobs}
-    for name, found in links.items():
-        result.deleted_links.extend(sorted((name, swept[d]) for d in found if d in swept))
+    for name, linked in links.items():
+        result.deleted_links.extend(sorted((name, swept[d]) for d in linked if d in swept))
 
     if not dry_run:
         if before_sweep is not None:
@@ -567,24 +576,30 @@ def _scan_now(files: ImmediateFiles, name: str) -> _Scan | None:
     return _Scan(tags, revisions, set(links))
 
 
-def _blobs_now(files: ImmediateFiles) -> list[str] | None:
-    """Every blob folder in storage (``<alg>/<xx>/<hex>``), listed without a stat each: the
-    digests as unchecked text, checked by the caller for those it keeps."""
+def _blobs_now(files: ImmediateFiles) -> Iterator[list[str]] | None:
+    """Every blob folder in storage (``<alg>/<xx>/<hex>``), listed without a stat each, a
+    folder of them at a time (the whole list would be the largest thing in memory): the
+    digests as unchecked text, checked by the caller for those it keeps. None when the
+    top folders cannot be listed; ``BlobsUnlisted`` when a folder of them cannot."""
     root = path_for(BlobsRoot())
     algorithms = files.list_now(root)
     if algorithms is None:
         return None
-    found: list[str] = []
+    folders: list[tuple[str, str]] = []
     for algorithm in algorithms:
         prefixes = files.list_now(f"{root}/{algorithm}")
         if prefixes is None:
             return None
-        for prefix in prefixes:
-            names = files.list_now(f"{root}/{algorithm}/{prefix}")
+        folders.extend((algorithm, f"{root}/{algorithm}/{prefix}") for prefix in prefixes)
+
+    def listing() -> Iterator[list[str]]:
+        for algorithm, folder in folders:
+            names = files.list_now(folder)
             if names is None:
-                return None
-            found.extend(digest_text(algorithm, name) for name in names)
-    return found
+                raise BlobsUnlisted(f"cannot list {folder}: nothing was deleted")
+            yield [digest_text(algorithm, name) for name in names]
+
+    return listing()
 
 
 #: Blobs deleted at once: each deletion waits on storage (a thread, a request), not the CPU.
