@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO, TypeVar
 
 import typer
 
-from cargohold import __version__
+import cargohold
 from cargohold.errors import CargoholdError, ConfigError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"cargohold {__version__}")
+        typer.echo(f"cargohold {cargohold.__version__}")
         raise typer.Exit()
 
 

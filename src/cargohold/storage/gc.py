@@ -14,7 +14,12 @@ As Distribution's ``registry garbage-collect``:
 
 Offline (no ``grace``), run it while no one pushes (read-only mode, or the
 registry stopped): a blob uploaded between mark and sweep, before its
-manifest arrives, is unreferenced and would be collected.
+manifest arrives, is unreferenced and would be collected. Offline on a
+driver whose small reads finish at once (a local disk), a repository is read
+without a wait per file (``_scan_now``), blob folders are listed without a
+stat each, and what goes goes in batches (``BatchDeletes``): a registry of
+100k blobs is collected in a fraction of the time a walk through the async
+driver API takes.
 
 Online (``grace`` seconds), it runs while the registry serves. Nothing younger
 than the grace period is deleted: a blob whose content was written, or that a
@@ -76,7 +81,6 @@ from cargohold.manifest.mediatypes import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
-from cargohold.manifest.schema1 import SignedManifest
 from cargohold.storage.driver.base import BatchDeletes, ImmediateFiles, StorageDriver
 from cargohold.storage.markset import MarkSet
 from cargohold.storage.paths import (
@@ -898,6 +902,9 @@ def _full(digest: Digest, payload: bytes, tagged: bool) -> Revision:
     try:
         media_type = media_type_of(payload)
         if media_type.startswith("application/vnd.docker.distribution.manifest.v1"):
+            # Imported here: its cryptography costs every collection 40 ms to load.
+            from cargohold.manifest.schema1 import SignedManifest
+
             manifest = SignedManifest.from_canonical(payload)
         else:
             manifest = parse_manifest(payload, media_type)
