@@ -60,6 +60,10 @@ ZERO = [
     "serving kept, as younger than the grace period, summed over its passes (not dry runs).",
     "# TYPE cargohold_gc_young_blobs_kept_total counter",
     "cargohold_gc_young_blobs_kept_total 0.0",
+    "# HELP cargohold_gc_removed_tags_total Tags retention policies removed in garbage "
+    "collection while serving (not by dry runs).",
+    "# TYPE cargohold_gc_removed_tags_total counter",
+    "cargohold_gc_removed_tags_total 0.0",
     "# HELP cargohold_gc_last_run_timestamp_seconds When the last garbage collection pass while "
     "serving that collected ended, in seconds since the epoch; 0 before one has.",
     "# TYPE cargohold_gc_last_run_timestamp_seconds gauge",
@@ -97,6 +101,7 @@ def report(
     manifests: int = 0,
     reclaimed: int = 0,
     young: int = 0,
+    tags: int = 0,
 ) -> dict[str, object]:
     """A pass's report as ``gc.report_of`` makes it (the fields ``GcMetrics`` reads)."""
     return {
@@ -111,6 +116,7 @@ def report(
         "reclaimed_bytes": reclaimed,
         "young_blobs": young,
         "young_manifests": 0,
+        "removed_tags": tags,
         "manifests": [],
         "blobs": [],
     }
@@ -134,7 +140,9 @@ def test_every_family_is_exposed_even_by_a_store_without_gc_rows() -> None:
 def test_passes_are_counted_by_outcome_and_what_they_deleted_is_added_up() -> None:
     store = Store()
     gc = GcMetrics(store)
-    gc.collected(report(ended=1_700_000_000.0, blobs=3, manifests=1, reclaimed=4096, young=2))
+    gc.collected(
+        report(ended=1_700_000_000.0, blobs=3, manifests=1, reclaimed=4096, young=2, tags=4)
+    )
     gc.skipped()
     gc.skipped()
     # A dry run is a pass that collected, and the last one; what it would delete is not added.
@@ -152,6 +160,7 @@ def test_passes_are_counted_by_outcome_and_what_they_deleted_is_added_up() -> No
         "cargohold_gc_deleted_manifests_total 1.0",
         "cargohold_gc_reclaimed_bytes_total 4196.0",
         "cargohold_gc_young_blobs_kept_total 3.0",
+        "cargohold_gc_removed_tags_total 4.0",
         "cargohold_gc_last_run_timestamp_seconds 1.70000006e+09",
         "cargohold_gc_last_run_duration_seconds 0.5",
     ]
@@ -173,6 +182,7 @@ def test_across_processes_counters_add_up_and_the_last_pass_is_the_latest_of_any
         "cargohold_gc_deleted_manifests_total 0.0",
         "cargohold_gc_reclaimed_bytes_total 410.0",
         "cargohold_gc_young_blobs_kept_total 0.0",
+        "cargohold_gc_removed_tags_total 0.0",
         "cargohold_gc_last_run_timestamp_seconds 2000.0",
         "cargohold_gc_last_run_duration_seconds 1.5",  # that pass's, not the longest
     ]
@@ -266,6 +276,7 @@ async def test_a_pass_whose_report_cannot_be_saved_fails_and_what_it_deleted_cou
         "cargohold_gc_deleted_manifests_total 0.0",
         f"cargohold_gc_reclaimed_bytes_total {float(len(ORPHAN))}",
         "cargohold_gc_young_blobs_kept_total 0.0",
+        "cargohold_gc_removed_tags_total 0.0",
         "cargohold_gc_last_run_timestamp_seconds 0.0",  # no pass collected to its end
         "cargohold_gc_last_run_duration_seconds 0.0",
     ]

@@ -342,6 +342,12 @@ def _gc(sums: _Sums, stores: Sequence[StoreFile]) -> Iterator[Metric]:
             "grace period, summed over its passes (not dry runs).",
             layout.GC_YOUNG_BLOBS,
         ),
+        (
+            "removed_tags",
+            "Tags retention policies removed in garbage collection while serving (not by "
+            "dry runs).",
+            layout.GC_REMOVED_TAGS,
+        ),
     ):
         yield _counter(f"cargohold_gc_{name}", documentation, [], [((), gc[at])])
     # The pass that ended last, of any process's (dead ones' too): its end and its own

@@ -127,7 +127,8 @@ OTHER_UPSTREAMS = "_other"
 
 #: Collection passes while serving (``storage.maintenance.gc``): passes by outcome
 #: (``GC_OUTCOMES``, in that order), then what passes deleted (a dry run adds nothing),
-#: and the blobs they kept for being younger than the grace period.
+#: the blobs they kept for being younger than the grace period, and the tags retention
+#: policies removed.
 GC = "gc"
 (
     GC_COLLECTED,
@@ -137,8 +138,9 @@ GC = "gc"
     GC_DELETED_MANIFESTS,
     GC_RECLAIMED_BYTES,
     GC_YOUNG_BLOBS,
-) = range(7)
-GC_WIDTH = 7
+    GC_REMOVED_TAGS,
+) = range(8)
+GC_WIDTH = 8
 #: The ``outcome`` label values, each exposed from the start.
 GC_OUTCOMES = ("collected", "skipped", "failed")
 #: This process's last pass that collected: when it ended (seconds since the epoch; 0

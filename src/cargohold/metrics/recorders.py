@@ -417,6 +417,7 @@ class GcMetrics:
         values[row + layout.GC_DELETED_MANIFESTS] += _number(report, "deleted_manifests")
         values[row + layout.GC_RECLAIMED_BYTES] += _number(report, "reclaimed_bytes")
         values[row + layout.GC_YOUNG_BLOBS] += _number(report, "young_blobs")
+        values[row + layout.GC_REMOVED_TAGS] += _number(report, "removed_tags")
 
     def collected(self, report: Mapping[str, object]) -> None:
         values = self._store.values
