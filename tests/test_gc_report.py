@@ -208,3 +208,49 @@ def test_progress_is_one_line_redrawn_on_a_terminal_and_none_when_quiet(tmp_path
     assert [d.split(b":")[1].strip() for d in draws[1:]] == [b"mark", b"sweep", b"done"]
     assert shown.count(b"\n") == 1
     assert shown.endswith(b"to reclaim\r\n")  # the terminal turns the newline into CR LF
+
+
+# -- a damaged root ---------------------------------------------------------------------------
+
+
+def test_a_damaged_root_is_reported_and_nothing_is_deleted_on_a_guess(tmp_path: Path) -> None:
+    """A manifest that does not parse keeps everything its repository links; a revision
+    whose content is missing and a stray folder among the blobs are reported and skipped."""
+    root = tmp_path / "root"
+    old = asyncio.run(store(root))
+    config = config_file(tmp_path, root)
+    broken_blobs = asyncio.run(damage(root))
+    run = gc(config, "-m", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    warnings = [line for line in run.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == len(report["damaged"]) == 3, run.stderr
+    damaged = "\n".join(report["damaged"])
+    assert f"broken/app: cannot read manifest {broken_blobs['manifest']}" in damaged
+    assert f"broken/app: manifest {broken_blobs['missing']} is linked, its content" in damaged
+    assert "a blob folder names no blob (sha256:not-a-digest)" in damaged
+    # What the unreadable manifest may reference stays, and so does the stray folder.
+    for digest in (broken_blobs["manifest"], *broken_blobs["linked"]):
+        assert (root / path_for(BlobData(Digest.parse(digest))).lstrip("/")).exists(), digest
+    assert (root / "docker/registry/v2/blobs/sha256/no/not-a-digest/data").exists()
+    # The rest of the collection went on: ci/app's v1 (retention) went as before.
+    assert {b["digest"] for b in report["blobs"]} == set(old["blobs"])
+
+
+async def damage(root: Path) -> dict[str, Any]:
+    """``broken/app``: a manifest whose content is not JSON, two orphan layers it links, and a
+    revision whose content is gone; a stray folder among the blobs."""
+    registry = StorageRegistry(FilesystemDriver(str(root)), options=RegistryOptions())
+    try:
+        repo = registry.repository("broken/app")
+        linked = [str((await repo.blobs.put(b"layer %d" % i)).digest) for i in range(2)]
+        image = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST, ["v1"])
+        gone = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST)
+    finally:
+        await registry.close()
+    (root / path_for(BlobData(image.digest)).lstrip("/")).write_bytes(b"{not json")
+    (root / path_for(BlobData(gone.digest)).lstrip("/")).unlink()
+    stray = root / "docker/registry/v2/blobs/sha256/no/not-a-digest/data"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"not a blob")
+    return {"manifest": str(image.digest), "missing": str(gone.digest), "linked": linked}

@@ -249,6 +249,8 @@ def gc(
                 raise fail(f"config: {exc}", 2) from None
             except CargoholdError as exc:
                 raise fail(str(exc)) from None
+            for damage in result.damaged:
+                typer.echo(f"cargohold: warning: {damage}", err=True)
             if output is Format.json:
                 typer.echo(json.dumps(inventory_of(result, dry_run=dry_run), indent=1))
             elif output is Format.table:

@@ -22,6 +22,7 @@ from cargohold.manifest import OCI_MANIFEST
 from cargohold.storage.driver.s3 import S3Driver
 from cargohold.storage.gc import collect_garbage
 from cargohold.storage.lease import LeaseHeld, holding
+from cargohold.storage.paths import BlobData, path_for
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
 from tests.s3.operations import record_operations
 from tests.storage.images import image_manifest
@@ -96,3 +97,19 @@ async def test_on_an_object_store_one_of_two_takers_holds_the_lease(
             return False
 
     assert sorted(await asyncio.gather(take(), take())) == [False, True]
+
+
+async def test_a_manifest_that_does_not_parse_keeps_its_repository_and_is_reported(
+    registry: StorageRegistry,
+) -> None:
+    repo = registry.repository("broken/app")
+    orphan = (await repo.blobs.put(b"what the unreadable manifest may reference")).digest
+    image = await repo.manifests.put(await image_manifest(repo), OCI_MANIFEST, ["v1"])
+    await registry.driver.put_content(path_for(BlobData(image.digest)), b"{not json")
+    elsewhere = registry.repository("fine/app")
+    gone = (await elsewhere.blobs.put(b"an orphan where all is readable")).digest
+    result = await collect_garbage(registry, delete_untagged=True)
+    assert result.deleted_blobs == [gone]
+    assert await repo.blobs.stat(orphan)
+    assert len(result.damaged) == 1
+    assert result.damaged[0].startswith(f"broken/app: cannot read manifest {image.digest}")

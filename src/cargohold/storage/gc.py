@@ -147,6 +147,8 @@ class Collection:
     manifest_sizes: dict[tuple[str, Digest], int] = field(default_factory=dict)
     #: The size of each blob to delete, as storage listed it.
     blob_sizes: dict[Digest, int] = field(default_factory=dict)
+    #: What was found damaged, and left alone: each a sentence.
+    damaged: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         # Counts, not contents: asyncio shows the result of a run's main task, and a full
@@ -193,6 +195,9 @@ class Revision:
     linked_at: float = 0.0
     #: Its own bytes and the sizes its descriptors give for what it references.
     size: int = 0
+    #: False when its content does not parse: it stays, and so does everything its
+    #: repository links, since what it references cannot be known.
+    readable: bool = True
 
 
 async def require_storage(registry: StorageRegistry) -> None:
@@ -268,9 +273,10 @@ async def collect_garbage(
                     removed.add(state.tag)
         tagged = {t.digest for t in tags if t.tag not in removed}
         if scan is None:
-            revisions = await revisions_of(registry, name, tagged)
+            revisions = await revisions_of(registry, name, tagged, result.damaged)
         else:
             revisions = scan.revisions
+            result.damaged.extend(scan.damaged)
             for revision in revisions.values():
                 revision.tagged = revision.digest in tagged
         untagged_age = policy.untagged if policy is not None else None
@@ -291,6 +297,8 @@ async def collect_garbage(
                 if revision.subject is not None:
                     subjects[(name, revision.digest)] = revision.subject
         found = scan.links if scan is not None else await layer_links(registry, name)
+        if not all(r.readable for r in revisions.values()):
+            result.marked.update(found)  # what an unreadable manifest references is unknown
         # Only the links to what is not marked yet can be to a blob swept: the rest need
         # not be kept in memory (marks are never taken back).
         links[name] = {d for d in found if d not in result.marked}
@@ -315,7 +323,8 @@ async def collect_garbage(
             try:
                 digest = Digest.parse(text)
             except DigestInvalid:
-                continue  # a stray folder: no blob
+                result.damaged.append(f"a blob folder names no blob ({text}); left alone")
+                continue
             size = files.size_now(path_for(BlobData(digest)))
             if size is None:
                 continue  # a folder without content: no blob
@@ -526,6 +535,7 @@ class _Scan:
     revisions: dict[Digest, Revision]
     #: As unchecked text (``_digests_under``).
     links: set[str]
+    damaged: list[str]
 
 
 def _digests_under(files: ImmediateFiles, folder: str) -> list[str] | None:
@@ -563,21 +573,24 @@ def _scan_now(files: ImmediateFiles, name: str) -> _Scan | None:
         except DigestInvalid:
             return None
     revisions: dict[Digest, Revision] = {}
+    damaged: list[str] = []
     for text in revisions_found:
         try:
             digest = Digest.parse(text)
         except DigestInvalid:
-            continue  # a stray folder: names nothing
+            damaged.append(f"{name}: a revision folder names no manifest ({text}); left alone")
+            continue
         if files.read_now(path_for(ManifestRevisionLink(name, digest)), LINK_LIMIT) is None:
             continue  # a folder without its link: no revision (or a damage the long way skips)
         data = path_for(BlobData(digest))
         payload = files.read_now(data, MANIFEST_LIMIT)
         if payload is None:
             if files.size_now(data) is None:
+                damaged.append(_missing(name, digest))
                 continue  # a link to nothing keeps nothing alive
             return None
-        revisions[digest] = _describe(digest, payload, False)
-    return _Scan(tags, revisions, set(links))
+        revisions[digest] = _read_revision(name, digest, payload, damaged)
+    return _Scan(tags, revisions, set(links), damaged)
 
 
 def _blobs_now(files: ImmediateFiles) -> Iterator[list[str]] | None:
@@ -773,7 +786,7 @@ def _keep(
     they need (their children, and the referrers of what stays)."""
     if not delete_untagged:
         return set(revisions)
-    kept = {d for d, r in revisions.items() if r.tagged} | young
+    kept = {d for d, r in revisions.items() if r.tagged or not r.readable} | young
     changed = True
     while changed:
         changed = False
@@ -833,10 +846,14 @@ async def _remove_tag(registry: StorageRegistry, name: str, state: TagState) -> 
 
 
 async def revisions_of(
-    registry: StorageRegistry, name: str, tagged: set[Digest] | None = None
+    registry: StorageRegistry,
+    name: str,
+    tagged: set[Digest] | None = None,
+    damaged: list[str] | None = None,
 ) -> dict[Digest, Revision]:
-    """Every readable manifest revision of ``name``; ``tagged``: the manifests tags point
-    at (by default, as the tags read now)."""
+    """Every manifest revision of ``name`` with content; ``tagged``: the manifests tags
+    point at (by default, as the tags read now). What is damaged is told to ``damaged``."""
+    damaged = [] if damaged is None else damaged
     driver = registry.driver
     if tagged is None:
         tagged = {t.digest for t in await tag_states(registry, name)}
@@ -851,13 +868,33 @@ async def revisions_of(
             continue
         try:
             digest = digest_from_path(link.path)
+        except DigestInvalid:
+            damaged.append(f"{name}: {link.path} names no manifest; left alone")
+            continue
+        try:
             payload = await registry.blobs.get(digest)
-        except (DigestInvalid, BlobUnknown):
+        except BlobUnknown:
+            damaged.append(_missing(name, digest))
             continue  # a link to nothing keeps nothing alive
-        revision = _describe(digest, payload, digest in tagged)
+        revision = _read_revision(name, digest, payload, damaged)
+        revision.tagged = digest in tagged
         revision.linked_at = link.modtime.timestamp()
         found[digest] = revision
     return found
+
+
+def _missing(name: str, digest: Digest) -> str:
+    return f"{name}: manifest {digest} is linked, its content is missing; skipped"
+
+
+def _read_revision(name: str, digest: Digest, payload: bytes, damaged: list[str]) -> Revision:
+    """The revision ``payload`` describes; one that does not parse is told to ``damaged``
+    and comes back unreadable: it stays, with everything its repository links."""
+    try:
+        return _describe(digest, payload, False)
+    except ManifestInvalid as exc:
+        damaged.append(f"{name}: {exc}; it stays, and so does every blob the repository links")
+        return Revision(digest, [], [], None, False, readable=False)
 
 
 #: The manifests ``_quick`` reads: those with a config and layers, and those with children.
@@ -958,6 +995,7 @@ def report_of(result: Collection, *, started: float, ended: float, dry_run: bool
         "young_blobs": result.young_blobs,
         "young_manifests": result.young_manifests,
         "removed_tags": len(result.removed_tags),
+        "damaged": result.damaged[:REPORT_LIMIT],
         "tags": [f"{n}:{t.tag}" for n, t in result.removed_tags[:REPORT_LIMIT]],
         "manifests": [f"{n}@{d}" for n, d in result.deleted_manifests[:REPORT_LIMIT]],
         "blobs": [str(d) for d in result.deleted_blobs[:REPORT_LIMIT]],
@@ -987,6 +1025,7 @@ def inventory_of(result: Collection, *, dry_run: bool) -> dict[str, Any]:
             {"digest": str(digest), "size": result.blob_sizes.get(digest, 0)}
             for digest in result.deleted_blobs
         ],
+        "damaged": result.damaged,
         "marked_blobs": len(result.marked),
         "reclaimed_bytes": result.reclaimed,
         "young_blobs": result.young_blobs,

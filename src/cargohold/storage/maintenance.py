@@ -137,6 +137,8 @@ class StorageMaintenance:
                     grace=gc.grace,
                     retention=gc.retention,
                 )
+                for damage in result.damaged:
+                    log.warning("garbage collection: %s", damage)
                 report = report_of(result, started=started, ended=time.time(), dry_run=gc.dry_run)
                 collected = report
                 await save_report(registry, report)
