@@ -12,6 +12,12 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# oras-py's own test suite (in its sdist, not its wheel), of the version installed:
+	# tests/interop/test_oras_py_suite.py runs it against cargohold.testing.
+	rm -rf $(VENV)/peer-tests && mkdir -p $(VENV)/peer-tests
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/peer-tests \
+		"oras==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("oras"))')"
+	tar xzf $(VENV)/peer-tests/oras-*.tar.gz -C $(VENV)/peer-tests
 	touch $@
 
 ## A registry on 127.0.0.1:5000, filesystem storage under ./var/registry.
