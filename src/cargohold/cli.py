@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO, TypeVar
 import typer
 
 import cargohold
-from cargohold.errors import CargoholdError, ConfigError
+from cargohold.errors import CargoholdError, ConfigError, RegistryError
 
 if TYPE_CHECKING:
     from cargohold.client.auth import Credentials
@@ -533,6 +533,11 @@ def _run(work: Callable[[Connections], Awaitable[T]], connections: Connections, 
         return asyncio.run(run())
     except (CargoholdError, OSError) as exc:
         text = (str(exc) or type(exc).__name__).splitlines()[0]
+        if isinstance(exc, RegistryError):
+            from cargohold.api.errcode import code_for
+
+            # The specification's code first, as the registry said it (MANIFEST_UNKNOWN: ...).
+            text = f"{code_for(exc).code}: {text}"
         raise fail(f"{what}: {text}" if what else text) from None
 
 
@@ -714,6 +719,123 @@ def digest(
         reference,
     )
     typer.echo(str(found))
+
+
+@app.command()
+def tag(
+    reference: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    new_tags: Annotated[list[str], typer.Argument(help="Tags to give it, in its repository.")],
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Tag the manifest a reference names with more tags (like crane tag); prints its digest."""
+    from cargohold.client import commands
+    from cargohold.reference import validate_tag
+
+    location, credentials = _location(reference), _credentials(creds)
+    for new in new_tags:
+        try:
+            validate_tag(new)
+        except CargoholdError as exc:
+            raise fail(f"{new}: {exc}", 2) from None
+    found = _run(
+        lambda c: commands.tag(c, location, list(new_tags), credentials),
+        _connect(insecure, ca_file, retries),
+        reference,
+    )
+    typer.echo(str(found))
+
+
+@app.command()
+def referrers(
+    reference: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    artifact_type: Annotated[
+        str | None, typer.Option("--artifact-type", help="Only the referrers of this type.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the referrers index (OCI image index JSON).")
+    ] = False,
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """List the manifests that refer to an image (signatures, SBOMs): digest, type, size."""
+    import json
+
+    from cargohold.client import commands
+
+    location, credentials = _location(reference), _credentials(creds)
+    _, found = _run(
+        lambda c: commands.referrers(c, location, credentials, artifact_type),
+        _connect(insecure, ca_file, retries),
+        reference,
+    )
+    if as_json:
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [d.to_json() for d in found],
+        }
+        typer.echo(json.dumps(index, indent=2))
+        return
+    for descriptor in found:
+        typer.echo(f"{descriptor.digest}  {descriptor.artifact_type or '-'}  {descriptor.size}")
+
+
+@app.command()
+def login(
+    host: Annotated[str, typer.Argument(help="The registry: host[:port].")],
+    username: Annotated[str | None, typer.Option("--username", "-u", help="The user.")] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", "-p", help="The password (prefer stdin).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Sign in to a registry and keep the credentials in docker's config.json (as docker
+    login does: docker, podman and skopeo read them there too)."""
+    from cargohold.client import commands
+    from cargohold.client.auth import Credentials, store_docker_credentials
+    from cargohold.client.transport import Endpoint
+
+    try:
+        Endpoint.of(host, insecure)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    if password_stdin:
+        if password is not None:
+            raise fail("--password and --password-stdin: give one", 2)
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not username:
+        raise fail("--username: required", 2)
+    if password is None:
+        raise fail("--password or --password-stdin: required", 2)
+    credentials = Credentials(username, password)
+    _run(lambda c: commands.login(c, host, credentials), _connect(insecure, ca_file, retries), host)
+    try:
+        store_docker_credentials(host, credentials)
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot keep the credentials: {exc}") from None
+    typer.echo("Login Succeeded")
+
+
+@app.command()
+def logout(host: Annotated[str, typer.Argument(help="The registry: host[:port].")]) -> None:
+    """Forget the credentials docker's config.json holds for a registry."""
+    from cargohold.client.auth import remove_docker_credentials
+
+    try:
+        removed = remove_docker_credentials(host)
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot change the credentials: {exc}") from None
+    typer.echo(f"Removing login credentials for {host}" if removed else f"Not logged in to {host}")
 
 
 def main() -> None:

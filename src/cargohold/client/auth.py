@@ -225,6 +225,63 @@ def docker_credentials(host: str, environ: Mapping[str, str] | None = None) -> C
     return None
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return document
+
+
+def _write_config(path: Path, document: Mapping[str, Any]) -> None:
+    """Replace docker's config whole (a temporary sibling renamed over it), readable by its
+    owner only, as docker writes it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        json.dump(document, out, indent="\t")
+        out.write("\n")
+    os.replace(temporary, path)
+
+
+def store_docker_credentials(
+    host: str, credentials: Credentials, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Keep ``credentials`` for ``host`` in docker's ``config.json`` (its ``auths``, under
+    ``host``, as ``docker login`` writes them; the rest of the file as it was); its path."""
+    path = docker_config_path(environ)
+    document = _read_config(path)
+    auths = document.get("auths")
+    if not isinstance(auths, dict):
+        auths = document["auths"] = {}
+    for key in [k for k in auths if isinstance(k, str) and _host_of(k) == host.lower()]:
+        del auths[key]
+    pair = f"{credentials.username}:{credentials.password}".encode()
+    auths[host] = {"auth": base64.b64encode(pair).decode()}
+    _write_config(path, document)
+    return path
+
+
+def remove_docker_credentials(host: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Forget the credentials docker's ``config.json`` holds for ``host``; whether it had any."""
+    path = docker_config_path(environ)
+    document = _read_config(path)
+    auths = document.get("auths")
+    if not isinstance(auths, dict):
+        return False
+    keys = [k for k in auths if isinstance(k, str) and _host_of(k) == host.lower()]
+    for key in keys:
+        del auths[key]
+    if keys:
+        _write_config(path, document)
+    return bool(keys)
+
+
 def find_credentials(
     host: str,
     credentials: Credentials | None = None,

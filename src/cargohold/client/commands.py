@@ -1,5 +1,6 @@
 """The client commands of the CLI (``copy``, ``tags``, ``catalog``, ``inspect``, ``rm``,
-``digest``), as coroutines: ``cargohold.cli`` parses arguments and prints.
+``digest``, ``tag``, ``referrers``, ``login``), as coroutines: ``cargohold.cli`` parses
+arguments and prints.
 
 A registry reference without a tag or digest means ``latest``, as docker reads it.
 """
@@ -22,6 +23,7 @@ from cargohold.client.display import inspect_summary
 from cargohold.client.locations import Connections, LayoutLocation, Location, RegistryLocation
 from cargohold.client.ocilayout import OciLayout
 from cargohold.client.progress import NO_PROGRESS, Progress
+from cargohold.descriptor import Descriptor
 from cargohold.digest import Digest
 from cargohold.errors import DigestInvalid, ManifestUnknown, NameUnknown, ReferenceInvalid
 from cargohold.manifest import parse_manifest
@@ -165,3 +167,33 @@ async def remove(
     except ManifestUnknown:
         raise ManifestUnknown(f"{location}: no such manifest") from None
     return found
+
+
+async def tag(
+    connections: Connections,
+    location: Location,
+    new_tags: list[str],
+    credentials: Credentials | None = None,
+) -> Digest:
+    """Point ``new_tags`` of the same repository at the manifest ``location`` names."""
+    repository = connections.repository(location, credentials)
+    found = await resolve(repository, _reference(location))
+    await repository.manifests.put(found.payload, found.media_type, new_tags)
+    return found.digest
+
+
+async def referrers(
+    connections: Connections,
+    location: Location,
+    credentials: Credentials | None = None,
+    artifact_type: str | None = None,
+) -> tuple[Digest, list[Descriptor]]:
+    """The manifest ``location`` names, and the descriptors of its referrers."""
+    repository = connections.repository(location, credentials)
+    found = await resolve(repository, _reference(location))
+    return found.digest, await repository.referrers(found.digest, artifact_type)
+
+
+async def login(connections: Connections, host: str, credentials: Credentials) -> None:
+    """Check ``credentials`` on ``host`` (a request only a signed-in user may make)."""
+    await connections.registry(host, credentials).sign_in()

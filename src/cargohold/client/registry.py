@@ -100,6 +100,13 @@ class RemoteRegistry:
         """Reach the registry (``GET /v2/``); ``Unavailable`` when it does not answer."""
         await self.transport.ping()
 
+    async def sign_in(self) -> None:
+        """``GET /v2/`` as the credentials' user, as ``docker login`` checks them:
+        ``Unauthorized`` when the registry refuses them."""
+        response = await self.transport.send("GET", "/v2/")
+        async with response:
+            await response.read()
+
     async def close(self) -> None:
         await self.transport.close()
 
