@@ -562,12 +562,20 @@ def copy(
         int | None,
         typer.Option("--chunk-size", min=1, help="Upload PATCH size (default: one per blob)."),
     ] = None,
+    with_referrers: Annotated[
+        bool,
+        typer.Option(
+            "--referrers/--no-referrers",
+            help="Also copy the manifests that refer to it (signatures, SBOMs), as oras does.",
+        ),
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show no progress.")] = False,
     insecure: Insecure = False,
     ca_file: CaFile = None,
     retries: Retries = 5,
 ) -> None:
-    """Copy an image between registries and OCI layouts; prints the manifest digest."""
+    """Copy an image between registries and OCI layouts, with its referrers; prints the
+    manifest digest."""
     from rich.console import Console
 
     from cargohold.client import commands
@@ -580,6 +588,7 @@ def copy(
         jobs=jobs,
         source_credentials=_credentials(src_creds, "--src-creds"),
         destination_credentials=_credentials(dest_creds, "--dest-creds"),
+        referrers=with_referrers,
     )
     src, dst = _location(source), _location(destination)
     console = Console(stderr=True)

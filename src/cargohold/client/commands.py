@@ -16,6 +16,7 @@ from cargohold.client.copy import (
     CopyResult,
     Platform,
     copy_manifest,
+    copy_referrers,
     resolve,
     select_platform,
 )
@@ -46,6 +47,8 @@ class CopyOptions:
     jobs: int = 4
     source_credentials: Credentials | None = None
     destination_credentials: Credentials | None = None
+    #: Copy the manifests that refer to what is copied (signatures, SBOMs) too.
+    referrers: bool = True
 
 
 async def copy(
@@ -81,6 +84,10 @@ async def copy(
     )
     if expected is not None and result.digest != expected:
         raise DigestInvalid(f"copied manifest {result.digest}, not the {expected} asked for")
+    if options.referrers:
+        result.referrers = await copy_referrers(
+            src, dst, result.manifests, jobs=options.jobs, progress=progress
+        )
     return result
 
 

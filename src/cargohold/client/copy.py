@@ -92,6 +92,8 @@ class CopyResult:
     size: int
     manifests: list[Digest] = field(default_factory=list)
     blobs: list[BlobCopy] = field(default_factory=list)
+    #: The referrers copied with it (signatures, SBOMs, and theirs), in the order copied.
+    referrers: list[Digest] = field(default_factory=list)
 
     @property
     def bytes_copied(self) -> int:
@@ -251,6 +253,36 @@ async def copy_manifest(
     order = {d: i for i, d in enumerate(plan.blobs)}
     result_blobs.sort(key=lambda b: order[b.descriptor.digest])
     return CopyResult(final.digest, last_parsed.media_type, len(last.payload), pushed, result_blobs)
+
+
+async def copy_referrers(
+    source: Repository,
+    destination: Repository,
+    subjects: Sequence[Digest],
+    *,
+    jobs: int = 4,
+    progress: Progress = NO_PROGRESS,
+) -> list[Digest]:
+    """Copy every manifest of ``source`` that refers to one of ``subjects``, and those that
+    refer to them in turn (a signature of an SBOM), as oras and crane copy them; their
+    digests, in the order copied. Each is copied whole (an index with every child) and
+    untagged: the destination lists it through its subject."""
+    copied: list[Digest] = []
+    seen = set(subjects)
+    pending = list(subjects)
+    while pending:
+        subject = pending.pop(0)
+        for descriptor in await source.referrers(subject):
+            if descriptor.digest in seen:
+                continue
+            seen.add(descriptor.digest)
+            stored = await source.manifests.get(descriptor.digest)
+            result = await copy_manifest(
+                source, stored, destination, None, all_platforms=True, jobs=jobs, progress=progress
+            )
+            copied.append(result.digest)
+            pending.append(result.digest)
+    return copied
 
 
 async def _push_top(
