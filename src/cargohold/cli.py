@@ -795,6 +795,80 @@ def referrers(
 
 
 @app.command()
+def push(
+    reference: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    files: Annotated[
+        list[str], typer.Argument(help="Files, each PATH or PATH:MEDIA/TYPE (as oras takes them).")
+    ],
+    artifact_type: Annotated[
+        str | None, typer.Option("--artifact-type", help="What the artifact is (a media type).")
+    ] = None,
+    annotation: Annotated[
+        list[str] | None,
+        typer.Option("--annotation", "-a", help="KEY=VALUE on the manifest (repeatable)."),
+    ] = None,
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Push files as an OCI artifact (as oras push does); prints its manifest digest."""
+    from cargohold.client import commands
+    from cargohold.client.artifacts import DEFAULT_ARTIFACT_TYPE, ArtifactFile
+
+    location, credentials = _location(reference), _credentials(creds)
+    try:
+        parsed = [ArtifactFile.parse(text) for text in files]
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    annotations = {}
+    for text in annotation or []:
+        key, equals, value = text.partition("=")
+        if not equals or not key:
+            raise fail(f"--annotation {text!r}: expected KEY=VALUE", 2)
+        annotations[key] = value
+    pushed = _run(
+        lambda c: commands.push(
+            c,
+            location,
+            parsed,
+            credentials,
+            artifact_type=artifact_type or DEFAULT_ARTIFACT_TYPE,
+            annotations=annotations,
+        ),
+        _connect(insecure, ca_file, retries),
+        reference,
+    )
+    typer.echo(str(pushed.digest))
+
+
+@app.command()
+def pull(
+    reference: Annotated[str, typer.Argument(help=_REFERENCE_HELP)],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="The folder to write the files in.")
+    ] = ".",
+    creds: Creds = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Pull the files of an OCI artifact (as oras pull does); prints each file written."""
+    from pathlib import Path
+
+    from cargohold.client import commands
+
+    location, credentials = _location(reference), _credentials(creds)
+    written = _run(
+        lambda c: commands.pull(c, location, Path(output), credentials),
+        _connect(insecure, ca_file, retries),
+        reference,
+    )
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
 def login(
     host: Annotated[str, typer.Argument(help="The registry: host[:port].")],
     username: Annotated[str | None, typer.Option("--username", "-u", help="The user.")] = None,

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
+from cargohold.client.artifacts import (
+    DEFAULT_ARTIFACT_TYPE,
+    ArtifactFile,
+    pull_files,
+    push_files,
+)
 from cargohold.client.auth import Credentials
 from cargohold.client.copy import (
     DEFAULT_PLATFORM,
@@ -24,6 +31,7 @@ from cargohold.client.display import inspect_summary
 from cargohold.client.locations import Connections, LayoutLocation, Location, RegistryLocation
 from cargohold.client.ocilayout import OciLayout
 from cargohold.client.progress import NO_PROGRESS, Progress
+from cargohold.client.registry import RemoteRepository
 from cargohold.descriptor import Descriptor
 from cargohold.digest import Digest
 from cargohold.errors import DigestInvalid, ManifestUnknown, NameUnknown, ReferenceInvalid
@@ -204,3 +212,46 @@ async def referrers(
 async def login(connections: Connections, host: str, credentials: Credentials) -> None:
     """Check ``credentials`` on ``host`` (a request only a signed-in user may make)."""
     await connections.registry(host, credentials).sign_in()
+
+
+async def push(
+    connections: Connections,
+    location: Location,
+    files: list[ArtifactFile],
+    credentials: Credentials | None = None,
+    *,
+    artifact_type: str = DEFAULT_ARTIFACT_TYPE,
+    annotations: dict[str, str] | None = None,
+) -> Descriptor:
+    """Push ``files`` as an artifact at ``location`` (its tag, else ``latest``)."""
+    if isinstance(location, RegistryLocation) and location.digest is not None:
+        raise ReferenceInvalid(f"{location}: push to a tag, not a digest")
+    repository = _registry_repository(connections, location, credentials)
+    return await push_files(
+        repository,
+        files,
+        tag=_reference(location),
+        artifact_type=artifact_type,
+        annotations=annotations,
+    )
+
+
+async def pull(
+    connections: Connections,
+    location: Location,
+    directory: Path,
+    credentials: Credentials | None = None,
+) -> list[Path]:
+    """Write the files of the artifact ``location`` names into ``directory``."""
+    repository = _registry_repository(connections, location, credentials)
+    found = await resolve(repository, _reference(location))
+    return await pull_files(repository, found.payload, directory)
+
+
+def _registry_repository(
+    connections: Connections, location: Location, credentials: Credentials | None
+) -> RemoteRepository:
+    repository = connections.repository(location, credentials)
+    if isinstance(repository, OciLayout):
+        raise ReferenceInvalid(f"{location}: artifacts go to and come from a registry")
+    return repository
