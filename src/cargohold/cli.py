@@ -869,6 +869,68 @@ def pull(
 
 
 @app.command()
+def sync(
+    source: Annotated[str, typer.Argument(help="host[:port][/prefix]: the repositories under it.")],
+    destination: Annotated[str, typer.Argument(help="host[:port][/prefix] to mirror them to.")],
+    tags: Annotated[
+        str | None,
+        typer.Option("--tags", help="Only tags this regular expression matches whole."),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Tags at a time.")] = 4,
+    src_creds: Annotated[
+        str | None, typer.Option("--src-creds", help="USERNAME:PASSWORD for the source.")
+    ] = None,
+    dest_creds: Annotated[
+        str | None, typer.Option("--dest-creds", help="USERNAME:PASSWORD for the destination.")
+    ] = None,
+    insecure: Insecure = False,
+    ca_file: CaFile = None,
+    retries: Retries = 5,
+) -> None:
+    """Mirror many repositories and tags (every platform, with referrers); a run cut short
+    resumes where it stopped. A line per tag, then the totals."""
+    import re
+
+    from cargohold.client.sync import SyncOutcome
+    from cargohold.client.sync import sync as mirror
+
+    try:
+        pattern = re.compile(tags) if tags is not None else None
+    except re.error as exc:
+        raise fail(f"--tags: {exc}", 2) from None
+    for prefix in (source, destination):
+        if not prefix.partition("/")[0]:
+            raise fail(f"{prefix!r}: write host[:port][/prefix]", 2)
+    source_credentials = _credentials(src_creds, "--src-creds")
+    destination_credentials = _credentials(dest_creds, "--dest-creds")
+
+    def told(outcome: SyncOutcome) -> None:
+        what = outcome.digest or outcome.error
+        typer.echo(f"{outcome.status:10}  {outcome.source} -> {outcome.destination}  {what}")
+
+    summary = _run(
+        lambda c: mirror(
+            c,
+            source,
+            destination,
+            tags=pattern,
+            jobs=jobs,
+            source_credentials=source_credentials,
+            destination_credentials=destination_credentials,
+            told=told,
+        ),
+        _connect(insecure, ca_file, retries),
+        "sync",
+    )
+    typer.echo(
+        f"{summary.repositories} repositories, {summary.tags} tags: {summary.copied} copied, "
+        f"{summary.up_to_date} up to date, {len(summary.failed)} failed"
+    )
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def login(
     host: Annotated[str, typer.Argument(help="The registry: host[:port].")],
     username: Annotated[str | None, typer.Option("--username", "-u", help="The user.")] = None,
