@@ -24,6 +24,7 @@ import pytest
 
 from cargohold.errors import ConfigError, ManifestUnknown
 from cargohold.testing import Registry, serve
+from tests.support.skopeo import skopeo
 
 
 def fetch(
@@ -181,3 +182,31 @@ async def test_two_registries_at_once_are_apart() -> None:
         one.push_image("only/here", "t")
         status = await asyncio.to_thread(fetch, two, "GET", "/v2/only/here/tags/list")
         assert status[0] == 404
+
+
+def test_token_authentication_from_its_own_token_server() -> None:
+    with serve(users={"ci": "s3cret"}, token=True) as registry:
+        status, headers, body = fetch(registry, "GET", "/v2/")
+        assert (status, codes(body)) == (401, ["UNAUTHORIZED"])
+        realm = f"http://{registry.host}/auth/token"
+        assert headers["WWW-Authenticate"] == (
+            f'Bearer realm="{realm}",service="cargohold.testing"'
+        )
+        query = "/auth/token?service=cargohold.testing&scope=repository:team/app:pull,push"
+        status, _, body = fetch(registry, "GET", query, registry.basic_auth())
+        assert status == 200
+        token = json.loads(body)["token"]
+        assert fetch(registry, "GET", "/v2/", {"Authorization": f"Bearer {token}"})[0] == 200
+        pushed = registry.push_image("team/app", "v1")  # its client follows the challenge
+        raw = skopeo(
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            "ci:s3cret",
+            f"docker://{registry.host}/team/app:v1",
+        )
+        assert json.loads(raw)["layers"][0]["size"] > 0
+        assert pushed.size > 0
+    with pytest.raises(ValueError, match="needs users"):
+        serve(token=True)

@@ -96,8 +96,10 @@ class Registry:
         ca_file: Path | None,
         folder: Path,
         tls: tuple[Path, Path] | None,
+        sock: socket.socket,
     ) -> None:
         self.config = config
+        self._sock: socket.socket | None = sock
         self.credentials = credentials
         self.ca_file = ca_file
         self._log = RequestLog()
@@ -109,7 +111,7 @@ class Registry:
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
         self._client: RemoteRegistry | None = None
-        self.port = 0
+        self.port = sock.getsockname()[1]
         #: Seconds ``start`` took: from the call until the registry listened, ready.
         self.startup_seconds = 0.0
 
@@ -183,8 +185,9 @@ class Registry:
     def start(self) -> Registry:
         """Serve from a thread of its own; returns once it answers."""
         begun = time.perf_counter()
-        sock = _listening_socket()
-        self.port = sock.getsockname()[1]
+        sock, self._sock = self._sock, None
+        if sock is None:
+            raise RuntimeError("a registry starts once")
         ready: Future[None] = Future()
         self._thread = threading.Thread(
             target=self._serve, args=(sock, ready), name=f"cargohold.testing:{self.port}"
@@ -207,6 +210,9 @@ class Registry:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._sock is not None:  # made, never started
+            self._sock.close()
+            self._sock = None
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def _serve(self, sock: socket.socket, ready: Future[None]) -> None:
@@ -277,6 +283,9 @@ class serve:
     - ``read_only``: refuse every write.
     - ``users``: user names and passwords: the registry asks for them (htpasswd,
       Basic); ``registry.credentials`` are the first user's.
+    - ``token``: with ``users``, bearer tokens instead of Basic, from cargohold's
+      own token server at ``/auth/token`` (its signing key made for it), as
+      docker's token authentication works.
     - ``tls``: serve HTTPS with a certificate from an authority made for it
       (``registry.ca_file``).
     - ``config``: settings in ``config.yml``'s shape laid over the ones these
@@ -298,10 +307,15 @@ class serve:
         read_only: bool = False,
         users: Mapping[str, str] | None = None,
         tls: bool = False,
+        token: bool = False,
         config: Mapping[str, Any] | None = None,
         fast_path: bool = False,
     ) -> None:
         overlay = dict(config or {})
+        if token and not users:
+            raise ValueError("token=True needs users: the token server signs them in")
+        if token and "tokenserver" in overlay:
+            raise ValueError("config sets tokenserver, and so does token=True")
         for key, option in (("storage", root is not None), ("auth", users), ("http", tls)):
             section = overlay.get(key)
             if not option or not isinstance(section, Mapping):
@@ -315,13 +329,17 @@ class serve:
             maintenance = overlay["storage"]["maintenance"]
             if maintenance.get("readonly", {}).get("enabled") is False:
                 raise ValueError("read_only=True, and config sets readonly.enabled: false")
-        self._options = (root, delete, read_only, users, tls, overlay, fast_path)
+        self._options = (root, delete, read_only, users, tls, token, overlay, fast_path)
         self._registry: Registry | None = None
 
     def _make(self) -> Registry:
-        root, delete, read_only, users, tls, overlay, fast_path = self._options
+        root, delete, read_only, users, tls, token, overlay, fast_path = self._options
         folder = Path(tempfile.mkdtemp(prefix="cargohold-testing-"))
+        sock = None
         try:
+            # Bound first: a token server's realm names the port.
+            sock = _listening_socket()
+            port = sock.getsockname()[1]
             storage: dict[str, Any] = (
                 {"filesystem": {"rootdirectory": str(Path(root).resolve())}}
                 if root is not None
@@ -344,6 +362,27 @@ class serve:
                 document["auth"] = {"htpasswd": {"realm": REALM, "path": str(folder / "htpasswd")}}
                 first = next(iter(users))
                 credentials = Credentials(first, users[first])
+            if token:
+                from cargohold.testing.tls import make_token_signer
+
+                key, certificate = make_token_signer(folder / "token")
+                scheme = "https" if tls else "http"
+                document["auth"] = {
+                    "token": {
+                        "realm": f"{scheme}://127.0.0.1:{port}/auth/token",
+                        "service": REALM,
+                        "issuer": REALM,
+                        "rootcertbundle": str(certificate),
+                    }
+                }
+                document["tokenserver"] = {
+                    "enabled": True,
+                    "key": str(key),
+                    "certificate": str(certificate),
+                    "htpasswd": {"path": str(folder / "htpasswd")},
+                    # Every user may do everything: tests of clients, not of access control.
+                    "acl": [{"name": "**", "users": ["*"], "actions": ["*"]}],
+                }
             ca_file, pair = None, None
             if tls:
                 from cargohold.testing.tls import make_server_certificate
@@ -363,8 +402,11 @@ class serve:
                 ca_file=ca_file,
                 folder=folder,
                 tls=pair,
+                sock=sock,
             )
         except BaseException:
+            if sock is not None:
+                sock.close()
             shutil.rmtree(folder, ignore_errors=True)
             raise
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["ServerCertificate", "make_server_certificate"]
+__all__ = ["ServerCertificate", "make_server_certificate", "make_token_signer"]
 
 #: How long the certificates are valid: any test is over long before.
 VALIDITY = timedelta(days=2)
@@ -102,3 +102,32 @@ def make_server_certificate(folder: Path) -> ServerCertificate:
         )
     )
     return files
+
+
+def make_token_signer(folder: Path) -> tuple[Path, Path]:
+    """A key to sign bearer tokens with and its self-signed certificate (the registry's
+    ``rootcertbundle``), written under ``folder``: (key, certificate)."""
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name("cargohold.testing token signer")
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + VALIDITY)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file, certificate_file = folder / "token.key", folder / "token.crt"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    certificate_file.write_bytes(_pem(certificate))
+    return key_file, certificate_file
