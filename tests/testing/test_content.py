@@ -125,3 +125,23 @@ def test_an_artifact_refers_to_its_subject() -> None:
     assert raw["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
     (layer,) = raw["layers"]
     assert layer["annotations"] == {"org.opencontainers.image.title": "signature.json"}
+
+
+def test_oras_pulls_an_artifact_the_helper_pushes(tmp_path: Path) -> None:
+    import oras.client
+
+    with serve() as registry:
+        registry.push_artifact(
+            "team/files",
+            "v1",
+            artifact_type="application/vnd.example.bundle",
+            files={"a.txt": b"alpha\n", "b.bin": bytes(range(256))},
+        )
+        client = oras.client.OrasClient(hostname=registry.host, insecure=True)
+        pulled = client.pull(target=f"{registry.host}/team/files:v1", outdir=str(tmp_path))
+        manifest = client.get_manifest(f"{registry.host}/team/files:v1")
+    assert {Path(p).name: Path(p).read_bytes() for p in pulled} == {
+        "a.txt": b"alpha\n",
+        "b.bin": bytes(range(256)),
+    }
+    assert manifest["artifactType"] == "application/vnd.example.bundle"

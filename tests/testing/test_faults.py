@@ -9,7 +9,11 @@ method, path, status and headers.
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +112,27 @@ def test_the_log_hears_the_fast_path_too() -> None:
         before = len(registry.requests)
         assert fetch(registry, "HEAD", f"/v2/team/app/manifests/{pushed.digest}")[0] == 200
         assert [(r.method, r.status) for r in registry.requests[before:]] == [("HEAD", 200)]
+
+
+def test_a_cut_closes_the_connection_after_so_many_bytes_of_body() -> None:
+    with serve() as registry:
+        image = registry.push_image("team/app", "v1", layers=[os.urandom(100_000)])
+        _, _, raw = fetch(registry, "GET", f"/v2/team/app/manifests/{image.digest}")
+        layer = json.loads(raw)["layers"][0]
+        path = f"/v2/team/app/blobs/{layer['digest']}"
+        registry.faults.cut(1000, "GET", "/blobs/")
+        connection = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=10)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert (response.status, int(response.headers["Content-Length"])) == (200, layer["size"])
+        with pytest.raises(http.client.IncompleteRead) as short:
+            response.read()
+        assert len(short.value.partial) == 1000
+        connection.close()
+        status, _, body = fetch(registry, "GET", path)  # once only: the next one is whole
+        assert (status, len(body)) == (200, layer["size"])
+
+
+def test_a_cut_needs_the_storage_in_memory(tmp_path: Path) -> None:
+    with serve(root=tmp_path) as registry, pytest.raises(ValueError, match="in memory"):
+        registry.faults.cut(10)

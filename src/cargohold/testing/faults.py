@@ -5,10 +5,15 @@
 - ``fail``: the next ``times`` requests matching a method and a path pattern
   get ``status`` with the specification's error body (a 429 with
   ``Retry-After`` when asked), and never reach the registry;
-- ``delay``: matching requests wait ``seconds`` before they are answered.
+- ``delay``: matching requests wait ``seconds`` before they are answered;
+- ``cut``: the connection of the next matching requests closes once ``after``
+  bytes of the reply's body went out (a client sees a short read).
 
 They apply on aiohttp's path, where a middleware sees each request before
-the registry does (``serve(fast_path=False)``, the default). ``RequestLog``
+the registry does (``serve(fast_path=False)``, the default). A cut counts the
+bytes the reply writes to its connection, so it needs the replies written
+there: storage in memory (a folder's large blobs go out through the kernel,
+out of its reach; ``cut`` refuses then). ``RequestLog``
 is a request hook, so it hears every request on either path: its method,
 path, status and headers, and the answers the faults made up.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -93,6 +98,7 @@ class _Rule:
     status: int = 0
     retry_after: int | None = None
     seconds: float = 0.0
+    after: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and self.path.search(path) is not None
@@ -116,6 +122,9 @@ class Faults:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _failures: list[_Rule] = field(default_factory=list)
     _delays: list[_Rule] = field(default_factory=list)
+    _cuts: list[_Rule] = field(default_factory=list)
+    #: Whether replies are written where a cut can count them (the storage is in memory).
+    cuttable: bool = True
 
     def fail(
         self,
@@ -150,11 +159,27 @@ class Faults:
         with self._lock:
             self._delays.append(_Rule(method.upper(), re.compile(path), times, seconds=seconds))
 
+    def cut(self, after: int, method: str = "GET", path: str = "", *, times: int = 1) -> None:
+        """Close the connection of the next ``times`` matching requests once ``after`` bytes
+        of their reply's body went out."""
+        if not self.cuttable:
+            raise ValueError(
+                "cut needs the replies written through the connection: serve() with storage "
+                "in memory (a folder's large blobs go out through the kernel)"
+            )
+        if after < 0:
+            raise ValueError("after must not be negative")
+        if times < 1:
+            raise ValueError(f"times must be at least 1, not {times}")
+        with self._lock:
+            self._cuts.append(_Rule(method.upper(), re.compile(path), times, after=after))
+
     def clear(self) -> None:
         """Disarm every fault."""
         with self._lock:
             self._failures.clear()
             self._delays.clear()
+            self._cuts.clear()
 
     def _take(self, rules: list[_Rule], method: str, path: str) -> _Rule | None:
         with self._lock:
@@ -179,7 +204,14 @@ class Faults:
             await asyncio.sleep(delay.seconds)
         failure = self._take(self._failures, request.method, path)
         if failure is None:
-            return await handler(request)
+            cut = self._take(self._cuts, request.method, path)
+            if cut is None or request.transport is None:
+                return await handler(request)
+            counter = _Cutter(request.transport, cut.after)
+            try:
+                return await handler(request)
+            finally:
+                counter.restore()
         code = _CODES.get(failure.status, errcode.ErrorCode("UNKNOWN", failure.status))
         headers = {"Content-Type": "application/json"}
         if failure.retry_after is not None:
@@ -188,3 +220,50 @@ class Faults:
         if self.log is not None:
             self.log.add(LoggedRequest(request.method, path, failure.status, dict(request.headers)))
         return web.Response(status=failure.status, headers=headers, body=body)
+
+
+class _Cutter:
+    """Counts what a reply writes to its connection, and closes it once ``after`` bytes of
+    the body (what follows the header's blank line) went out."""
+
+    def __init__(self, transport: asyncio.BaseTransport, after: int) -> None:
+        self._transport = transport
+        self._write = transport.write  # type: ignore[attr-defined]
+        self._writelines = transport.writelines  # type: ignore[attr-defined]
+        self._head = b""
+        self._body: int | None = None  # bytes of body sent; None while in the header
+        self._left = after
+        self._done = False
+        transport.write = self.write  # type: ignore[attr-defined]
+        transport.writelines = self.writelines  # type: ignore[attr-defined]
+
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(chunks))
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._done:
+            return
+        data = bytes(data)
+        if self._body is None:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                self._write(data)
+                return
+            start = len(self._head) - len(data)
+            split = max(end + 4 - start, 0)
+            self._write(data[:split])
+            self._body = 0
+            data = data[split:]
+        if len(data) < self._left:
+            self._left -= len(data)
+            self._write(data)
+            return
+        self._write(data[: self._left])
+        self._done = True
+        self.restore()
+        self._transport.close()  # what was written goes out first, then the end
+
+    def restore(self) -> None:
+        self._transport.write = self._write  # type: ignore[attr-defined]
+        self._transport.writelines = self._writelines  # type: ignore[attr-defined]
