@@ -76,7 +76,52 @@ def _htpasswd(users: Mapping[str, str]) -> str:
     return "".join(lines)
 
 
-class Registry:
+class _Reachable:
+    """What a test uses of a registry, served here or elsewhere: where it is, how to sign
+    in, a client, and the seeding helpers (run by ``call``)."""
+
+    credentials: Credentials | None
+    ca_file: Path | None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def basic_auth(self) -> dict[str, str]:
+        """The ``Authorization`` header of ``credentials`` (empty without users)."""
+        if self.credentials is None:
+            return {}
+        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+
+    def client(self) -> RemoteRegistry:
+        """A client of this registry for the caller's event loop (``async with`` it)."""
+        return RemoteRegistry(
+            self.url,
+            credentials=self.credentials,
+            ca_file=str(self.ca_file) if self.ca_file is not None else None,
+            insecure=self.url.startswith("http://"),
+            environ={},
+        )
+
+    def push_image(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
+        """``content.push_image`` on this registry; the manifest's descriptor."""
+        return self.call(content.push_image, name, tag, **options)
+
+    def push_index(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
+        """``content.push_index`` on this registry; the index's descriptor."""
+        return self.call(content.push_index, name, tag, **options)
+
+    def push_artifact(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
+        """``content.push_artifact`` on this registry; the artifact manifest's descriptor."""
+        return self.call(content.push_artifact, name, tag, **options)
+
+    def call(self, work: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
+        """``await work(client, *args, **kwargs)``; the result."""
+        raise NotImplementedError
+
+
+class Registry(_Reachable):
     """A registry served in this process until its ``with`` block (or ``stop``) ends.
 
     - ``url``: ``http://127.0.0.1:PORT`` (``https`` with ``tls``); ``host``:
@@ -132,35 +177,7 @@ class Registry:
         """Every request answered so far, in order of their answers."""
         return self._log.entries()
 
-    def basic_auth(self) -> dict[str, str]:
-        """The ``Authorization`` header of ``credentials`` (empty without users)."""
-        if self.credentials is None:
-            return {}
-        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
-
-    def client(self) -> RemoteRegistry:
-        """A client of this registry for the caller's event loop (``async with`` it)."""
-        return RemoteRegistry(
-            self.url,
-            credentials=self.credentials,
-            ca_file=str(self.ca_file) if self.ca_file is not None else None,
-            environ={},
-        )
-
     # -- seeding ---------------------------------------------------------------------------
-
-    def push_image(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
-        """``content.push_image`` on this registry; the manifest's descriptor."""
-        return self.call(content.push_image, name, tag, **options)
-
-    def push_index(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
-        """``content.push_index`` on this registry; the index's descriptor."""
-        return self.call(content.push_index, name, tag, **options)
-
-    def push_artifact(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
-        """``content.push_artifact`` on this registry; the artifact manifest's descriptor."""
-        return self.call(content.push_artifact, name, tag, **options)
 
     def call(self, work: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
         """``await work(client, *args, **kwargs)`` on the registry's own loop, with its client;
@@ -443,7 +460,7 @@ class serve:
         await asyncio.to_thread(self.__exit__, kind, error, traceback)
 
 
-class ExternalRegistry:
+class ExternalRegistry(_Reachable):
     """A registry running elsewhere (``--registry-url``: a Go registry, say), with the same
     seeding helpers as ``Registry``. It serves no faults and keeps no request log: a test
     that asks for them fails saying so."""
@@ -458,7 +475,7 @@ class ExternalRegistry:
         url = url.rstrip("/")
         if "://" not in url:
             url = f"http://{url}"
-        self.url = url
+        self._url = url
         self.host = url.partition("://")[2]
         self.port = int(self.host.rpartition(":")[2]) if ":" in self.host else 0
         self.credentials = credentials
@@ -472,29 +489,9 @@ class ExternalRegistry:
     def requests(self) -> list[LoggedRequest]:
         raise RuntimeError(f"{self.url} is an external registry: its requests are not logged")
 
-    def basic_auth(self) -> dict[str, str]:
-        if self.credentials is None:
-            return {}
-        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
-
-    def client(self) -> RemoteRegistry:
-        return RemoteRegistry(
-            self.url,
-            credentials=self.credentials,
-            ca_file=str(self.ca_file) if self.ca_file is not None else None,
-            insecure=self.url.startswith("http://"),
-            environ={},
-        )
-
-    def push_image(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
-        return self.call(content.push_image, name, tag, **options)
-
-    def push_index(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
-        return self.call(content.push_index, name, tag, **options)
-
-    def push_artifact(self, name: str, tag: str | None = None, **options: Any) -> Descriptor:
-        return self.call(content.push_artifact, name, tag, **options)
+    @property
+    def url(self) -> str:
+        return self._url
 
     def call(self, work: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
         """``await work(client, *args, **kwargs)`` with a client of its own, on a loop of its
