@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from cargohold.testing import ExternalRegistry, Registry, serve
 from tests.support.distribution import distribution
 from tests.support.images import SourceImages, build_sources
 from tests.support.servers import cargohold, cargohold_argv, free_port, running
@@ -67,3 +69,16 @@ def distribution_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def images(tmp_path_factory: pytest.TempPathFactory) -> SourceImages:
     layout = tmp_path_factory.mktemp("images") / "layout"
     return build_sources(layout, (64 * 1024, 300 * 1024, 1024 * 1024))
+
+
+@pytest.fixture(params=["cargohold", "go"])
+def cargohold_or_go(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Registry | ExternalRegistry]:
+    """An empty registry of each kind in turn: ``cargohold.testing``'s, and the Go registry."""
+    if request.param == "cargohold":
+        with serve() as served:
+            yield served
+        return
+    with distribution(tmp_path / "go") as url:
+        yield ExternalRegistry(url)

@@ -5,7 +5,6 @@ cargohold and on the Go registry."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import oras.client
@@ -14,7 +13,6 @@ from typer.testing import CliRunner, Result
 
 from cargohold.cli import app
 from cargohold.testing import ExternalRegistry, Registry, serve
-from tests.support.distribution import distribution
 from tests.testing.test_serve import fetch
 
 
@@ -22,16 +20,9 @@ def cargohold(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-@pytest.fixture(params=["cargohold", "go"])
-def registry(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Registry | ExternalRegistry]:
-    if request.param == "cargohold":
-        with serve() as served:
-            yield served
-        return
-    with distribution(tmp_path / "go") as url:
-        yield ExternalRegistry(url)
+@pytest.fixture
+def registry(cargohold_or_go: Registry | ExternalRegistry) -> Registry | ExternalRegistry:
+    return cargohold_or_go
 
 
 def files(folder: Path) -> dict[str, bytes]:

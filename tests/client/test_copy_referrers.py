@@ -4,9 +4,6 @@ referrers tag the client keeps there)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from typer.testing import CliRunner
 
@@ -14,19 +11,11 @@ from cargohold.cli import app
 from cargohold.client.registry import RemoteRegistry
 from cargohold.descriptor import Descriptor
 from cargohold.testing import ExternalRegistry, Registry, serve
-from tests.support.distribution import distribution
 
 
-@pytest.fixture(params=["cargohold", "go"])
-def destination(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Registry | ExternalRegistry]:
-    if request.param == "cargohold":
-        with serve() as served:
-            yield served
-        return
-    with distribution(tmp_path / "go") as url:
-        yield ExternalRegistry(url)
+@pytest.fixture
+def destination(cargohold_or_go: Registry | ExternalRegistry) -> Registry | ExternalRegistry:
+    return cargohold_or_go
 
 
 def referrers_of(registry: Registry | ExternalRegistry, name: str, subject: str) -> set[str]:
