@@ -293,9 +293,10 @@ async def collect_garbage(
                 result.deleted_manifests.append((name, revision.digest))
                 result.manifest_sizes[(name, revision.digest)] = revision.size
                 needs[(name, revision.digest)] = {revision.digest, *revision.references}
-                tag_names[name] = [t.tag for t in tags if t.tag not in removed]
                 if revision.subject is not None:
                     subjects[(name, revision.digest)] = revision.subject
+        if len(kept) < len(revisions):
+            tag_names[name] = [t.tag for t in tags if t.tag not in removed]
         found = scan.links if scan is not None else await layer_links(registry, name)
         if not all(r.readable for r in revisions.values()):
             result.marked.update(found)  # what an unreadable manifest references is unknown
