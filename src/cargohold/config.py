@@ -1175,6 +1175,16 @@ class Tags(_Section):
         return value or 1000  # as Distribution: 0 means the default
 
 
+class UI(_Section):
+    """cargohold's: the web UI at ``/ui/`` (``ui/``), on unless switched off."""
+
+    enabled: bool = True
+    #: How long a sign-in lasts.
+    session: Duration = 8 * 3600.0
+    #: Repositories on a page of the catalog, and tags on a page of a repository.
+    pagesize: int = Field(50, ge=1, le=1000)
+
+
 # --- the whole file --------------------------------------------------------------------
 
 
@@ -1198,6 +1208,7 @@ class Config(_Section):
     proxy: Proxy | None = None
     compatibility: Compatibility = Field(default_factory=Compatibility)
     validation: Validation = Field(default_factory=Validation)
+    ui: UI = Field(default_factory=UI)
 
     @model_validator(mode="after")
     def _fold_loglevel(self) -> Config:

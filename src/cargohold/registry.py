@@ -17,10 +17,10 @@ mirror's expiry) and ``routing`` (a mirror's reading of containerd's ``?ns=``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from cargohold.descriptor import Descriptor
 from cargohold.digest import Digest
@@ -266,6 +266,11 @@ class Upkeep(Protocol):
     def note_pull(self, repository: str, digest: Digest) -> None:
         """Manifest ``digest`` of ``repository`` was pulled (for retention policies that
         keep what is pulled). Quick, and never raising; nothing to do when not recorded."""
+        ...
+
+    async def preview_collection(self) -> Mapping[str, Any]:
+        """What garbage collection, as configured, would remove now: a dry run, listed
+        as ``cargohold gc --dry-run --format json`` lists it."""
         ...
 
 

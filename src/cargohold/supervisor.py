@@ -66,6 +66,9 @@ def supervise(workers: int, config_path: str | None, fast_path: bool) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # The web UI's sessions, signed with a key every worker shares when http.secret is not
+    # set (the name is cargohold.ui.session.KEY_VARIABLE, not imported: see above).
+    os.environ.setdefault("CARGOHOLD_UI_KEY", os.urandom(32).hex())
     for _ in range(workers):
         started[_fork_worker(config_path, fast_path)] = time.monotonic()
     status = 0

@@ -51,6 +51,7 @@ from cargohold.unsupported import check_supported
 
 if TYPE_CHECKING:
     from cargohold.auth.issuer import TokenIssuer
+    from cargohold.ui import Pages
     from cargohold.tracing import Tracing
 
 log = logging.getLogger("cargohold.api")
@@ -136,11 +137,13 @@ class Dispatcher:
         pipeline: Pipeline,
         issuer: TokenIssuer | None = None,
         checks: health.Health | None = None,
+        ui: Pages | None = None,
     ) -> None:
         self.api = api
         self.pipeline = pipeline
         self.issuer = issuer
         self.checks = checks
+        self.ui = ui
         self._token_path = issuer.path.rstrip("/") if issuer is not None else None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
@@ -193,10 +196,17 @@ class Dispatcher:
             return await self.checks.handle(request)
         if self.issuer is not None and path.rstrip("/") == self._token_path:
             return await auth.token_endpoint(api, self.issuer, request)
+        if self.ui is not None and self.ui.serves(path):
+            return await self.ui.handle(request, path)
         route = exchange.route
         if route is None:
             return self._not_found()
         method = request.method
+        if method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            # A browser's CORS preflight carries no credentials: answered before access
+            # control, with http.headers (where Access-Control-* are configured). Any other
+            # OPTIONS is an unsupported method, as in Distribution.
+            return web.Response(status=200, headers=api.headers({"Content-Length": "0"}))
         try:
             grant = await self.pipeline.authorize(exchange, route, request.headers)
         except Unauthorized as exc:
@@ -375,7 +385,13 @@ def create_app(
     app[PIPELINE_KEY] = pipeline
     app[METRICS_KEY] = metrics
     checks = app[HEALTH_KEY] = health.build_health(config, namespace.upkeep, api.headers())
-    dispatcher = Dispatcher(api, pipeline, build_token_issuer(config, threads), checks)
+    issuer = build_token_issuer(config, threads)
+    pages = None
+    if config.ui.enabled:
+        from cargohold.ui import build_pages  # and Jinja2, only when the UI is on
+
+        pages = build_pages(config, api, pipeline.access, issuer)
+    dispatcher = Dispatcher(api, pipeline, issuer, checks, pages)
     # The bound coroutine method, not the instance: aiohttp deprecates (and warns about)
     # handlers that are not coroutine functions, and an instance with ``__call__`` is not one.
     app.router.add_route("*", "/{tail:.*}", dispatcher.__call__)

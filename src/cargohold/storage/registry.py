@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import Digest
@@ -162,6 +163,20 @@ class StorageRegistry:
         self, older_than: datetime, *, dry_run: bool = False
     ) -> list[PurgedUpload]:
         return await purge_uploads(self.driver, older_than, dry_run=dry_run)
+
+    async def preview_collection(self) -> Mapping[str, Any]:
+        from cargohold.storage.gc import collect_garbage, inventory_of
+
+        # Without collection while serving, it is what ``cargohold gc --dry-run`` would do.
+        gc = self.options.gc
+        result = await collect_garbage(
+            self,
+            dry_run=True,
+            delete_untagged=gc.delete_untagged if gc is not None else False,
+            grace=gc.grace if gc is not None else None,
+            retention=gc.retention if gc is not None else None,
+        )
+        return inventory_of(result, dry_run=True)
 
     async def probe_storage(self) -> str | None:
         try:
