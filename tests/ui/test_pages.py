@@ -23,6 +23,8 @@ from cargohold.testing import serve
 from cargohold.testing.server import Registry, _htpasswd
 from cargohold.testing.tls import make_token_signer
 from cargohold.ui.natural import natural_key
+from tests.support.waiting import until
+from tests.support.webhooks import webhook_receiver
 
 Page = tuple[int, str]
 
@@ -499,3 +501,25 @@ async def test_with_another_token_server_the_sign_in_asks_it_over_http(
     assert status == 200
     assert "Signed in as <strong>alice</strong>" in html
     assert listed(html) == ["team/app"]
+
+
+async def test_a_delete_from_the_ui_is_announced_to_webhooks_as_the_apis_own(
+    browser: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    endpoint = {"name": "hook", "url": "", "timeout": "2s", "backoff": "100ms"}
+    with webhook_receiver() as receiver:
+        endpoint["url"] = receiver.url
+        config = {"notifications": {"endpoints": [endpoint]}}
+        async with serve(root=tmp_path, config=config) as registry:
+            registry.push_image("team/app", "old")
+            _, confirmation = await page(browser, registry, "/ui/r/team/app/-/delete?tag=old")
+            form = {"tag": "old", "csrf": form_token(confirmation)}
+            status, _ = await post(browser, registry, "/ui/r/team/app/-/delete", form)
+            assert status == 200
+            await until(
+                lambda: any(e["action"] == "delete" for e in receiver.events()), 20, "no delete"
+            )
+    deleted = [e for e in receiver.events() if e["action"] == "delete"]
+    assert len(deleted) == 1
+    assert deleted[0]["target"]["repository"] == "team/app"
+    assert deleted[0]["target"]["tag"] == "old"
