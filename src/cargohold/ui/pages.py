@@ -180,6 +180,7 @@ class Pages:
             title="Repositories",
             search=search,
             repositories=[(name, counts[name]) for name in shown],
+            after=after,
             next_url=next_url,
             first_url=PATH + ("?" + urlencode({"q": search}) if search else "") if after else None,
         )
@@ -331,28 +332,33 @@ class Pages:
     # -- signing in --------------------------------------------------------------------
 
     async def login_form(
-        self, page: _Page, problem: str = "", status: int = 200
+        self, page: _Page, problem: str = "", status: int = 200, target: str | None = None
     ) -> web.StreamResponse:
+        """The form; ``target`` is where it leads (by default, the query's ``next``)."""
         if not self.gate.has_sign_in:
             return page.problem(
                 404, "No accounts", "This registry lets everyone in: there is no sign-in."
             )
-        target = page.request.query.get("next", PATH)
+        if target is None:
+            target = page.request.query.get("next", PATH)
         return page.render(
             "login.html", title="Sign in", problem=problem, next=_local(target), status=status
         )
 
     async def sign_in(self, page: _Page) -> web.StreamResponse:
         form = await page.request.post()
+        # A refused attempt keeps where the visitor was going, for the next one.
+        target = str(form.get("next", PATH))
         if not page.form_valid(form):
-            return await self.login_form(page, "The form had expired: please try again.", 400)
+            expired = "The form had expired: please try again."
+            return await self.login_form(page, expired, 400, target)
         try:
             session = await self.gate.sign_in(
                 str(form.get("username", "")), str(form.get("password", ""))
             )
         except SignInRefused as exc:
-            return await self.login_form(page, str(exc), 401)
-        response = _redirect(_local(str(form.get("next", PATH))))
+            return await self.login_form(page, str(exc), 401, target)
+        response = _redirect(_local(target))
         page.set_cookie(
             response, SESSION_COOKIE, self.gate.signer.seal(session), self.gate.lifetime
         )
