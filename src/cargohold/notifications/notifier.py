@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -304,12 +304,26 @@ class Notifier:
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                await _cancelled(tasks)
                 for task in tasks:
-                    task.cancel()
-                # gather, not a loop of awaits: a cancellation of this task while it waits
-                # must reach it, not be taken for one of the tasks' own.
-                ended = await asyncio.gather(*tasks, return_exceptions=True)
-                for outcome in ended:
+                    outcome = None if task.cancelled() else task.exception()
                     if isinstance(outcome, Exception):
                         # A bug: delivery starts over (from the cursors) rather than stop.
                         log.error("notifications: delivery failed", exc_info=outcome)
+
+
+async def _cancelled(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended.
+
+    A task can lose a cancellation (a client library's own timeout firing at the same
+    moment may take it for its own), and would then run on, and a plain wait for it
+    never end: so whatever is still running after a second is cancelled again.
+    ``asyncio.wait`` never cancels what it waits for, so a cancellation of this task
+    while it waits reaches it and is not taken for one of the tasks' own.
+    """
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+
