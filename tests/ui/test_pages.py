@@ -217,6 +217,22 @@ async def test_a_damaged_image_config_is_told_on_its_page_not_a_500(
     assert "the image config is not JSON" in html
 
 
+async def test_a_damaged_manifest_is_told_on_its_page_with_its_tags_not_a_500(
+    browser: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    async with serve(root=tmp_path) as registry:
+        image = registry.push_image("team/app", "v1")
+        (tmp_path / path_for(BlobData(image.digest)).lstrip("/")).write_bytes(b"{not json")
+        status, html = await page(browser, registry, f"/ui/r/team/app/-/manifest/{image.digest}")
+        listed_status, listing = await page(browser, registry, "/ui/r/team/app")
+    assert status == 200
+    assert "This manifest is damaged" in html
+    assert '<dd id="tags">v1</dd>' in html
+    assert "/-/delete?digest=" in html
+    assert listed_status == 200
+    assert "manifest is not valid JSON" in listing
+
+
 # -- deletes --------------------------------------------------------------------------------
 
 

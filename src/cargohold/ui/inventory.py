@@ -18,7 +18,7 @@ from typing import Any
 
 from cargohold.descriptor import Descriptor
 from cargohold.digest import Digest
-from cargohold.errors import BlobUnknown, ManifestUnknown, RegistryError
+from cargohold.errors import BlobUnknown, ManifestInvalid, ManifestUnknown, RegistryError
 from cargohold.manifest import (
     DOCKER_CONFIG,
     DOCKER_MANIFEST,
@@ -303,7 +303,15 @@ class Inventory:
     async def details(self, name: str, digest: Digest) -> Details:
         """Everything about one manifest; ``ManifestUnknown`` if the repository lacks it."""
         repo = self.registry.repository(name)
-        stored = await repo.manifests.get(digest)
+        try:
+            stored = await repo.manifests.get(digest)
+        except ManifestInvalid as exc:
+            # Stored, but not readable as a manifest: the page says so, and still offers
+            # what can be done about it (its tags, a delete).
+            damaged = Details(digest, "", 0, "damaged", "")
+            damaged.problems.append(f"This manifest is damaged: {_sentence(exc)}")
+            damaged.tags = sorted(await _tags_of(repo, digest), key=natural_key)
+            return damaged
         payload = stored.payload
         details = Details(
             digest,
