@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from cargohold.log import JSONFormatter, LogstashFormatter, TextFormatter
+from cargohold.log import JSONFormatter, LogstashFormatter, Recurring, TextFormatter
 
 
 def record(message: str = "hello %s", *args: object, **fields: object) -> logging.LogRecord:
@@ -54,3 +54,21 @@ def test_reportcaller_names_the_function_and_the_line(shape: type[TextFormatter]
 def test_logstash_lines_are_json_with_the_caller_as_function() -> None:
     entry = json.loads(LogstashFormatter({}, report_caller=True).format(record()))
     assert (entry["msg"], entry["function"]) == ("hello world", "test_log.some_function")
+
+
+def test_a_recurring_problem_is_told_once_per_interval_with_how_often_it_came(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    recurring = Recurring(logging.getLogger("cargohold.test"), 60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="cargohold.test"):
+        for second in (0, 1, 2, 30, 61, 62, 200):
+            now[0] = float(second)
+            recurring.warning("full", "storage is full: %s", "/srv")
+        recurring.warning("other", "storage unavailable")
+    assert [r.getMessage() for r in caplog.records] == [
+        "storage is full: /srv",
+        "storage is full: /srv (and 3 more times in the last 60 s)",
+        "storage is full: /srv (and 1 more times in the last 60 s)",
+        "storage unavailable",
+    ]

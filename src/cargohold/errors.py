@@ -101,6 +101,11 @@ class StorageUnavailable(StorageDriverError):
     """The backend failed: an I/O error, a network error, a refused request."""
 
 
+class StorageFull(StorageUnavailable):
+    """The backend has no room left (a full disk, a quota reached): writes fail until some
+    is freed, reads go on."""
+
+
 # --- the registry's domain -------------------------------------------------------------
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
@@ -169,3 +171,31 @@ def add_fields(fields: Mapping[str, Any]) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler.formatter, _StructuredFormatter):
             handler.formatter.add_fields(fields)
+
+
+class Recurring:
+    """A problem that recurs on every request while it lasts (a full disk, a backend
+    down), told once per ``interval`` seconds, with how often it came meanwhile."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._interval = interval
+        self._clock = clock
+        #: Per kind of problem: when it was last told, and how often it came since.
+        self._told: dict[str, tuple[float, int]] = {}
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        now = self._clock()
+        told, since = self._told.get(kind, (-math.inf, 0))
+        if now - told < self._interval:
+            self._told[kind] = (told, since + 1)
+            return
+        self._told[kind] = (now, 0)
+        if since:
+            message += f" (and {since} more times in the last {self._interval:g} s)"
+        self._log.warning(message, *args)

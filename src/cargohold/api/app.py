@@ -33,10 +33,11 @@ from cargohold.errors import (
     OperationUnsupported,
     RegistryError,
     StorageDriverError,
+    StorageFull,
     StorageUnavailable,
     Unauthorized,
 )
-from cargohold.log import bind_request, unbind_request
+from cargohold.log import Recurring, bind_request, unbind_request
 from cargohold.metrics.recorders import Metrics
 from cargohold.metrics.store import Store
 from cargohold.notifications.delivery import DeliveryWatch
@@ -51,8 +52,8 @@ from cargohold.unsupported import check_supported
 
 if TYPE_CHECKING:
     from cargohold.auth.issuer import TokenIssuer
-    from cargohold.ui import Pages
     from cargohold.tracing import Tracing
+    from cargohold.ui import Pages
 
 log = logging.getLogger("cargohold.api")
 
@@ -144,6 +145,7 @@ class Dispatcher:
         self.issuer = issuer
         self.checks = checks
         self.ui = ui
+        self._recurring = Recurring(log)
         self._token_path = issuer.path.rstrip("/") if issuer is not None else None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
@@ -233,8 +235,16 @@ class Dispatcher:
             return await self._handle(route, request)
         except RegistryError as exc:
             return api.error(exc)
+        except StorageFull as exc:
+            self._recurring.warning(f"full {exc.driver}", "storage is full: %s", exc)
+            # 503 rather than 507: every client takes it for "try again later" (space is
+            # usually freed: garbage collection, an operator), and it is a code the
+            # specification names; the message says why.
+            return api.error_code(
+                UNAVAILABLE, "the registry's storage is full", headers={"Retry-After": "60"}
+            )
         except StorageUnavailable as exc:
-            log.warning("storage unavailable: %s", exc)
+            self._recurring.warning(f"down {exc.driver}", "storage unavailable: %s", exc)
             return api.error_code(UNAVAILABLE, "storage is unavailable")
         except StorageDriverError as exc:
             log.error("storage error on %s %s: %s", method, path, exc)

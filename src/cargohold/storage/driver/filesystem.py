@@ -43,6 +43,7 @@ from cargohold.errors import (
     InvalidOffset,
     PathNotFound,
     StorageDriverError,
+    StorageFull,
     StorageUnavailable,
 )
 from cargohold.storage.driver.base import (
@@ -184,6 +185,8 @@ class FilesystemDriver(StorageDriver):
         except IsADirectoryError as exc:
             raise PathNotFound(path, self.name, "is a directory") from exc
         except OSError as exc:
+            if exc.errno in _FULL:
+                raise StorageFull(path, self.name, exc.strerror or str(exc)) from exc
             raise StorageUnavailable(path, self.name, exc.strerror or str(exc)) from exc
 
     # -- the driver -----------------------------------------------------------------------
@@ -339,6 +342,9 @@ class FilesystemDriver(StorageDriver):
             raise StorageUnavailable(self.root, self.name, f"{self.root} is not writable")
 
 
+#: The errors of a disk with no room left (or a user over their quota).
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 #: A writer asks the disk to catch up after this many bytes (see _FilesystemWriter.write).
 FLUSH_EVERY = 8 * 1024 * 1024
 
@@ -374,7 +380,14 @@ class _FilesystemWriter(FileWriter):
     async def write(self, data: bytes | bytearray | memoryview) -> int:
         fd = self._open_fd()
         with self._driver._errors(self._path):
-            _write_all(fd, data)
+            try:
+                _write_all(fd, data)
+            except OSError:
+                # What part of it went (a disk that filled up) is taken back: the file
+                # stays as long as the writes that succeeded, the size a resume reads.
+                with suppress(OSError):
+                    os.ftruncate(fd, self._size)
+                raise
         self._size += len(data)
         self._unflushed += len(data)
         if self._unflushed >= FLUSH_EVERY and (self._flushing is None or self._flushing.done()):
