@@ -326,4 +326,3 @@ async def _cancelled(tasks: Sequence[asyncio.Future[Any]]) -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=1.0)
-
