@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 	tar xzf $(VENV)/peer-tests/oras-*.tar.gz -C $(VENV)/peer-tests
 	touch $@
 
+# Azurite, the Azure Blob Storage emulator the azure driver's tests start, from npm
+# (node and npm are Debian's: `make debs`); nothing is downloaded while the tests run.
+AZURITE := $(VENV)/azurite/node_modules/.bin/azurite-blob
+$(AZURITE): | $(STAMP) debs
+	npm install --prefix $(VENV)/azurite --no-audit --no-fund --loglevel=error azurite@3.35.0
+
 ## A registry on 127.0.0.1:5000, filesystem storage under ./var/registry.
 serve: $(STAMP)
 	$(BIN)/cargohold serve
@@ -37,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(AZURITE)
 	$(BIN)/pytest
 
 ## cargohold against the Go registry, side by side (ARGS=--quick for < 2 min, ARGS=--metrics for

@@ -201,10 +201,11 @@ def test_an_unknown_storage_driver_is_named() -> None:
 
 
 def test_a_driver_of_distributions_that_cargohold_lacks_is_not_supported() -> None:
-    error = config_error("version: 0.1\nstorage:\n  azure:\n    accountname: x\n")
+    error = config_error("version: 0.1\nstorage:\n  swift:\n    container: x\n")
     assert (error.key, error.reason) == (
         "storage",
-        "storage driver 'azure' is not supported by cargohold; use filesystem, inmemory or s3",
+        "storage driver 'swift' is not supported by cargohold; "
+        "use filesystem, inmemory, s3, azure or gcs",
     )
 
 

@@ -99,10 +99,18 @@ _BASE: dict[str, Any] = {"version": "0.1", "storage": {"inmemory": {}}}
 #: Each refused prefix: settings that ask for it (merged into a minimal file).
 REFUSED: dict[str, dict[str, Any]] = {
     "log.hooks": {"log": {"hooks": [{"type": "mail", "levels": ["panic"]}]}},
-    "storage.azure": {
-        "storage": {"azure": {"accountname": "a", "accountkey": "k", "container": "c"}}
+    **{
+        f"storage.azure.credentials.{key}": {
+            "storage": {
+                "azure": {
+                    "accountname": "a",
+                    "container": "c",
+                    "credentials": {"type": "client_secret", key: "x"},
+                }
+            }
+        }
+        for key in ("clientid", "tenantid", "secret")
     },
-    "storage.gcs": {"storage": {"gcs": {"bucket": "b"}}},
     "middleware.registry": {"middleware": {"registry": [{"name": "a"}]}},
     "middleware.repository": {"middleware": {"repository": [{"name": "a"}]}},
     "middleware.storage": {
@@ -149,6 +157,20 @@ EXERCISED: dict[str, str] = {
     "storage.s3.multipartcopythresholdsize": "tests/storage/test_driver_s3.py::test_move_at_or_below_the_threshold_is_one_copy",
     "storage.s3.rootdirectory": "tests/storage/test_driver_s3.py::test_paths_are_keys_under_the_root_directory",
     "storage.s3.loglevel": "tests/storage/test_driver_s3.py::test_loglevel_debug_logs_every_request",
+    "storage.azure": "tests/storage/test_driver_azure.py::test_the_registry_builds_the_driver_from_its_configuration",
+    "storage.azure.accountname": "tests/storage/test_driver_azure.py::test_distributions_keys_configure_the_driver",
+    "storage.azure.accountkey": "tests/storage/test_driver_azure.py::test_check_explains_in_one_line_why_storage_is_unusable",
+    "storage.azure.container": "tests/storage/test_driver_azure.py::test_an_empty_root_directory_puts_paths_at_the_top_of_the_container",
+    "storage.azure.rootdirectory": "tests/storage/test_driver_azure.py::test_paths_are_blob_names_under_the_root_directory",
+    "storage.azure.credentials": "tests/storage/test_driver_azure.py::test_distribution_2_configurations_without_credentials_are_shared_key",
+    "storage.azure.max_retries": "tests/storage/test_driver_azure.py::test_move_gives_up_on_a_copy_pending_after_max_retries",
+    "storage.azure.retry_delay": "tests/storage/test_driver_azure.py::test_move_waits_for_a_pending_copy_retry_delay_apart",
+    "storage.gcs": "tests/storage/test_driver_gcs.py::test_the_registry_builds_the_driver_from_its_configuration",
+    "storage.gcs.bucket": "tests/storage/test_driver_gcs.py::test_serve_refuses_to_start_on_storage_it_cannot_use",
+    "storage.gcs.keyfile": "tests/storage/test_driver_gcs.py::test_the_registry_builds_the_driver_from_its_configuration",
+    "storage.gcs.credentials": "tests/storage/test_driver_gcs.py::test_the_registry_builds_the_driver_from_its_configuration",
+    "storage.gcs.rootdirectory": "tests/storage/test_driver_gcs.py::test_paths_are_object_names_under_the_root_directory",
+    "storage.gcs.chunksize": "tests/storage/test_driver_gcs.py::test_an_upload_is_resumed_by_another_process",
     "storage.tag": "tests/storage/test_tags_referrers_catalog.py::test_lookup_reads_at_most_concurrencylimit_tags_at_once",
     "storage.delete": "tests/api/test_blobs.py::test_delete_blob_when_deletes_are_disabled",
     "storage.redirect": "tests/s3/test_redirects.py::test_with_redirects_disabled_the_registry_streams_the_blob",
@@ -235,6 +257,14 @@ def owner(key: str) -> tuple[str, str]:
     return "exercised", exercised
 
 
+def refused_document(prefix: str) -> dict[str, Any]:
+    """A minimal file asking for the refused ``prefix``; a storage driver's replaces _BASE's."""
+    document = merged(_BASE, REFUSED[prefix])
+    if "storage" in REFUSED[prefix]:
+        document["storage"] = REFUSED[prefix]["storage"]
+    return document
+
+
 def merged(*documents: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for document in documents:
@@ -264,7 +294,7 @@ def test_every_named_test_exists(prefix: str) -> None:
 @pytest.mark.parametrize("prefix", sorted(REFUSED))
 def test_every_refused_key_is_refused_with_one_line(prefix: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        create_app(parse_config(yaml.safe_dump(merged(_BASE, REFUSED[prefix])), environ={}))
+        create_app(parse_config(yaml.safe_dump(refused_document(prefix)), environ={}))
     key = caught.value.key
     assert key.startswith(prefix) or prefix.startswith(key), key
     assert "not supported by cargohold" in str(caught.value)

@@ -60,10 +60,12 @@ from cargohold.storage.retention import (
 
 __all__ = [
     "Auth",
+    "AzureParameters",
     "Config",
     "DriverParameters",
     "Duration",
     "FilesystemParameters",
+    "GCSParameters",
     "HTTPConfig",
     "InmemoryParameters",
     "S3Parameters",
@@ -314,7 +316,65 @@ class S3Parameters(_Section):
         return region
 
 
-DriverParameters: TypeAlias = FilesystemParameters | InmemoryParameters | S3Parameters
+class AzureCredentials(_Section):
+    """Distribution v3's ``credentials``: cargohold's driver takes ``shared_key`` (the
+    driver refuses the others, which need Azure's identity library)."""
+
+    type: str = ""  # empty: shared_key when accountkey is set, as Distribution 2 read it
+    clientid: str = ""
+    tenantid: str = ""
+    secret: str = ""
+
+
+class AzureParameters(_Section):
+    accountname: str
+    accountkey: str = ""
+    container: str
+    credentials: AzureCredentials = Field(default_factory=AzureCredentials)
+    connectionstring: str = ""  # read and never used by Distribution: refused when set
+    realm: str = "core.windows.net"
+    rootdirectory: str = ""
+    serviceurl: str = ""  # default: https://<accountname>.blob.<realm>
+    max_retries: int = Field(5, ge=-1)
+    retry_delay: Duration = 0.1
+    skipverify: bool = False
+    #: How long a redirect's SAS URL stays valid. cargohold's addition, as for s3
+    #: (Distribution fixes it at 20 minutes and ignores unknown driver keys).
+    redirectexpiry: Duration = 1200.0
+
+
+class GCSParameters(_Section):
+    """Distribution's ``gcs`` driver (``storage/driver/gcs.py``)."""
+
+    bucket: str
+    #: A service account's JSON key file; wins over ``credentials``, as in Distribution.
+    keyfile: str = ""
+    #: The same key as a mapping (``type: service_account``, ``private_key``, ...).
+    credentials: dict[str, str] = Field(default_factory=dict)
+    rootdirectory: str = ""
+    chunksize: int = Field(16 * MiB, ge=256 * 1024)
+    useragent: str = ""
+    maxconcurrency: int = 50
+    #: How long a signed redirect URL stays valid; cargohold's, as for s3.
+    redirectexpiry: Duration = 1200.0
+
+    @field_validator("chunksize")
+    @classmethod
+    def _whole_quanta(cls, value: int) -> int:
+        if value % (256 * 1024):
+            raise ValueError(f"must be a multiple of {256 * 1024}")
+        return value
+
+    @field_validator("maxconcurrency")
+    @classmethod
+    def _at_least_25_calls(cls, value: int) -> int:
+        # Distribution raises a smaller value to its minimum rather than refusing it.
+        return max(value, 25)
+
+
+DriverParameters: TypeAlias = (
+    FilesystemParameters | InmemoryParameters | S3Parameters | AzureParameters | GCSParameters
+)
 
 
 class Delete(_Section):
@@ -465,17 +525,19 @@ def _and(names: list[str]) -> str:
 
 
 #: Drivers Distribution has and cargohold does not (yet).
-_DISTRIBUTION_DRIVERS = frozenset({"azure", "gcs", "swift", "oss", "cos", "bos", "hdfsweb"})
+_DISTRIBUTION_DRIVERS = frozenset({"swift", "oss", "cos", "bos", "hdfsweb"})
 
 
 class Storage(_Section):
     """The ``storage`` section: exactly one driver section, plus the registry's own settings."""
 
-    drivers: ClassVar[tuple[str, ...]] = ("filesystem", "inmemory", "s3")
+    drivers: ClassVar[tuple[str, ...]] = ("filesystem", "inmemory", "s3", "azure", "gcs")
 
     filesystem: FilesystemParameters | None = None
     inmemory: InmemoryParameters | None = None
     s3: S3Parameters | None = None
+    azure: AzureParameters | None = None
+    gcs: GCSParameters | None = None
     delete: Delete = Field(default_factory=Delete)
     redirect: Redirect = Field(default_factory=Redirect)
     cache: Cache = Field(default_factory=Cache)

@@ -19,6 +19,8 @@ DRIVERS: dict[str, str] = {
     "inmemory": "cargohold.storage.driver.inmemory:InMemoryDriver",
     "filesystem": "cargohold.storage.driver.filesystem:FilesystemDriver",
     "s3": "cargohold.storage.driver.s3:S3Driver",
+    "azure": "cargohold.storage.driver.azure:AzureDriver",
+    "gcs": "cargohold.storage.driver.gcs:GCSDriver",
 }
 
 
