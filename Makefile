@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: serve test check lint typecheck pytest debs bench campaigns clean
+.PHONY: serve test check lint typecheck pytest debs bench campaigns fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,9 +51,15 @@ pytest: $(STAMP) $(AZURITE)
 bench: $(STAMP) debs
 	$(BIN)/python -m bench $(ARGS)
 
-## Long campaigns, minutes each: garbage collection under a minute of pushes (filesystem, S3).
+## Long campaigns, minutes each: garbage collection under a minute of pushes (filesystem, S3),
+## and the stateful fuzzer's campaign (as make fuzz).
 campaigns: $(STAMP) debs
 	$(BIN)/pytest -m campaign
+
+## The stateful fuzzer's campaign: random operations checked against a model of the registry,
+## at least FUZZ_REQUESTS requests (100000 by default), its figures printed.
+fuzz: $(STAMP)
+	$(BIN)/pytest -m campaign -s tests/api/test_stateful.py::test_fuzz_campaign
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -9,7 +9,9 @@ any Content-Type, the whole blob on the PUT, an empty PUT after PATCHes.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import ClientResponse
@@ -21,6 +23,7 @@ from tests.api.conftest import (
     digest_of,
     random_blob,
 )
+from tests.support.waiting import eventually
 
 UUID_PATH = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -418,6 +421,40 @@ async def test_delete_cancels_the_upload(registry: Registry) -> None:
         response = await registry.request(method, location, params=params)
         await assert_error(response, 404, "BLOB_UPLOAD_UNKNOWN")
     await assert_no_blob(registry, "repo", digest_of(b"some bytes"))
+
+
+async def test_a_chunk_still_arriving_when_the_upload_is_finished_stays_out_of_the_blob(
+    registry: Registry,
+) -> None:
+    """A PATCH whose body is slow holds the upload open while a PUT finishes it: the rest of
+    that body must not reach the blob the PUT made (the stateful fuzzer found it: the bytes
+    were appended to the blob's file, served afterwards under a digest they did not match)."""
+    location = await registry.start_upload("repo")
+    response = await registry.request("PATCH", location, data=b"content")
+    location = registry.local(response.headers["Location"])
+    finished = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"+"
+        await finished.wait()
+        yield b" and bytes after the upload was finished"
+
+    patch = asyncio.ensure_future(registry.request("PATCH", location, data=slow_body()))
+    # Its first byte in, the PATCH has the upload open, waiting for the rest of its body.
+    await eventually(lambda: _holds(registry, location, 8), what="the PATCH never began")
+    blob = Blob(b"content+")
+    response = await registry.request("PUT", location, params={"digest": blob.digest})
+    await assert_blob_created(registry, response, "repo", blob)
+    finished.set()
+    await assert_error(await patch, 404, "BLOB_UPLOAD_UNKNOWN")
+    response = await registry.request("GET", f"/v2/repo/blobs/{blob.digest}")
+    assert await response.read() == blob.data
+    response = await registry.request("GET", location)
+    await assert_error(response, 404, "BLOB_UPLOAD_UNKNOWN")
+
+
+async def _holds(registry: Registry, location: str, size: int) -> bool:
+    return await status_of(registry, location) == size
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])

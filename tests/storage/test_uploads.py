@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 
 import pytest
 
+from cargohold.descriptor import Descriptor
 from cargohold.digest import EMPTY_SHA256, Digest, digest_of
 from cargohold.errors import BlobUnknown, BlobUploadUnknown, DigestInvalid, SizeInvalid
+from cargohold.storage.driver.base import FileInfo
 from cargohold.storage.paths import (
     BlobData,
     UploadData,
@@ -184,3 +187,62 @@ async def test_a_commit_verifies_what_is_stored_not_what_this_process_wrote(
         await resumed.commit(digest_of(b"mine"))
     with pytest.raises(BlobUnknown):
         await blobs.stat(digest_of(b"mine"))
+
+
+async def test_a_chunk_still_arriving_when_the_upload_is_finished_stays_out_of_the_blob(
+    registry: StorageRegistry,
+) -> None:
+    """A request still writing a chunk when another finishes the upload writes no more: on a
+    filesystem its descriptor still pointed at the file the commit moved into place as the
+    blob (the stateful fuzzer found it: the blob grew past its digest)."""
+    blobs = registry.repository("a").blobs
+    upload = await blobs.create_upload()
+    await upload.write(b"content")
+    await upload.close()
+    late = await blobs.resume_upload(upload.id)  # a PATCH, waiting for its body
+    finishing = await fresh(registry).repository("a").blobs.resume_upload(upload.id)
+    await finishing.commit(digest_of(b"content"))
+    with pytest.raises(BlobUploadUnknown):
+        await late.write(b" and more")
+    await late.close()
+    assert await blobs.get(digest_of(b"content")) == b"content"
+    assert (await blobs.stat(digest_of(b"content"))).size == len(b"content")
+    with pytest.raises(BlobUploadUnknown):
+        await blobs.resume_upload(upload.id)
+
+
+async def test_an_upload_being_finished_cannot_be_resumed(
+    registry: StorageRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a commit has taken the upload's data, a second PUT finishing the same upload finds
+    no upload (the stateful fuzzer found it opening the data's path afresh, an empty file, and
+    answering 400 DIGEST_INVALID, or 201 for an empty blob, for an upload already gone)."""
+    blobs = registry.repository("a").blobs
+    upload = await blobs.create_upload()
+    await upload.write(b"content")
+    await upload.close()
+    driver = registry.driver
+    stat = driver.stat
+    taken, go_on = asyncio.Event(), asyncio.Event()
+
+    async def paused_stat(path: str) -> FileInfo:
+        if "/commit-" in path:  # the commit has taken the data, and is about to verify it
+            taken.set()
+            await go_on.wait()
+        return await stat(path)
+
+    monkeypatch.setattr(driver, "stat", paused_stat)
+
+    async def finish() -> Descriptor:
+        finishing = await blobs.resume_upload(upload.id)
+        return await finishing.commit(digest_of(b"content"))
+
+    finishing = asyncio.ensure_future(finish())
+    await taken.wait()
+    with pytest.raises(BlobUploadUnknown):
+        await blobs.resume_upload(upload.id)
+    go_on.set()
+    assert (await finishing).digest == digest_of(b"content")
+    assert await blobs.get(digest_of(b"content")) == b"content"
+    with pytest.raises(BlobUploadUnknown):
+        await blobs.resume_upload(upload.id)

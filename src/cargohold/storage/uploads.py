@@ -9,7 +9,9 @@ data at commit when its count matches what storage holds.
 Commit is where content becomes a blob, so it is careful:
 
 1. the data is committed and moved to a name private to this commit, which no
-   other request can append to or replace;
+   other request can append to or replace, and the upload's ``startedat`` is
+   removed, so that no other request resumes it (a writer that resumed it
+   before writes no more: its file has moved);
 2. that private file is verified against the expected digest (with the kept
    digester when its byte count equals the file's size, else by one read pass);
 3. only then is it moved to the blob's place and linked into the repository.
@@ -30,7 +32,7 @@ from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import Digest, Digester
 from cargohold.errors import BlobUploadUnknown, DigestInvalid, PathNotFound, SizeInvalid
 from cargohold.storage.driver.base import FileWriter
-from cargohold.storage.paths import BlobData, UploadData, UploadDir, path_for
+from cargohold.storage.paths import BlobData, UploadData, UploadDir, UploadStartedAt, path_for
 
 if TYPE_CHECKING:
     from cargohold.storage.linkedblobstore import LinkedBlobStore
@@ -104,7 +106,11 @@ class BlobUpload:
                 self._hashing = self._store.blobs.driver.in_thread(digester.update, data)
             else:
                 digester.update(data)  # small, or a buffer the caller may reuse
-        return await self._writer.write(data)
+        try:
+            return await self._writer.write(data)
+        except PathNotFound:
+            # Another request finished or cancelled the upload while this one's chunk arrived.
+            raise BlobUploadUnknown("the upload was finished or cancelled meanwhile") from None
 
     async def _hashed(self) -> None:
         hashing, self._hashing = self._hashing, None
@@ -138,6 +144,12 @@ class BlobUpload:
                 await driver.move(path_for(UploadData(store.name, self._id)), private)
             except PathNotFound:
                 raise BlobUploadUnknown("the upload was finished or cancelled meanwhile") from None
+            # The upload is this commit's now, whatever the verification finds: without its
+            # startedat no other request resumes it (one would open the data's path afresh, an
+            # empty file, and answer for an upload that is gone). Right after the move: on a
+            # local disk neither call waits, so no resume on this event loop comes between.
+            with suppress(PathNotFound):
+                await driver.delete(path_for(UploadStartedAt(store.name, self._id)))
             actual_size = (await driver.stat(private)).size
             if size is not None and size != actual_size:
                 raise SizeInvalid(f"declared size {size} but received {actual_size} bytes")

@@ -13,7 +13,9 @@ sees and continues an upload cargohold started, and the other way round,
 without copying it. ``close`` (the end of each chunk) and ``commit`` make
 what was written durable before they return, so an acknowledged chunk
 survives a crash; a crash in the middle of a write leaves a prefix of it,
-and the file's size says where to resume.
+and the file's size says where to resume. A writer whose file was moved or
+removed since it opened it (another request finished or cancelled the
+upload) writes nothing more: its writes raise ``PathNotFound``.
 
 Small files and single chunks are read and written inline on the event loop:
 on a local disk with a warm page cache that costs microseconds, less than a
@@ -380,6 +382,12 @@ class _FilesystemWriter(FileWriter):
     async def write(self, data: bytes | bytearray | memoryview) -> int:
         fd = self._open_fd()
         with self._driver._errors(self._path):
+            # Only while the path still names this file: finishing an upload moves its file
+            # into place as a blob, and bytes written through a descriptor opened before
+            # (a chunk still arriving) would land inside that blob. Nothing awaits between
+            # the check and the write, so no move on this event loop comes in between.
+            if not _still_at(self._driver._full(self._path), fd):
+                raise FileNotFoundError(errno.ENOENT, "moved or removed since it was opened")
             try:
                 _write_all(fd, data)
             except OSError:
@@ -439,6 +447,16 @@ def _create(temp: str, full: str) -> int:
         # Trying first saves makedirs' probing when the folder exists (the usual case).
         _makedirs(os.path.dirname(full))
         return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def _still_at(path: str, fd: int) -> bool:
+    """Whether ``path`` names the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_ino, named.st_dev) == (opened.st_ino, opened.st_dev)
 
 
 def _flush_and_close(fd: int) -> None:

@@ -252,6 +252,10 @@ class _InMemoryWriter(FileWriter):
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
         self._check_open()
+        if self._driver._pending.get(self._path) is not self._buffer:
+            # Committed by another writer, cancelled or deleted since: as on a filesystem,
+            # whose writer stops once its file has been moved or removed.
+            raise PathNotFound(self._path, self._driver.name, "committed or removed meanwhile")
         self._buffer += data
         return len(data)
 
