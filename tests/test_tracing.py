@@ -21,7 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
+from cargohold.api.pipeline import Selective
+from cargohold.tracing import ContinuingHook, Tracing, TracingHook
 from tests.support.http import Reply, location, request
 from tests.support.otlp import CLIENT, STATUS_ERROR, Receiver, Span, otlp_receiver
 from tests.support.redis import running_redis
@@ -295,6 +298,40 @@ def test_with_a_sampler_of_zero_only_sampled_callers_are_traced(tmp_path: Path) 
         assert receiver.server_span("declined") is None
     assert spans["asked"].trace_id == TRACE_ID
     assert spans["asked"].name == "GET /v2/"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "hook"),
+    [
+        ("always_on", TracingHook),
+        ("parentbased_always_on", TracingHook),
+        ("traceidratio", TracingHook),  # OTEL_TRACES_SAMPLER_ARG: 0.5
+        ("parentbased_traceidratio", ContinuingHook),  # with 0
+        ("parentbased_always_off", ContinuingHook),
+        ("traceidratio", None),  # with 0: it ignores the caller's choice
+        ("always_off", None),
+    ],
+)
+def test_what_the_sampler_may_keep_decides_what_a_request_costs(
+    sampler: str, hook: type[TracingHook] | None
+) -> None:
+    """A sampler that keeps nothing costs nothing; one that only continues a caller's
+    trace costs the fast path a header's lookup (``ContinuingHook``, selective)."""
+    ratio = "0.5" if hook is TracingHook else "0"
+    environ = {"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": ratio}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environ.items():
+            patch.setenv(name, value)
+        tracing = Tracing(TracerProvider())
+    try:
+        if hook is None:
+            assert (tracing.hook, tracing.watch) == (None, None)
+        else:
+            assert type(tracing.hook) is hook
+            assert tracing.watch is not None
+        assert isinstance(tracing.hook, Selective) is (hook is ContinuingHook)
+    finally:
+        tracing.shutdown()
 
 
 def test_s3_requests_are_children_of_the_driver_calls_that_made_them(

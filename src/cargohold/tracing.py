@@ -19,9 +19,18 @@ Spans:
   provider, which ``install`` sets).
 
 The fast path's reads from storage take microseconds: they are timed by the
-metrics but not traced. When the sampler never samples a root span and the
-request brings no ``traceparent``, no span is made at all, so tracing with a
-sampler of 0 costs a header lookup per request.
+metrics but not traced. What a request costs depends on what the sampler can
+keep, which ``Tracing`` asks it once, at start:
+
+* nothing at all (``always_off``, ``traceidratio`` with a ratio of 0, which
+  drop every span, a caller's ``traceparent`` or not): there is no request
+  hook and no driver watch, and a request costs nothing;
+* no root span, but a span continuing a sampled caller's
+  (``parentbased_traceidratio`` with 0, ``parentbased_always_off``): the hook
+  (``ContinuingHook``) makes a span only for a request that brings a
+  ``traceparent``; the fast path opens no exchange for the others (the hook
+  is ``pipeline.Selective``), which cost that header's lookup;
+* root spans: a span per request (unsampled ones are not recorded).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -50,11 +59,13 @@ if TYPE_CHECKING:
 
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Sampler
     from opentelemetry.trace import Span, Tracer
 
     from cargohold.api.pipeline import Exchange
     from cargohold.descriptor import Descriptor
     from cargohold.storage.cache import BlobDescriptorCache
+    from cargohold.storage.driver.base import ImmediateFiles
 
 __all__ = ["PREFIX", "Tracing", "check_environment", "from_environment", "requested"]
 
@@ -227,6 +238,20 @@ class TracingHook:
         span.end()
 
 
+class ContinuingHook(TracingHook):
+    """The hook when the sampler starts no trace of its own: a span only continues a caller's.
+
+    Selective (``pipeline.Selective``): a request the fast path answers needs an
+    exchange, and a span, only when it brings a ``traceparent``; the others cost
+    the fast path that header's lookup, and nothing more.
+    """
+
+    exchange_with = "traceparent"
+
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__(tracer, roots=False)
+
+
 class _Ending:
     """Ends a span that is not made current (a walk's, whose iteration crosses tasks)."""
 
@@ -264,8 +289,8 @@ class TracingWatch:
             return _Ending(self._tracer.start_span(action, attributes=attributes))
         return self._tracer.start_as_current_span(action, attributes=attributes)
 
-    def timer(self, driver: str, action: str) -> Callable[[float], None] | None:
-        return None  # immediate reads are timed, not traced
+    def immediate(self, files: ImmediateFiles, driver: str) -> ImmediateFiles:
+        return files  # immediate reads take microseconds: they are timed, not traced
 
 
 class TracingCacheWatch:
@@ -328,16 +353,19 @@ class Tracing:
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
         self.tracer = provider.get_tracer("cargohold", __version__)
-        from opentelemetry.sdk.trace.sampling import Decision
-
-        # The built-in samplers decide a root by its trace id; 0 is sampled at any ratio above 0.
-        roots = provider.sampler.should_sample(None, 0, "probe").decision is not Decision.DROP
-        self.hook = TracingHook(self.tracer, roots)
-        self.watch = TracingWatch(self.tracer)
+        roots, continued = _may_sample(provider.sampler)
+        #: None when no request can ever be sampled: spans that are never recorded make
+        #: nothing to export, and the storage calls under them make none either.
+        self.hook: TracingHook | None = None
+        if roots:
+            self.hook = TracingHook(self.tracer, roots=True)
+        elif continued:
+            self.hook = ContinuingHook(self.tracer)
+        self.watch = TracingWatch(self.tracer) if self.hook is not None else None
 
     def cache(self, cache: BlobDescriptorCache) -> BlobDescriptorCache:
-        """``cache``, with its calls traced when it is shared (Redis)."""
-        if not cache.shared:
+        """``cache``, with its calls traced when it is shared (Redis) and may be sampled."""
+        if not cache.shared or self.hook is None:
             return cache
         return WatchedCache(cache, TracingCacheWatch(self.tracer))
 
@@ -348,6 +376,28 @@ class Tracing:
     def shutdown(self) -> None:
         """Send what is pending (within the exporter's timeout) and stop."""
         self.provider.shutdown()
+
+
+def _may_sample(sampler: Sampler) -> tuple[bool, bool]:
+    """Whether ``sampler`` may sample a root span, and a span continuing a caller's.
+
+    The samplers ``OTEL_TRACES_SAMPLER`` names (``SAMPLERS``) decide by the trace
+    id (a ratio: 0 is sampled at any ratio above 0) and by the parent's flags and
+    remoteness, so one probe per kind of parent answers for every request. A
+    caller's ``traceparent`` is a remote parent, sampled or not.
+    """
+    from opentelemetry.sdk.trace.sampling import Decision
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    def kept(parent: Context | None) -> bool:
+        return sampler.should_sample(parent, 0, "probe").decision is not Decision.DROP
+
+    def caller(flags: int) -> Context:
+        span = NonRecordingSpan(SpanContext(1, 1, is_remote=True, trace_flags=TraceFlags(flags)))
+        return trace.set_span_in_context(span)
+
+    continued = kept(caller(TraceFlags.SAMPLED)) or kept(caller(TraceFlags.DEFAULT))
+    return kept(None), continued
 
 
 def from_environment() -> Tracing | None:

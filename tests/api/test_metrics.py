@@ -84,6 +84,53 @@ async def test_fast_path_requests_are_counted_like_any_other(
     assert found.value("registry_http_response_size_bytes_sum", handler="blob") == 0
 
 
+QUIET = {**PROMETHEUS, "log": {"accesslog": {"disabled": True}}}
+
+
+@pytest.mark.parametrize("settings", [PROMETHEUS, QUIET], ids=["access-log", "metrics-alone"])
+async def test_hot_reads_count_alike_with_an_exchange_or_without(
+    make_registry: MakeRegistry, scraper: Scraper, settings: dict[str, Any]
+) -> None:
+    """With metrics the only hook the fast path opens no exchange (``pipeline.Counter``);
+    with another hook it does: the counts are the same."""
+    registry = await make_registry(settings)
+    image = await registry.push_image("team/app", tag="v1")
+    layer = image.layers[0]
+    before = await scraper(registry)
+    for _ in range(3):
+        assert (await registry.request_anew("HEAD", f"/v2/team/app/blobs/{layer.digest}"))[0] == 200
+        status, body = await registry.request_anew("GET", f"/v2/team/app/blobs/{layer.digest}")
+        assert (status, body) == (200, layer.data)
+    status, manifest = await registry.request_anew("GET", "/v2/team/app/manifests/v1")
+    assert status == 200
+
+    found = await scraper(registry)
+    assert requests(found, "blob", "head") == 3
+    assert requests(found, "blob", "get") == 3
+    assert requests(found, "manifest", "get") == 1
+    duration = "registry_http_request_duration_seconds"
+    for handler, method, count in (("blob", "head", 3), ("blob", "get", 3), ("manifest", "get", 1)):
+        assert found.value(f"{duration}_count", handler=handler, method=method) == count
+        bucket = found.value(f"{duration}_bucket", handler=handler, method=method, le="+Inf")
+        assert bucket == count
+    sent = "registry_http_response_size_bytes"
+    pushed = before.value(f"{sent}_sum", handler="blob")
+    assert found.value(f"{sent}_sum", handler="blob") == pushed + 3 * layer.size
+    assert found.value(f"{sent}_sum", handler="manifest") == len(manifest)
+    received = "registry_http_request_size_bytes"
+    assert (
+        found.value(f"{received}_count", handler="blob")
+        - before.value(f"{received}_count", handler="blob")
+        == 6
+    )
+    pulls = found.by("cargohold_repository_pulls_total", "type")
+    assert pulls == {"blob": 3, "manifest": 1}, "a HEAD pulls nothing"
+    pulled = found.value("cargohold_repository_pulled_bytes_total", repository="team/app")
+    assert pulled == 3 * layer.size + len(manifest)
+    stat = found.total("registry_storage_action_seconds_count", action="Stat")
+    assert stat > before.total("registry_storage_action_seconds_count", action="Stat")
+
+
 async def test_storage_calls_of_both_paths_are_timed(
     make_registry: MakeRegistry, scraper: Scraper, storage: str
 ) -> None:

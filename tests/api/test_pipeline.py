@@ -19,8 +19,9 @@ import time
 from tests.api.conftest import Blob, MakeRegistry, random_blob, random_config
 from tests.support.http_raw import read_replies, request_bytes
 
-from cargohold.api.events import PULL, PUSH
+from cargohold.api.events import PULL, PUSH, Event
 from cargohold.api.pipeline import Exchange
+from cargohold.api.routes import Endpoint, Route
 
 
 class Recorder:
@@ -108,6 +109,102 @@ async def test_writes_and_errors_pass_the_hooks_too(make_registry: MakeRegistry)
             assert exchange.event is None, "a failed request did nothing to report"
     ids = [exchange.id for exchange in recorder.finished]
     assert len(set(ids)) == len(ids) == len(recorder.started)
+
+
+#: No access log: a hook that is neither a counter nor selective would have every request
+#: opened as an exchange.
+QUIET = {"log": {"accesslog": {"disabled": True}}}
+
+
+class Counting(Recorder):
+    """A counter (``pipeline.Counter``): notes the numbers of each request it is told of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted: list[tuple[Route, str, int, int, int, float, Event | None]] = []
+
+    def request_counted(
+        self,
+        route: Route,
+        method: str,
+        status: int,
+        received: int,
+        sent: int,
+        seconds: float,
+        event: Event | None,
+    ) -> None:
+        self.counted.append((route, method, status, received, sent, seconds, event))
+
+
+class Continuing(Recorder):
+    """A selective hook (``pipeline.Selective``), as tracing that only continues traces is."""
+
+    exchange_with = "traceparent"
+
+
+async def test_counters_hear_the_fast_paths_requests_without_an_exchange(
+    make_registry: MakeRegistry, serving: str
+) -> None:
+    """Metrics are a counter: alone, they cost the fast path no exchange and no two calls."""
+    counting = Counting()
+    registry = await make_registry(QUIET, hooks=[counting])
+    blob = await registry.push_blob("repo", random_blob(700))
+    target = f"/v2/repo/blobs/{blob.digest}"
+
+    assert (await registry.request_anew("GET", target)) == (200, blob.data)
+
+    if serving == "full":
+        assert counting.only("GET", target).size == blob.size
+        assert counting.counted == []
+        return
+    assert [e for e in counting.started if e.target == target] == [], "no exchange was opened"
+    ((route, method, status, received, sent, seconds, event),) = counting.counted
+    assert (route.endpoint, route.name, method, status) == (Endpoint.BLOB, "repo", "GET", 200)
+    assert received > len(f"GET {target} HTTP/1.1\r\n")
+    assert (sent, seconds > 0) == (blob.size, True)
+    assert event is not None
+    assert (event.action, event.repository, event.digest) == (PULL, "repo", blob.digest)
+
+
+async def test_a_selective_hook_has_an_exchange_opened_only_for_its_header(
+    make_registry: MakeRegistry, serving: str
+) -> None:
+    counting, continuing = Counting(), Continuing()
+    registry = await make_registry(QUIET, hooks=[counting, continuing])
+    blob = await registry.push_blob("repo", random_blob(700))
+    target = f"/v2/repo/blobs/{blob.digest}"
+    before = len(continuing.finished)
+
+    assert (await registry.request_anew("HEAD", target))[0] == 200
+    traceparent = {"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+    assert (await registry.request_anew("HEAD", target, headers=traceparent))[0] == 200
+
+    heard = continuing.finished[before:]
+    if serving == "full":
+        assert len(heard) == 2
+        assert counting.counted == []
+        return
+    (exchange,) = heard
+    assert exchange.fast
+    assert exchange.headers.get("traceparent") == traceparent["traceparent"]
+    assert counting.finished[-1] is exchange, "the counter heard it through the exchange"
+    assert len(counting.counted) == 1, "the request without the header was counted alone"
+
+
+async def test_any_other_hook_has_every_fast_request_opened_as_an_exchange(
+    make_registry: MakeRegistry, serving: str
+) -> None:
+    counting, recorder = Counting(), Recorder()
+    registry = await make_registry(QUIET, hooks=[counting, recorder])
+    blob = await registry.push_blob("repo", random_blob(700))
+    target = f"/v2/repo/blobs/{blob.digest}"
+
+    assert (await registry.request_anew("HEAD", target))[0] == 200
+
+    seen = recorder.only("HEAD", target)
+    assert seen.fast is (serving == "fast")
+    assert counting.only("HEAD", target) is seen
+    assert counting.counted == []
 
 
 # -- connections ----------------------------------------------------------------------------

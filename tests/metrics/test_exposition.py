@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from cargohold.api.routes import Endpoint, Route
 from cargohold.metrics import layout
 from cargohold.metrics.exposition import go_float, render
-from cargohold.metrics.store import Row, StoreFile
+from cargohold.metrics.recorders import HttpMetrics
+from cargohold.metrics.store import Row, Store, StoreFile
 from tests.support.metrics import parse
 
 # What Go's strconv.FormatFloat(v, 'g', -1, 64) writes, as Distribution's ``le`` labels
@@ -84,6 +86,38 @@ def test_buckets_are_cumulative() -> None:
     assert found.value(name, le="10", **series) == 3
     assert found.value(name, le="+Inf", **series) == 4
     assert found.value("registry_storage_action_seconds_count", **series) == 4
+
+
+def test_a_requests_first_buckets_are_its_count_less_the_others() -> None:
+    # How the recorder writes a row: the first buckets are left alone (``layout.HTTP``).
+    written = Store()
+    try:
+        http = HttpMetrics(written)
+        route = Route(Endpoint.BLOB, "repo", "sha256:" + "0" * 64)
+        http.request_counted(route, "GET", 200, 300, 700, 0.001, None)  # all in the first
+        http.request_counted(route, "GET", 200, 1500, 5000, 0.007, None)  # none in the first
+        (row,) = [row for row in written.rows() if row.kind == layout.HTTP]
+        for at, _ in layout.HTTP_DERIVED:
+            assert row.values[at + 1] == 0
+        found = parse(render([written.as_file()], None)[0].decode())
+    finally:
+        written.close()
+    labels = {"code": "200", "handler": "blob", "method": "get"}
+    assert found.value("registry_http_requests_total", **labels) == 2
+    duration = {"handler": "blob", "method": "get"}
+    name = "registry_http_request_duration_seconds"
+    assert found.value(f"{name}_bucket", le="0.005", **duration) == 1
+    assert found.value(f"{name}_bucket", le="0.01", **duration) == 2
+    assert found.value(f"{name}_count", **duration) == 2
+    assert found.value(f"{name}_sum", **duration) == pytest.approx(0.008)
+    for name, small, large, bound in (
+        ("registry_http_request_size_bytes", 300, 1500, "2048"),
+        ("registry_http_response_size_bytes", 700, 5000, "8192"),
+    ):
+        assert found.value(f"{name}_bucket", le="1024", handler="blob") == 1
+        assert found.value(f"{name}_bucket", le=bound, handler="blob") == 2
+        assert found.value(f"{name}_count", handler="blob") == 2
+        assert found.value(f"{name}_sum", handler="blob") == small + large
 
 
 def test_uploads_in_progress_never_go_below_zero() -> None:

@@ -11,14 +11,13 @@ import asyncio
 import hashlib
 import os
 import secrets
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cargohold.errors import InvalidOffset, InvalidPath, PathNotFound
-from cargohold.storage.driver.base import FileInfo, StorageDriver
+from cargohold.storage.driver.base import FileInfo, ImmediateFiles, StorageDriver
 
 MiB = 1 << 20
 
@@ -83,8 +82,8 @@ class RecordingWatch:
         self.actions.append((action, path))
         return nullcontext()
 
-    def timer(self, driver: str, action: str) -> Callable[[float], None] | None:
-        return None
+    def immediate(self, files: ImmediateFiles, driver: str) -> ImmediateFiles:
+        return files
 
 
 class DriverSuite:

@@ -372,7 +372,9 @@ def create_app(
         tags_max_entries=config.tags.maxtags,
         upload_secret=config.http.secret,
     )
-    configured: list[RequestHook] = [] if tracing is None else [tracing.hook]
+    configured: list[RequestHook] = []
+    if tracing is not None and tracing.hook is not None:  # None: the sampler keeps nothing
+        configured.append(tracing.hook)
     if not config.log.accesslog.disabled:
         configured.append(AccessLog())
     if metrics is not None:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from cargohold.api.fastpath import Answer, FastPath, RequestHead
+from cargohold.api.fastpath import Answer, Counted, FastPath, RequestHead
 
 if TYPE_CHECKING:
     from cargohold.api.pipeline import Pipeline
@@ -304,9 +304,20 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(b"".join(answer.data for answer in answers))
         pipeline = self._pipeline
+        if not pipeline.hooks:
+            return  # no one to tell
         for answer in answers:
             if answer.exchange is not None:
                 pipeline.finish(answer.exchange, 200, answer.size)
+            elif isinstance(answer, Counted):
+                pipeline.counted(
+                    answer.route,
+                    answer.method,
+                    answer.received,
+                    answer.size,
+                    answer.clock,
+                    answer.event,
+                )
 
     def _hand_over(self, data: bytes) -> None:
         """From here on aiohttp serves the connection, starting with ``data``."""

@@ -36,6 +36,7 @@ from cargohold.api.app import API_KEY, PIPELINE_KEY
 from cargohold.api.base import base_reply
 from cargohold.api.blobs import INLINE_LIMIT, blob_reply
 from cargohold.api.context import Api
+from cargohold.api.events import Event
 from cargohold.api.listing import tags_reply
 from cargohold.api.manifests import manifest_reply
 from cargohold.api.pipeline import Exchange, Pipeline
@@ -45,7 +46,7 @@ from cargohold.digest import Digest
 from cargohold.errors import RegistryError
 from cargohold.registry import ImmediateReads
 
-__all__ = ["Answer", "FastPath", "RequestHead", "fast_path_for"]
+__all__ = ["Answer", "Counted", "FastPath", "RequestHead", "fast_path_for"]
 
 
 @dataclass(slots=True)
@@ -66,12 +67,28 @@ class RequestHead:
 class Answer:
     """The reply's bytes, and the exchange to finish once they are written.
 
-    Without hooks there is no one to tell: no exchange is opened at all.
+    Without hooks there is no one to tell: no exchange is opened at all. Nor
+    is one when the hooks need only the request's numbers (``Counted``).
     """
 
     data: bytes
     exchange: Exchange | None
+    #: Bytes of body sent.
     size: int
+
+
+@dataclass(slots=True)
+class Counted(Answer):
+    """An answer whose hooks are told its numbers (``Pipeline.counted``) once it is written,
+    no exchange opened (``Pipeline.counts_only``)."""
+
+    route: Route
+    method: str
+    #: Bytes of the request head.
+    received: int
+    #: When the request began (``time.perf_counter``).
+    clock: float
+    event: Event | None
 
 
 _STATUS_LINES = {"1.1": b"HTTP/1.1 200 OK\r\n", "1.0": b"HTTP/1.0 200 OK\r\n"}
@@ -110,9 +127,9 @@ class FastPath:
         self._lines: dict[tuple[str, str], bytes] = {}
 
     def answer(self, head: RequestHead, remote: str) -> Answer | None:
-        """The reply to ``head`` and its open exchange, or None to leave it to aiohttp."""
+        """The reply to ``head`` and what to tell the hooks, or None to leave it to aiohttp."""
         pipeline = self._pipeline
-        started = time.perf_counter() if pipeline.hooks else None
+        started = time.perf_counter() if pipeline.hooks else 0.0
         route = pipeline.route(head.target)
         if route is None:
             return None
@@ -127,23 +144,28 @@ class FastPath:
             return None
         body = b"" if head.method == "HEAD" else reply.body
         request_id = pipeline.request_id(head.headers)
-        exchange = None
-        if pipeline.hooks:
-            exchange = pipeline.begin(
-                head.method,
-                head.target,
-                head.version,
-                remote,
-                head.headers,
-                fast=True,
-                route=route,
-                request_id=request_id,
-                head_size=head.size,
-                clock=started,
+        data = self._encode(reply, head, body, request_id)
+        if not pipeline.hooks:
+            return Answer(data, None, len(body))
+        if pipeline.counts_only(head.headers):
+            return Counted(
+                data, None, len(body), route, head.method, head.size, started, reply.event
             )
-            exchange.user = grant.subject or None
-            exchange.event = reply.event
-        return Answer(self._encode(reply, head, body, request_id), exchange, len(body))
+        exchange = pipeline.begin(
+            head.method,
+            head.target,
+            head.version,
+            remote,
+            head.headers,
+            fast=True,
+            route=route,
+            request_id=request_id,
+            head_size=head.size,
+            clock=started,
+        )
+        exchange.user = grant.subject or None
+        exchange.event = reply.event
+        return Answer(data, exchange, len(body))
 
     def _reply(self, head: RequestHead, route: Route) -> Reply | None:
         api, reads, endpoint = self._api, self._reads, route.endpoint

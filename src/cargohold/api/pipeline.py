@@ -23,6 +23,14 @@ is one; metrics count requests there and notifications pick up each
 exchange's event. A hook must be quick and must not raise: it runs on every
 request of both paths. The fast path never answers a request a hook could
 not see, so adding a hook never turns it off.
+
+A hook that needs of a fast-path request only its numbers is a ``Counter``
+too (metrics), and one that needs nothing of it unless it carries a header is
+``Selective`` (tracing whose sampler starts no trace of its own: a caller's
+``traceparent``). When every hook is one or the other, and the request does
+not carry such a header, the fast path opens no exchange: it tells each
+counter ``request_counted`` once the reply is written. Making an ``Exchange``
+and the two rounds of calls would cost about as much as counting the request.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -49,11 +57,13 @@ from cargohold.auth.access import EVERYTHING, Grant
 __all__ = [
     "EXCHANGE",
     "PIPELINE",
+    "Counter",
     "Exchange",
     "Intent",
     "Journal",
     "Pipeline",
     "RequestHook",
+    "Selective",
     "intend",
     "record",
     "respond",
@@ -122,6 +132,38 @@ class RequestHook(Protocol):
     def request_finished(self, exchange: Exchange) -> None: ...
 
 
+@runtime_checkable
+class Counter(RequestHook, Protocol):
+    """A hook that a request the fast path answers can be told of without an exchange.
+
+    Such a request is a 200 answered within one call: ``request_counted`` is all
+    it hears, once the reply is written (unless a ``Selective`` hook asks for the
+    exchange).
+    """
+
+    def request_counted(
+        self,
+        route: Route,
+        method: str,
+        status: int,
+        received: int,
+        sent: int,
+        seconds: float,
+        event: Event | None,
+    ) -> None:
+        """A request answered ``status`` in ``seconds``: ``received`` bytes of head and
+        body came in, ``sent`` bytes of body went out, and it did ``event``."""
+
+
+@runtime_checkable
+class Selective(RequestHook, Protocol):
+    """A hook with nothing to do for a request the fast path answers, unless it carries a
+    header (``exchange_with``): then the request has its exchange, and every hook hears it
+    through ``request_started`` and ``request_finished``."""
+
+    exchange_with: str
+
+
 class Intent(Protocol):
     """A write's event, kept before the write is made (``Journal.intend``)."""
 
@@ -165,6 +207,15 @@ class Pipeline:
         self.access = access
         self.hooks = tuple(hooks)
         self.journal = journal
+        # Every hook a counter or selective: the fast path's requests need no exchange
+        # unless they carry one of the selective hooks' headers (``counts_only``).
+        counters = [hook for hook in self.hooks if isinstance(hook, Counter)]
+        selective = [hook for hook in self.hooks if isinstance(hook, Selective)]
+        self._counting = bool(self.hooks) and all(
+            isinstance(hook, Counter | Selective) for hook in self.hooks
+        )
+        self._counters = tuple(counter.request_counted for counter in counters)
+        self._exchange_with = tuple({hook.exchange_with: None for hook in selective})
         self._sequence = itertools.count(1)
         # Ids are unique across processes and time: a random half, then a sequence.
         random = secrets.token_hex(8)
@@ -237,6 +288,31 @@ class Pipeline:
             exchange.event = None
             return False
         return True
+
+    def counts_only(self, headers: Mapping[str, str]) -> bool:
+        """Whether the hooks are to hear of a fast-path request with these headers through
+        ``counted`` alone, no exchange opened (see the module docstring)."""
+        if not self._counting:
+            return False
+        for name in self._exchange_with:  # noqa: SIM110 - all() of a generator costs twice this
+            if headers.get(name) is not None:
+                return False
+        return True
+
+    def counted(
+        self,
+        route: Route,
+        method: str,
+        received: int,
+        sent: int,
+        clock: float,
+        event: Event | None,
+    ) -> None:
+        """A request the fast path answered (200) with no exchange (``counts_only``), which
+        began at ``clock`` (``time.perf_counter``), has had its reply written."""
+        seconds = time.perf_counter() - clock
+        for count in self._counters:
+            count(route, method, 200, received, sent, seconds, event)
 
     def finish(self, exchange: Exchange, status: int, size: int) -> None:
         exchange.status = status

@@ -133,6 +133,12 @@ def _counter(
 
 def _http(sums: _Sums) -> Iterator[Metric]:
     rows = sums.of(layout.HTTP)
+    for values in rows.values():
+        # Not written by a request: the count less the others (see ``layout.HTTP``).
+        count = values[layout.HTTP_COUNT]
+        for at, buckets in layout.HTTP_DERIVED:
+            first = at + 1
+            values[first] = count - sum(values[first + 1 : first + 1 + len(buckets)])
     # Label names in Go's order: alphabetical.
     yield _counter(
         "registry_http_requests",

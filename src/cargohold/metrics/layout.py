@@ -38,13 +38,22 @@ HANDLERS: dict[Endpoint, str] = {
 # -- kinds ------------------------------------------------------------------------------
 
 #: One per (handler, method, code): the count, then duration, request size and
-#: response size histograms.
+#: response size histograms. Every request counted observes all three, so their
+#: first buckets are left unwritten (``HTTP_DERIVED``): each is the count less its
+#: histogram's other buckets, which spares a request three of its six or seven
+#: additions. A store of an earlier version, which wrote them, reads the same.
 HTTP = "http"
 HTTP_COUNT = 0
 HTTP_DURATION = 1
 HTTP_REQUEST_SIZE = HTTP_DURATION + histogram_width(DURATION_BUCKETS)
 HTTP_RESPONSE_SIZE = HTTP_REQUEST_SIZE + histogram_width(SIZE_BUCKETS)
 HTTP_WIDTH = HTTP_RESPONSE_SIZE + histogram_width(SIZE_BUCKETS)
+#: Each histogram of the row (where its sum is, its bounds) whose first bucket is derived.
+HTTP_DERIVED = (
+    (HTTP_DURATION, DURATION_BUCKETS),
+    (HTTP_REQUEST_SIZE, SIZE_BUCKETS),
+    (HTTP_RESPONSE_SIZE, SIZE_BUCKETS),
+)
 
 #: One per handler: requests under way (counted only while their process lives).
 IN_FLIGHT = "in_flight"

@@ -8,22 +8,25 @@ label set. ``Metrics`` makes them all for one process.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from http import HTTPStatus
+from time import perf_counter
 from types import TracebackType
 
 from cargohold.api.events import MOUNT, PULL, PUSH, Event
 from cargohold.api.pipeline import Exchange
-from cargohold.api.routes import Endpoint
+from cargohold.api.routes import Endpoint, Route
 from cargohold.descriptor import Descriptor
 from cargohold.metrics import layout
 from cargohold.metrics.store import Store
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.cache.watched import WatchedCache
+from cargohold.storage.driver.base import ImmediateFiles
 
 __all__ = [
     "CacheMetrics",
@@ -46,17 +49,27 @@ DEFAULT_UPSTREAMS = 100
 def _observe(values: memoryview[float], at: int, buckets: tuple[float, ...], value: float) -> None:
     """One observation of the histogram whose sum is at ``values[at]``."""
     values[at] += value
-    values[at + 1 + bisect_left(buckets, value)] += 1
+    values[at + 1 + bisect_left(buckets, value)] += 1.0
 
 
 # Module names for the hot path: a global is found faster than an attribute of ``layout``.
-_DURATION = layout.HTTP_DURATION
-_REQUEST_SIZE = layout.HTTP_REQUEST_SIZE
-_RESPONSE_SIZE = layout.HTTP_RESPONSE_SIZE
+# Each histogram's bucket is found by ``bisect_left`` only past its first bound, where the
+# fast path's observations (microseconds, a request head, a small reply) nearly all fall:
+# one comparison instead of a call. Sizes are ints and compared with ints: an int against
+# a float compares at half the speed. Counts are added as floats, which a memoryview of
+# doubles takes without converting.
 _DURATION_BUCKETS = layout.DURATION_BUCKETS
-_SIZE_BUCKETS = layout.SIZE_BUCKETS
+_FIRST_DURATION = _DURATION_BUCKETS[0]
+_SIZE_BOUNDS = tuple(int(bound) for bound in layout.SIZE_BUCKETS)
+_FIRST_SIZE = _SIZE_BOUNDS[0]
 _CALL_BUCKETS = layout.CALL_BUCKETS
-_UPLOAD_ENDPOINTS = frozenset({Endpoint.UPLOADS, Endpoint.UPLOAD})
+_FIRST_CALL = _CALL_BUCKETS[0]
+_UPLOADS = Endpoint.UPLOADS
+_UPLOAD = Endpoint.UPLOAD
+_MANIFEST = Endpoint.MANIFEST
+_MANIFEST_PULLS = layout.REPO_MANIFEST_PULLS
+_BLOB_PULLS = layout.REPO_BLOB_PULLS
+_PULLED_BYTES = layout.REPO_PULLED_BYTES
 _PROXY_REQUESTS = layout.PROXY_REQUESTS
 _PROXY_HITS = layout.PROXY_HITS
 _PROXY_MISSES = layout.PROXY_MISSES
@@ -67,12 +80,27 @@ _UPSTREAM_MISSES = layout.UPSTREAM_MISSES
 _UPSTREAM_PULLED = layout.UPSTREAM_PULLED_BYTES
 
 
+#: Where a request of one (handler, method, code) adds, as indexes into the store's
+#: values: its count; the duration histogram's sum, then its first bucket (the others
+#: follow it); the same of the request size's, then of the response size's. Worked out
+#: once per label set, so that a request does no arithmetic to find them; a plain tuple,
+#: which unpacks faster than a named one.
+_Series = tuple[int, int, int, int, int, int, int]
+
+
+def _series_at(row: int) -> _Series:
+    duration = row + layout.HTTP_DURATION
+    received = row + layout.HTTP_REQUEST_SIZE
+    sent = row + layout.HTTP_RESPONSE_SIZE
+    return (row, duration, duration + 1, received, received + 1, sent, sent + 1)
+
+
 class HttpMetrics:
     """A request hook: Distribution's HTTP metrics, and cargohold's per repository and upload."""
 
     def __init__(self, store: Store, repositories: int = DEFAULT_REPOSITORIES) -> None:
         self._store = store
-        self._rows: dict[tuple[Endpoint, str, int], int] = {}
+        self._series: dict[tuple[Endpoint, str, int], _Series] = {}
         self._in_flight = {
             endpoint: store.row(layout.IN_FLIGHT, (handler,), layout.IN_FLIGHT_WIDTH)
             for endpoint, handler in layout.HANDLERS.items()
@@ -83,55 +111,88 @@ class HttpMetrics:
 
     def request_started(self, exchange: Exchange) -> None:
         # The fast path's requests are over before anyone could see them in flight.
-        route = exchange.route
-        if route is not None and not exchange.fast:
-            self._store.values[self._in_flight[route.endpoint]] += 1
+        if not exchange.fast:
+            route = exchange.route
+            if route is not None:
+                self._store.values[self._in_flight[route.endpoint]] += 1.0
 
     def request_finished(self, exchange: Exchange) -> None:
-        # On every request of both paths: written for speed (no calls, local names).
+        # The fast path tells ``request_counted`` alone (a ``pipeline.Counter``), unless
+        # another hook needs the exchange.
         route = exchange.route
         if route is None:
             return  # no handler of Distribution's answered it: health, tokens, 404s
-        endpoint = route.endpoint
         if not exchange.fast:
-            self._store.values[self._in_flight[endpoint]] -= 1
+            self._store.values[self._in_flight[route.endpoint]] -= 1.0
         status = exchange.status
         if not status:
             return  # cut by a stopping server: no reply to count
-        row = self._rows.get((endpoint, exchange.method, status))
-        if row is None:
-            row = self._new_row(endpoint, exchange.method, status)
-        values = self._store.values
-        duration = exchange.duration
-        received = exchange.head_size + exchange.received
-        sent = exchange.size
-        values[row] += 1
-        at = row + _DURATION
-        values[at] += duration
-        values[at + 1 + bisect_left(_DURATION_BUCKETS, duration)] += 1
-        at = row + _REQUEST_SIZE
-        values[at] += received
-        values[at + 1 + bisect_left(_SIZE_BUCKETS, received)] += 1
-        at = row + _RESPONSE_SIZE
-        values[at] += sent
-        values[at + 1 + bisect_left(_SIZE_BUCKETS, sent)] += 1
-        event = exchange.event
-        # A HEAD is a pull to Distribution's notifications, but moves no content to count.
-        if event is not None and (event.action != PULL or exchange.method == "GET"):
-            self._content(exchange, endpoint, event)
-        if endpoint in _UPLOAD_ENDPOINTS:
-            self._upload(exchange.method, endpoint, status)
-
-    def _new_row(self, endpoint: Endpoint, method: str, status: int) -> int:
-        labels = (layout.HANDLERS[endpoint], method.lower(), str(status))
-        row = self._rows[endpoint, method, status] = self._store.row(
-            layout.HTTP, labels, layout.HTTP_WIDTH
+        self.request_counted(
+            route,
+            exchange.method,
+            status,
+            exchange.head_size + exchange.received,
+            exchange.size,
+            exchange.duration,
+            exchange.event,
         )
-        return row
 
-    def _content(self, exchange: Exchange, endpoint: Endpoint, event: Event) -> None:
-        """Pulls count the bytes sent (a range sends part); pushes, the content's size."""
-        action, name = event.action, event.repository
+    def request_counted(
+        self,
+        route: Route,
+        method: str,
+        status: int,
+        received: int,
+        sent: int,
+        seconds: float,
+        event: Event | None,
+    ) -> None:
+        # On every request of both paths: written for speed (local names, indexes worked
+        # out in advance, a bucket searched for only past the first: see the globals).
+        endpoint = route.endpoint
+        series = self._series.get((endpoint, method, status))
+        if series is None:
+            series = self._new_series(endpoint, method, status)
+        count, duration_sum, durations, received_sum, received_counts, sent_sum, sent_counts = (
+            series
+        )
+        values = self._store.values
+        values[count] += 1.0
+        # A histogram's first bucket is the count less its others (``layout.HTTP``): an
+        # observation within it adds to the sum alone.
+        values[duration_sum] += seconds
+        if seconds > _FIRST_DURATION:
+            values[durations + bisect_left(_DURATION_BUCKETS, seconds)] += 1.0
+        values[received_sum] += received
+        if received > _FIRST_SIZE:
+            values[received_counts + bisect_left(_SIZE_BOUNDS, received)] += 1.0
+        if sent:  # not a HEAD's
+            values[sent_sum] += sent
+            if sent > _FIRST_SIZE:
+                values[sent_counts + bisect_left(_SIZE_BOUNDS, sent)] += 1.0
+        if event is not None:
+            if event.action != PULL:
+                self._pushed(endpoint, event)
+            elif method == "GET":  # a HEAD is a pull to notifications, but moves no content
+                # Pulls count the bytes sent (a range sends part). Inline: most GETs pull.
+                row = self._repositories.get(event.repository)
+                if row is None:
+                    row = self._repository(event.repository)
+                    values = self._store.values  # a new row may have grown the store
+                values[row + (_MANIFEST_PULLS if endpoint is _MANIFEST else _BLOB_PULLS)] += 1.0
+                values[row + _PULLED_BYTES] += sent
+        if endpoint is _UPLOADS or endpoint is _UPLOAD:
+            self._upload(method, endpoint, status)
+
+    def _new_series(self, endpoint: Endpoint, method: str, status: int) -> _Series:
+        labels = (layout.HANDLERS[endpoint], method.lower(), str(status))
+        series = self._series[endpoint, method, status] = _series_at(
+            self._store.row(layout.HTTP, labels, layout.HTTP_WIDTH)
+        )
+        return series
+
+    def _repository(self, name: str) -> int:
+        """The row of repository ``name`` (past the cap, ``layout.OTHER_REPOSITORIES``)."""
         row = self._repositories.get(name)
         if row is None:
             if len(self._repositories) >= self._repository_cap:
@@ -140,17 +201,19 @@ class HttpMetrics:
             if row is None:
                 row = self._store.row(layout.REPOSITORY, (name,), layout.REPOSITORY_WIDTH)
                 self._repositories[name] = row
+        return row
+
+    def _pushed(self, endpoint: Endpoint, event: Event) -> None:
+        """Pushes count the content's size; a mount counts as a blob push of nothing."""
+        row = self._repository(event.repository)
         values = self._store.values
         manifest = endpoint is Endpoint.MANIFEST
-        if action == PULL:  # by GET: see request_finished
-            values[row + (layout.REPO_MANIFEST_PULLS if manifest else layout.REPO_BLOB_PULLS)] += 1
-            values[row + layout.REPO_PULLED_BYTES] += exchange.size
-        elif action == PUSH:
+        if event.action == PUSH:
             values[
                 row + (layout.REPO_MANIFEST_PUSHES if manifest else layout.REPO_BLOB_PUSHES)
             ] += 1
             values[row + layout.REPO_PUSHED_BYTES] += event.size or 0
-        elif action == MOUNT:
+        elif event.action == MOUNT:
             values[row + layout.REPO_BLOB_PUSHES] += 1
 
     def _upload(self, method: str, endpoint: Endpoint, status: int) -> None:
@@ -226,15 +289,64 @@ class StorageMetrics:
             return _UNTIMED  # Distribution times these only
         return _Timed(self._store, self._row(driver, action))
 
-    def timer(self, driver: str, action: str) -> Callable[[float], None] | None:
-        store, at = self._store, self._row(driver, action)
+    def immediate(self, files: ImmediateFiles, driver: str) -> ImmediateFiles:
+        return _TimedImmediate(
+            files,
+            self._store,
+            self._row(driver, "GetContent"),
+            self._row(driver, "Stat"),
+            self._row(driver, "List"),
+        )
 
-        def observe(seconds: float) -> None:
-            values = store.values
-            values[at] += seconds
-            values[at + 1 + bisect_left(_CALL_BUCKETS, seconds)] += 1
 
-        return observe
+class _TimedImmediate:
+    """A driver's immediate reads, each timed into its action's histogram.
+
+    On the fast path, a read or two per request: the seconds are added here, in the
+    read's own call, and the bucket is searched for only past the first (5 ms).
+    """
+
+    __slots__ = ("_files", "_list", "_read", "_size", "_store")
+
+    def __init__(
+        self, files: ImmediateFiles, store: Store, read: int, size: int, listing: int
+    ) -> None:
+        self._files = files
+        self._store = store
+        # Where each action's histogram begins: its sum, then its buckets.
+        self._read = read
+        self._size = size
+        self._list = listing
+
+    def read_now(self, path: str, limit: int) -> bytes | None:
+        started = perf_counter()
+        content = self._files.read_now(path, limit)
+        seconds = perf_counter() - started
+        values = self._store.values  # not kept: the store replaces it as it grows
+        at = self._read
+        values[at] += seconds
+        if seconds > _FIRST_CALL:
+            at += bisect_left(_CALL_BUCKETS, seconds)
+        values[at + 1] += 1.0
+        return content
+
+    def size_now(self, path: str) -> int | None:
+        started = perf_counter()
+        size = self._files.size_now(path)
+        seconds = perf_counter() - started
+        values = self._store.values
+        at = self._size
+        values[at] += seconds
+        if seconds > _FIRST_CALL:
+            at += bisect_left(_CALL_BUCKETS, seconds)
+        values[at + 1] += 1.0
+        return size
+
+    def list_now(self, path: str) -> builtins.list[str] | None:
+        started = perf_counter()
+        names = self._files.list_now(path)
+        _observe(self._store.values, self._list, _CALL_BUCKETS, perf_counter() - started)
+        return names
 
 
 class CacheMetrics:

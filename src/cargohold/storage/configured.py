@@ -58,7 +58,7 @@ def build_registry(
     if metrics is not None:
         watches.append(metrics.storage)
         cache = None if cache is None else metrics.cache(cache)
-    if tracing is not None:
+    if tracing is not None and tracing.watch is not None:
         watches.append(tracing.watch)
         cache = None if cache is None else tracing.cache(cache)
     if watches:

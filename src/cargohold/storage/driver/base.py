@@ -53,8 +53,9 @@ registry that uses the driver (``use_threads``), or, for a driver used on its
 own, on a few threads of its own that ``close`` stops.
 
 A driver may be watched (``watch``, a ``DriverWatch``): each call of the
-public API, and each immediate read, is then made inside the watch's
-``action`` (metrics time it, traces make it a span), under Distribution's
+public API is then made inside the watch's ``action`` (metrics time it,
+traces make it a span), and each immediate read as the watch has it made
+(``DriverWatch.immediate``: metrics time it), under Distribution's
 action names (``GetContent``, ``PutContent``, ``Stat``, ``List``, ``Move``,
 ``Delete``, and ``Reader``, ``Writer``, ``Walk`` for the opening of a stream),
 and ``batch_deletes.delete_files`` under ``DeleteFiles``, an action of
@@ -73,7 +74,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from time import perf_counter
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
@@ -161,11 +161,12 @@ class DriverWatch(Protocol):
 
     def action(self, driver: str, action: str, path: str) -> AbstractContextManager[object]: ...
 
-    def timer(self, driver: str, action: str) -> Callable[[float], None] | None:
-        """What to tell the seconds each immediate read of ``action`` took; None: nothing.
+    def immediate(self, files: ImmediateFiles, driver: str) -> ImmediateFiles:
+        """``files``, the immediate reads of ``driver``, as this watch has them made.
 
-        Immediate reads take microseconds, on the fast path: they are timed, not
-        traced, and the watch resolves once, here, where their times go.
+        Immediate reads take microseconds, on the fast path: metrics time them
+        (a wrapper of their own, which adds each read's seconds where they go
+        without calling back), tracing leaves them as they are.
         """
         ...
 
@@ -183,52 +184,10 @@ class Watches:
             stack.enter_context(watch.action(driver, action, path))
         return stack
 
-    def timer(self, driver: str, action: str) -> Callable[[float], None] | None:
-        timers = [t for t in (w.timer(driver, action) for w in self._watches) if t is not None]
-        if len(timers) <= 1:
-            return timers[0] if timers else None
-
-        def every(seconds: float) -> None:
-            for timer in timers:
-                timer(seconds)
-
-        return every
-
-
-class _WatchedImmediate:
-    """A driver's immediate reads, each timed for its watch."""
-
-    __slots__ = ("_files", "_list", "_read", "_size")
-
-    def __init__(self, files: ImmediateFiles, watch: DriverWatch, name: str) -> None:
-        self._files = files
-        self._read = watch.timer(name, "GetContent")
-        self._size = watch.timer(name, "Stat")
-        self._list = watch.timer(name, "List")
-
-    def read_now(self, path: str, limit: int) -> bytes | None:
-        if self._read is None:
-            return self._files.read_now(path, limit)
-        started = perf_counter()
-        content = self._files.read_now(path, limit)
-        self._read(perf_counter() - started)
-        return content
-
-    def size_now(self, path: str) -> int | None:
-        if self._size is None:
-            return self._files.size_now(path)
-        started = perf_counter()
-        size = self._files.size_now(path)
-        self._size(perf_counter() - started)
-        return size
-
-    def list_now(self, path: str) -> builtins.list[str] | None:
-        if self._list is None:
-            return self._files.list_now(path)
-        started = perf_counter()
-        names = self._files.list_now(path)
-        self._list(perf_counter() - started)
-        return names
+    def immediate(self, files: ImmediateFiles, driver: str) -> ImmediateFiles:
+        for watch in self._watches:
+            files = watch.immediate(files, driver)
+        return files
 
 
 class _CheckedDeletes:
@@ -352,11 +311,11 @@ class StorageDriver(ABC):
         return _CheckedDeletes(self, delete_files)
 
     def watched_immediate(self) -> ImmediateFiles | None:
-        """``immediate``, its reads made inside the watch's actions when there is one."""
+        """``immediate``, its reads made as the watch has them (``DriverWatch.immediate``)."""
         files = self.immediate
         if files is None or self.watch is None:
             return files
-        return _WatchedImmediate(files, self.watch, self.name)
+        return self.watch.immediate(files, self.name)
 
     # -- threads --------------------------------------------------------------------------
 
