@@ -661,3 +661,14 @@ def test_env_variables_without_the_exact_prefix_are_not_read() -> None:
 def test_a_config_built_in_python_equals_the_one_read_from_yaml() -> None:
     built = Config.model_validate({"version": "0.1", "storage": {"inmemory": None}})
     assert built == parse_config(INMEMORY, {})
+
+
+def test_limits_have_defaults_and_refuse_what_the_parser_could_not_hold() -> None:
+    limits = parse_config(INMEMORY, {}).limits
+    assert (limits.manifestsize, limits.jsondepth, limits.tagsperpush) == (4 << 20, 64, 100)
+    assert limits.uploadsperclient == 64
+    assert config_error(INMEMORY + "limits:\n  jsondepth: 1000\n").key == "limits.jsondepth"
+    assert config_error(INMEMORY + "limits:\n  manifestsize: 10\n").key == "limits.manifestsize"
+    assert config_error(INMEMORY + "limits:\n  uploadsperclient: -1\n").key == (
+        "limits.uploadsperclient"
+    )

@@ -1237,6 +1237,25 @@ class Tags(_Section):
         return value or 1000  # as Distribution: 0 means the default
 
 
+class Limits(_Section):
+    """cargohold's: bounds on what one request may ask of the registry.
+
+    Each is checked before any work is done, and a request past one gets a 4xx
+    naming it; the defaults leave room for any real client.
+    """
+
+    #: The largest manifest a PUT may send, in bytes (Distribution's is fixed at 4 MiB).
+    manifestsize: int = Field(4 * MiB, ge=1024, le=64 * MiB)
+    #: How deeply a manifest's JSON may nest arrays and objects (an image manifest nests 4).
+    #: Python's parser has its own bound near 1,000, hence the most this may be.
+    jsondepth: int = Field(64, ge=4, le=512)
+    #: The most ``tag`` parameters one manifest PUT by digest may carry.
+    tagsperpush: int = Field(100, ge=1, le=10_000)
+    #: The most upload requests (POST, PATCH, PUT of blob data) one client address may have
+    #: under way at once, in each worker; 0: no bound.
+    uploadsperclient: int = Field(64, ge=0)
+
+
 class UI(_Section):
     """cargohold's: the web UI at ``/ui/`` (``ui/``), on unless switched off."""
 
@@ -1271,6 +1290,7 @@ class Config(_Section):
     compatibility: Compatibility = Field(default_factory=Compatibility)
     validation: Validation = Field(default_factory=Validation)
     ui: UI = Field(default_factory=UI)
+    limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="after")
     def _fold_loglevel(self) -> Config:

@@ -117,6 +117,8 @@ class RegistryError(CargoholdError):
     """
 
     default_message = "registry error"
+    #: Seconds the client is asked to wait before trying again (``Retry-After``), if any.
+    retry_after: int | None = None
 
     def __init__(self, message: str = "", detail: object = None) -> None:
         self.message = message or self.default_message
@@ -222,6 +224,10 @@ class Denied(RegistryError):
 
 class TooManyRequests(RegistryError):
     default_message = "too many requests"
+
+    def __init__(self, message: str = "", detail: object = None, retry_after: int = 1) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
 
 
 class Unavailable(RegistryError):

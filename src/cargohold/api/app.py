@@ -370,6 +370,10 @@ def create_app(
         prefix=_mount_point(config.http.prefix),
         catalog_max_entries=config.catalog.maxentries,
         tags_max_entries=config.tags.maxtags,
+        manifest_max_size=config.limits.manifestsize,
+        json_depth=config.limits.jsondepth,
+        tags_per_push=config.limits.tagsperpush,
+        uploads_per_client=config.limits.uploadsperclient,
         upload_secret=config.http.secret,
     )
     configured: list[RequestHook] = []

@@ -13,6 +13,7 @@ from cargohold.api.errcode import ErrorCode, code_for, error_body
 from cargohold.api.filesend import FileSender
 from cargohold.api.http import API_VERSION, base_url
 from cargohold.api.reply import Reply
+from cargohold.api.uploadslots import UploadSlots
 from cargohold.errors import RegistryError
 from cargohold.registry import Namespace
 
@@ -39,7 +40,11 @@ class Api:
     catalog_max_entries: int = 1000
     #: ``tags.maxtags``: the most tags a page asked for with ``n`` holds.
     tags_max_entries: int = 1000
+    #: ``limits``: see ``config.Limits``.
     manifest_max_size: int = 4 * 1024 * 1024
+    json_depth: int = 64
+    tags_per_push: int = 100
+    uploads_per_client: int = 64
     #: ``http.secret``: signs the ``_state`` of upload URLs, for Go registries sharing storage.
     upload_secret: str = ""
 
@@ -49,11 +54,14 @@ class Api:
         base.update({name: ", ".join(values) for name, values in self.extra_headers.items()})
         self._base_headers = base
         self.files = FileSender(self.threads)
+        self.upload_slots = UploadSlots(self.uploads_per_client)
 
     def headers(self, more: Mapping[str, str] | None = None) -> dict[str, str]:
         return {**self._base_headers, **more} if more else dict(self._base_headers)
 
     def error_reply(self, exc: RegistryError, headers: Mapping[str, str] | None = None) -> Reply:
+        if exc.retry_after is not None:
+            headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
         return self.code_reply(code_for(exc), exc.message, exc.detail, headers)
 
     def code_reply(

@@ -18,6 +18,7 @@ from cargohold.api.reply import Reply, RequestView
 from cargohold.descriptor import Descriptor
 from cargohold.digest import Digest, digest_of
 from cargohold.errors import ManifestTooLarge, TagInvalid
+from cargohold.manifest.base import check_nesting
 from cargohold.reference import validate_tag
 from cargohold.registry import Repository, StoredManifest
 
@@ -83,6 +84,10 @@ async def put_manifest(
     api: Api, request: web.Request, repo: Repository, reference: str
 ) -> web.StreamResponse:
     extra_tags = request.query.getall("tag", [])
+    if len(extra_tags) > api.tags_per_push:
+        raise TagInvalid(
+            f"{len(extra_tags)} tag parameters; at most {api.tags_per_push} (limits.tagsperpush)"
+        )
     if _is_digest(reference):
         digest: Digest | None = Digest.parse(reference)
         tags = [validate_tag(tag) for tag in extra_tags]
@@ -91,6 +96,7 @@ async def put_manifest(
             raise TagInvalid("tag parameters need a digest reference")
         digest, tags = None, [validate_tag(reference)]
     payload = await _read_body(api, request)
+    check_nesting(payload, api.json_depth)
     content_type = request.headers.get("Content-Type")
     # Its event is kept while the manifest is stored: their two fsyncs overlap.
     intent = intend(

@@ -131,7 +131,8 @@ async def start_upload(api: Api, request: web.Request, repo: Repository) -> web.
             event = Event.of(MOUNT, repo.name, mounted, from_repository=source)
             return _blob_reply(api, request, repo, mounted, event)
     if "digest" in query:
-        return await _monolithic(api, request, repo, _digest_param(request))
+        with api.upload_slots.hold(_client(request)):
+            return await _monolithic(api, request, repo, _digest_param(request))
     algorithm = query.get("digest-algorithm") or DEFAULT_ALGORITHM
     upload = await repo.blobs.create_upload(algorithm)
     await upload.close()
@@ -169,6 +170,11 @@ async def _monolithic(
     return _pushed(api, request, repo, descriptor)
 
 
+def _client(request: web.Request) -> str:
+    """Whose upload slots a request takes (``limits.uploadsperclient``): its address."""
+    return request.remote or ""
+
+
 def _declared_length(request: web.Request) -> int | None:
     # With Content-Range the length covers only this chunk, not the blob.
     if request.headers.get("Content-Range"):
@@ -177,6 +183,13 @@ def _declared_length(request: web.Request) -> int | None:
 
 
 async def patch_upload(
+    api: Api, request: web.Request, repo: Repository, upload_id: str
+) -> web.StreamResponse:
+    with api.upload_slots.hold(_client(request)):
+        return await _patch(api, request, repo, upload_id)
+
+
+async def _patch(
     api: Api, request: web.Request, repo: Repository, upload_id: str
 ) -> web.StreamResponse:
     upload = await repo.blobs.resume_upload(upload_id)
@@ -197,13 +210,14 @@ async def finish_upload(
     api: Api, request: web.Request, repo: Repository, upload_id: str
 ) -> web.StreamResponse:
     digest = _digest_param(request)
-    upload = await repo.blobs.resume_upload(upload_id)
-    try:
-        await _receive(request, upload)
-    except BaseException:
-        await upload.close()
-        raise
-    descriptor = await upload.commit(digest)
+    with api.upload_slots.hold(_client(request)):
+        upload = await repo.blobs.resume_upload(upload_id)
+        try:
+            await _receive(request, upload)
+        except BaseException:
+            await upload.close()
+            raise
+        descriptor = await upload.commit(digest)
     return _pushed(api, request, repo, descriptor)
 
 

@@ -9,6 +9,7 @@ storage layer what to check (:meth:`Manifest.blobs`, :meth:`Manifest.manifests`,
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -19,7 +20,7 @@ from cargohold.digest import DEFAULT_ALGORITHM, Digest, digest_of
 from cargohold.errors import ManifestInvalid
 from cargohold.manifest.urls import URLPolicy
 
-__all__ = ["Manifest", "load_object"]
+__all__ = ["Manifest", "check_nesting", "load_object", "nesting_depth"]
 
 #: Go's int64 bounds every size Distribution can hold; a larger one is refused, not wrapped.
 MAX_SIZE: Final = 2**63 - 1
@@ -74,6 +75,37 @@ def load_object(payload: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ManifestInvalid("manifest is not a JSON object")
     return body
+
+
+#: A JSON string (escapes included) or one bracket: what ``nesting_depth`` looks at.
+_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nesting_depth(payload: bytes) -> int:
+    """How deeply ``payload``'s JSON nests arrays and objects (brackets inside strings aside).
+
+    Read before the payload is parsed, so that a limit below the parser's own can be
+    held to. Unless the payload has more brackets than the depth asked about, the
+    answer is bounded by their count, found at C speed: a real manifest has a few.
+    """
+    depth = deepest = 0
+    for match in _NESTING.finditer(payload):
+        token = match[0]
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def check_nesting(payload: bytes, limit: int) -> None:
+    """Refuse a manifest that nests deeper than ``limit`` (``limits.jsondepth``)."""
+    if payload.count(b"[") + payload.count(b"{") <= limit:
+        return  # it cannot nest deeper than it has brackets
+    depth = nesting_depth(payload)
+    if depth > limit:
+        raise ManifestInvalid(f"manifest nests {depth} deep; at most {limit} is allowed")
 
 
 # --- field checks shared by the formats --------------------------------------------------
