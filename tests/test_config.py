@@ -672,3 +672,31 @@ def test_limits_have_defaults_and_refuse_what_the_parser_could_not_hold() -> Non
     assert config_error(INMEMORY + "limits:\n  uploadsperclient: -1\n").key == (
         "limits.uploadsperclient"
     )
+
+
+# --- http.timeouts and http.maxheaderbytes (cargohold's) -----------------------------------
+
+
+def test_http_timeouts_and_the_longest_head_have_defaults_and_read_go_durations() -> None:
+    http = parse_config(INMEMORY, {}).http
+    assert (http.timeouts.idle, http.timeouts.header, http.timeouts.body) == (75.0, 10.0, 60.0)
+    assert http.maxheaderbytes == 65536
+    text = INMEMORY + "http:\n  timeouts: {idle: 2m, header: 500ms, body: 0}\n"
+    http = parse_config(text + "  maxheaderbytes: 16384\n", {}).http
+    assert (http.timeouts.idle, http.timeouts.header, http.timeouts.body) == (120.0, 0.5, 0.0)
+    assert http.maxheaderbytes == 16384
+
+
+def test_http_timeouts_and_the_longest_head_come_from_the_environment_too() -> None:
+    environ = {"REGISTRY_HTTP_TIMEOUTS_HEADER": "3s", "REGISTRY_HTTP_MAXHEADERBYTES": "4096"}
+    http = parse_config(INMEMORY, environ).http
+    assert (http.timeouts.header, http.maxheaderbytes) == (3.0, 4096)
+
+
+def test_a_negative_timeout_or_a_tiny_head_bound_is_refused() -> None:
+    error = config_error(INMEMORY + "http:\n  timeouts:\n    body: -1s\n")
+    assert (error.key, error.reason) == ("http.timeouts.body", "must not be negative")
+    assert config_error(INMEMORY + "http:\n  maxheaderbytes: 100\n").key == "http.maxheaderbytes"
+    assert config_error(INMEMORY + "http:\n  timeouts:\n    read: 1s\n").key == (
+        "http.timeouts.read"
+    )

@@ -113,9 +113,6 @@ REFUSED: dict[str, dict[str, Any]] = {
     },
     "middleware.registry": {"middleware": {"registry": [{"name": "a"}]}},
     "middleware.repository": {"middleware": {"repository": [{"name": "a"}]}},
-    "middleware.storage": {
-        "middleware": {"storage": [{"name": "cloudfront", "options": {"baseurl": "x"}}]}
-    },
     "http.tls.letsencrypt": {"http": {"tls": {"letsencrypt": {"cachefile": "/c"}}}},
     "http.http2": {"http": {"http2": {"disabled": False}}},
     "http.h2c": {"http": {"h2c": {"enabled": True}}},
@@ -184,6 +181,7 @@ EXERCISED: dict[str, str] = {
     "auth.token.autoredirect": "tests/auth/test_providers.py::test_autoredirect_points_the_realm_at_the_host_asked",
     "auth.htpasswd": "tests/auth/test_htpasswd.py::test_a_valid_user_may_do_anything",
     "middleware": "tests/test_settings.py::test_every_refused_key_is_refused_with_one_line",
+    "middleware.storage": "tests/storage/test_middleware.py::test_cloudfront_redirects_blob_downloads_from_a_local_disk",
     "catalog": "tests/api/test_catalog.py::test_maxentries_caps_every_page",
     "tags": "tests/api/test_tags.py::test_maxtags_caps_a_page_asked_for_with_n",
     "http": "tests/test_config.py::test_env_overrides_http_addr",

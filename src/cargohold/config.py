@@ -36,6 +36,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -43,11 +44,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUseDefault
 
 from cargohold.errors import ConfigError
 from cargohold.storage.retention import (
@@ -747,10 +750,149 @@ class MiddlewareEntry(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+#: Where CloudFront's ``ipfilteredby`` learns AWS's address ranges unless told otherwise.
+AWS_IP_RANGES_URL = "https://ip-ranges.amazonaws.com/ip-ranges.json"
+
+
+def _option_duration(value: object) -> float:
+    # Distribution reads a middleware's duration only from a string: a bare number
+    # keeps the default, as its documentation says.
+    if not isinstance(value, str):
+        raise PydanticUseDefault()
+    return parse_duration(value)
+
+
+OptionDuration = Annotated[float, BeforeValidator(_option_duration)]
+"""A duration among a middleware's options: a Go duration string, anything else the default."""
+
+
+def _filter_name(value: object) -> object:
+    return (value.strip().lower() or "none") if isinstance(value, str) else value
+
+
+class CloudFrontOptions(_Section):
+    """``cloudfront``'s options, read as Distribution reads them.
+
+    Blob downloads go to ``baseurl`` + the blob's key in storage, signed with
+    ``privatekey`` (PEM, RSA) for ``keypairid`` and valid for ``duration``.
+    With ``ipfilteredby`` (``aws``, or ``awsregion`` with ``awsregion``),
+    clients inside AWS's address ranges (of those regions), as
+    ``iprangesurl`` lists them every ``updatefrequency``, get the storage's
+    own answer instead.
+    """
+
+    baseurl: str
+    privatekey: str
+    keypairid: str
+    duration: OptionDuration = 20 * 60.0
+    ipfilteredby: Annotated[Literal["none", "aws", "awsregion"], BeforeValidator(_filter_name)] = (
+        "none"
+    )
+    awsregion: Any = None  # read only with ipfilteredby: awsregion, as Distribution does
+    updatefrequency: OptionDuration = 12 * 3600.0
+    #: The misspelling Distribution 2.7 shipped; it still wins over the right spelling.
+    updatefrenquency: OptionDuration | None = None
+    iprangesurl: str = AWS_IP_RANGES_URL
+
+    @field_validator("baseurl")
+    @classmethod
+    def _base(cls, baseurl: str) -> str:
+        if "://" not in baseurl:
+            baseurl = "https://" + baseurl
+        if not baseurl.endswith("/"):
+            baseurl += "/"
+        parts = urlsplit(baseurl)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"not an http(s)://host[/path] URL: {baseurl!r}")
+        if parts.query or parts.fragment or not baseurl.isascii() or not baseurl.isprintable():
+            raise ValueError(f"must be SCHEME://HOST[/PATH] in ASCII, got {baseurl!r}")
+        return baseurl
+
+    @field_validator("privatekey")
+    @classmethod
+    def _key(cls, path: str) -> str:
+        from cargohold.storage.middleware.cloudfront import load_private_key
+
+        load_private_key(path)
+        return path
+
+    @field_validator("iprangesurl")
+    @classmethod
+    def _ranges(cls, url: str) -> str:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CloudFrontOptions:
+        if self.updatefrenquency is not None:
+            self.updatefrequency = self.updatefrenquency
+        if self.duration <= 0 or self.updatefrequency <= 0:
+            raise ValueError("duration and updatefrequency must be positive")
+        if self.ipfilteredby == "awsregion" and not isinstance(self.awsregion, str):
+            raise ValueError(
+                "awsregion: with ipfilteredby awsregion, a comma-separated list of regions"
+            )
+        return self
+
+    @property
+    def regions(self) -> frozenset[str] | None:
+        """The regions whose clients skip CloudFront; None: every region's."""
+        if self.ipfilteredby != "awsregion" or not isinstance(self.awsregion, str):
+            return None
+        return frozenset(region.strip().lower() for region in self.awsregion.split(","))
+
+
+class RedirectOptions(_Section):
+    """``redirect``'s options: blob downloads go to ``baseurl`` + the blob's storage path."""
+
+    baseurl: str
+
+    @field_validator("baseurl")
+    @classmethod
+    def _base(cls, baseurl: str) -> str:
+        parts = urlsplit(baseurl)
+        if not parts.scheme:
+            raise ValueError(f"no scheme in {baseurl!r}")
+        if not parts.netloc.rpartition("@")[2]:
+            raise ValueError(f"no host in {baseurl!r}")
+        return baseurl
+
+
+#: The storage middleware cargohold has, each with the model of its options.
+STORAGE_MIDDLEWARE: Mapping[str, type[CloudFrontOptions | RedirectOptions]] = {
+    "cloudfront": CloudFrontOptions,
+    "redirect": RedirectOptions,
+}
+
+
+class StorageMiddlewareEntry(MiddlewareEntry):
+    """One ``middleware.storage`` entry; its options are checked when it is enabled."""
+
+    _settings: CloudFrontOptions | RedirectOptions | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _known_options(self) -> StorageMiddlewareEntry:
+        model = STORAGE_MIDDLEWARE.get(self.name)
+        if self.disabled or model is None:
+            return self  # unsupported.py refuses a middleware cargohold lacks
+        try:
+            self._settings = model.model_validate(self.options)
+        except ValidationError as exc:
+            problem = _config_error(exc)
+            raise ValueError(f"{self.name} option {problem}") from None
+        return self
+
+    @property
+    def settings(self) -> CloudFrontOptions | RedirectOptions | None:
+        """The options as the middleware reads them; None if disabled or not cargohold's."""
+        return self._settings
+
+
 class Middleware(_Section):
     registry: list[MiddlewareEntry] = Field(default_factory=list)
     repository: list[MiddlewareEntry] = Field(default_factory=list)
-    storage: list[MiddlewareEntry] = Field(default_factory=list)
+    storage: list[StorageMiddlewareEntry] = Field(default_factory=list)
 
 
 class Bugsnag(_Section):
@@ -845,6 +987,26 @@ class H2C(_Section):
     enabled: bool = False
 
 
+class HTTPTimeouts(_Section):
+    """``http.timeouts`` (cargohold's): how long a client may keep a connection waiting.
+
+    Each closes the connection: ``idle`` between requests, ``header`` from a
+    request head's first byte to its end, ``body`` a request body with no byte
+    arriving. 0 is no timeout.
+    """
+
+    idle: Duration = 75.0
+    header: Duration = 10.0
+    body: Duration = 60.0
+
+    @field_validator("idle", "header", "body")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+
 class HTTPConfig(_Section):
     """The ``http`` section."""
 
@@ -857,6 +1019,10 @@ class HTTPConfig(_Section):
     secret: str = ""
     relativeurls: bool = False
     draintimeout: Duration = 0.0
+    #: cargohold's: see ``HTTPTimeouts``.
+    timeouts: HTTPTimeouts = Field(default_factory=HTTPTimeouts)
+    #: cargohold's (Go's ``MaxHeaderBytes``): the longest request head, its line included.
+    maxheaderbytes: int = Field(64 * 1024, ge=1024)
     tls: TLS = Field(default_factory=TLS)
     headers: Headers = Field(default_factory=dict)
     debug: Debug = Field(default_factory=Debug)
@@ -1266,6 +1432,42 @@ class UI(_Section):
     pagesize: int = Field(50, ge=1, le=1000)
 
 
+# --- ratelimit -------------------------------------------------------------------------
+
+
+class RateLimitBucket(_Section):
+    """cargohold's: a token bucket: ``rate`` requests a second, up to ``burst`` at once."""
+
+    rate: float = Field(gt=0)
+    #: 0: the rate rounded up (at least 1).
+    burst: int = Field(0, ge=0)
+
+
+class RateLimits(_Section):
+    """cargohold's: the buckets of one kind of key; reads are GET and HEAD, writes the rest."""
+
+    read: RateLimitBucket | None = None
+    write: RateLimitBucket | None = None
+
+
+class RateLimit(_Section):
+    """cargohold's: token buckets per client address, per user and per repository."""
+
+    enabled: bool = False
+    perclient: RateLimits = Field(default_factory=RateLimits)
+    peruser: RateLimits = Field(default_factory=RateLimits)
+    perrepository: RateLimits = Field(default_factory=RateLimits)
+    #: Keep the buckets on the ``redis`` section's server: shared by every host.
+    redis: bool = False
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimit:
+        kinds = (self.perclient, self.peruser, self.perrepository)
+        if self.enabled and not any(k.read is not None or k.write is not None for k in kinds):
+            raise ValueError("enabled, but no limit is set (perclient, peruser, perrepository)")
+        return self
+
+
 # --- the whole file --------------------------------------------------------------------
 
 
@@ -1291,6 +1493,15 @@ class Config(_Section):
     validation: Validation = Field(default_factory=Validation)
     ui: UI = Field(default_factory=UI)
     limits: Limits = Field(default_factory=Limits)
+    ratelimit: RateLimit = Field(default_factory=RateLimit)
+
+    @field_validator("ratelimit")
+    @classmethod
+    def _ratelimit_redis(cls, ratelimit: RateLimit, info: ValidationInfo) -> RateLimit:
+        redis = info.data.get("redis")
+        if ratelimit.enabled and ratelimit.redis and redis is not None and not redis.addresses:
+            raise ValueError("redis: needs the redis section's addr")
+        return ratelimit
 
     @model_validator(mode="after")
     def _fold_loglevel(self) -> Config:

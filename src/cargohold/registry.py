@@ -119,11 +119,15 @@ class BlobStore(Protocol):
         """The upload ``upload_id``; ``BlobUploadUnknown`` when there is none."""
         ...
 
-    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+    async def locate(
+        self, digest: Digest, *, redirect: str | None = None, client: str | None = None
+    ) -> BlobSource:
         """How to serve the blob: its descriptor, and a local file or a URL when storage has one.
 
         ``BlobUnknown`` unless the blob is linked in this repository. ``redirect``
         names the method (``GET``, ``HEAD``) a URL is wanted for; None asks for none.
+        ``client`` is the address of the client the URL is for, when known (storage
+        middleware may send clients inside a cloud elsewhere).
         """
         ...
 

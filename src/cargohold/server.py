@@ -15,6 +15,11 @@ lets the requests under way finish for up to ``http.draintimeout``; those
 still running then are cut, each logged. As in Distribution, no drain time
 (the default) means they are cut at once.
 
+Every process raises its limit of open files to the hard limit at start: each
+connection is a descriptor. Running out anyway is survived: asyncio stops
+accepting for a second and tries again, and the worker logs it once a minute
+(with how often it happened), serving the connections it has meanwhile.
+
 With ``http.debug.addr`` every worker also listens there (``api/debug.py``).
 With metrics on, each worker records them in a store of its own in one
 directory (``metrics/store.py``): ``$CARGOHOLD_METRICS_DIR`` when set (the
@@ -25,9 +30,11 @@ the server stops. A scrape on any worker reads them all.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -44,7 +51,7 @@ from cargohold.api.tls import server_context
 from cargohold.auth import check_config as check_auth
 from cargohold.config import Config, load_config
 from cargohold.errors import ConfigError, StorageUnavailable
-from cargohold.log import add_fields, setup_logging
+from cargohold.log import Recurring, add_fields, setup_logging
 from cargohold.metrics import METRICS_DIR, METRICS_DIR_MADE, remove_metrics_dir
 from cargohold.metrics.recorders import Metrics
 from cargohold.metrics.store import Store
@@ -54,6 +61,53 @@ from cargohold.tracing import from_environment
 from cargohold.unsupported import check_supported
 
 log = logging.getLogger("cargohold.server")
+
+#: What an accept fails with when descriptors (or kernel memory) run out.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit; returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:  # a sandbox may forbid it: serve with what there is
+            log.debug("open files: kept at %d, not raised to %d: %s", soft, hard, exc)
+            return soft
+        log.debug("open files: limit raised from %d to %d", soft, hard)
+        return hard
+    log.debug("open files: limit %d", soft)
+    return soft
+
+
+def _survive_exhaustion(loop: asyncio.AbstractEventLoop) -> None:
+    """Log, once a minute, the accepts that fail for want of descriptors; anything else as before.
+
+    asyncio itself stops accepting on such a listening socket for a second and
+    then tries again; it would log each failure with a traceback.
+    """
+    recurring = Recurring(log)
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc = context.get("exception")
+        if (
+            isinstance(exc, OSError)
+            and exc.errno in _EXHAUSTED
+            and "accept" in str(context.get("message", ""))
+        ):
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            recurring.warning(
+                "accept",
+                "cannot accept connections: %s (open files limit %d); serving those open, "
+                "accepting again in a second",
+                exc.strerror,
+                limit,
+            )
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def listen_socket(config: Config) -> socket.socket:
@@ -137,12 +191,18 @@ async def _serve(
     if tracing is not None:
         tracing.install()
     app = create_app(config, metrics=metrics, tracing=tracing)
+    timeouts = config.http.timeouts
     listener = Listener(
         app,
         fast_path=use_fast_path,
         ssl_context=server_context(config.http.tls),
+        keepalive_timeout=timeouts.idle,
+        header_timeout=timeouts.header,
+        body_timeout=timeouts.body,
+        max_head=config.http.maxheaderbytes,
         shutdown_timeout=config.http.draintimeout,
     )
+    _survive_exhaustion(asyncio.get_running_loop())
     debug: web.AppRunner | None = None
     try:
         await listener.start(sock)
@@ -229,6 +289,7 @@ def serve(
     """
     # Start-up errors stop the server here, with one line, rather than crash each worker.
     check_supported(config)
+    raise_open_files_limit()  # before the workers start: they inherit it
     check_tracing_environment()
     count = worker_count(config, workers)
     tls = server_context(config.http.tls)
@@ -243,9 +304,10 @@ def serve(
     if debug_probe is not None:
         host, port = debug_probe.getsockname()[:2]
         log.info("debug listener on http://%s:%d", host, port)
-    if config.http.debug.prometheus.enabled and not os.environ.get(METRICS_DIR):
-        # In memory where there is a tmpfs: the stores are written on every request, and
-        # nothing in them needs to reach a disk.
+    shared = config.http.debug.prometheus.enabled or config.ratelimit.enabled
+    if shared and not os.environ.get(METRICS_DIR):
+        # In memory where there is a tmpfs: the stores (and the rate limiter's table) are
+        # written on every request, and nothing in them needs to reach a disk.
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
         os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="cargohold-metrics-", dir=shm)
         os.environ[METRICS_DIR_MADE] = "1"
@@ -280,4 +342,5 @@ def run_worker(config_path: str | None, fast_path: bool) -> None:
         report_caller=config.log.reportcaller,
     )
     add_fields({"pid": os.getpid()})
+    raise_open_files_limit()
     _run_worker(config, fast_path=fast_path)

@@ -31,14 +31,14 @@ def refusals(config: Config) -> Iterator[tuple[str, str]]:
     if reporting.bugsnag.apikey or reporting.newrelic.licensekey:
         yield "reporting", "watch the logs and /debug/health instead"
     middleware = config.middleware
-    for layer in ("registry", "repository", "storage"):
-        if any(not entry.disabled for entry in getattr(middleware, layer)):
-            instead = (
-                "on S3, storage.redirect sends blob downloads to presigned URLs"
-                if layer == "storage"
-                else "leave it out"
-            )
-            yield f"middleware.{layer}", instead
+    for layer in ("registry", "repository"):
+        for entry in getattr(middleware, layer):
+            if not entry.disabled:
+                # Distribution itself registers none: only programs built on it do.
+                yield f"middleware.{layer}.{entry.name}", "leave it out"
+    for entry in middleware.storage:
+        if not entry.disabled and entry.settings is None:
+            yield f"middleware.storage.{entry.name}", "cloudfront and redirect are"
     if config.proxy is not None and config.proxy.remotenamespace:
         yield (
             "proxy.remotenamespace",

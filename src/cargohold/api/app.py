@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import suppress
@@ -22,7 +23,14 @@ from cargohold.api.accesslog import AccessLog
 from cargohold.api.base import base_reply
 from cargohold.api.context import Api
 from cargohold.api.errcode import NAME_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED
-from cargohold.api.pipeline import EXCHANGE, PIPELINE, Exchange, Pipeline, RequestHook
+from cargohold.api.pipeline import (
+    EXCHANGE,
+    PIPELINE,
+    Exchange,
+    Pipeline,
+    RequestHook,
+    limited_reply,
+)
 from cargohold.api.pulls import PullNotes
 from cargohold.api.routes import METHODS, Endpoint, Route
 from cargohold.auth import build_access_controller, build_token_issuer
@@ -38,10 +46,12 @@ from cargohold.errors import (
     Unauthorized,
 )
 from cargohold.log import Recurring, bind_request, unbind_request
+from cargohold.metrics import METRICS_DIR
 from cargohold.metrics.recorders import Metrics
 from cargohold.metrics.store import Store
 from cargohold.notifications.delivery import DeliveryWatch
 from cargohold.notifications.notifier import Notifier, event_log
+from cargohold.ratelimit import build_limiter
 from cargohold.registry import Namespace, Repository, Upkeep
 from cargohold.storage.configured import (
     build_registry,
@@ -129,7 +139,9 @@ class Dispatcher:
     is authorized before anything else is looked at, as in Distribution: a
     refused request learns nothing, not even whether its method exists. The
     token endpoint (``tokenserver``) and ``/debug/health`` (``health.py``) sit
-    beside the API, outside any ``http.prefix`` and access control.
+    beside the API, outside any ``http.prefix``, access control and rate limits.
+    With ``ratelimit``, a request on a route is charged once access control has
+    decided, refused or not, and one over its limit gets the 429 before anything else.
     """
 
     def __init__(
@@ -209,12 +221,20 @@ class Dispatcher:
             # control, with http.headers (where Access-Control-* are configured). Any other
             # OPTIONS is an unsupported method, as in Distribution.
             return web.Response(status=200, headers=api.headers({"Content-Length": "0"}))
+        refusal: web.Response | None = None
         try:
             grant = await self.pipeline.authorize(exchange, route, request.headers)
         except Unauthorized as exc:
-            return auth.unauthorized(api, exc)
+            grant, refusal = None, auth.unauthorized(api, exc)
         except NameInvalid as exc:
-            return api.error(exc)
+            grant, refusal = None, api.error(exc)
+        if self.pipeline.limiter is not None:
+            # Refused requests are charged too (to the address): guessing passwords is limited.
+            wait = await self.pipeline.limit(exchange)
+            if wait:
+                return limited_reply(api, wait).response()
+        if refusal is not None:
+            return refusal
         if grant is not None:
             request[auth.GRANT] = grant
         supported = METHODS[route.endpoint]
@@ -390,11 +410,14 @@ def create_app(
         configured.append(notifier)
     if pull_interval(storage.maintenance) is not None and namespace.upkeep is not None:
         configured.append(PullNotes(namespace.upkeep))
+    # The workers of ``serve`` share one table of buckets, in the directory made for them.
+    limiter = build_limiter(config, os.environ.get(METRICS_DIR))
     pipeline = Pipeline(
         prefix=api.prefix,
         access=build_access_controller(config, threads),
         hooks=[*configured, *hooks],
         journal=notifier,
+        limiter=limiter,
     )
     app = web.Application(client_max_size=api.manifest_max_size + 1)
     app[API_KEY] = api
@@ -429,6 +452,8 @@ def create_app(
 
     async def close(app: web.Application) -> None:
         try:
+            if limiter is not None:
+                await limiter.close()
             await namespace.close()
         finally:
             threads.shutdown(wait=True)

@@ -19,6 +19,7 @@ from cargohold.api.events import DELETE, PULL, Event
 from cargohold.api.filesend import LocalFileResponse
 from cargohold.api.http import ByteRange, not_modified, parse_range
 from cargohold.api.pipeline import record, respond
+from cargohold.api.remoteip import remote_ip
 from cargohold.api.reply import Reply, RequestView
 from cargohold.descriptor import OCTET_STREAM
 from cargohold.digest import Digest
@@ -82,7 +83,8 @@ async def get_blob(
     api: Api, request: web.Request, repo: Repository, digest: Digest
 ) -> web.StreamResponse:
     redirect = "GET" if request.method == "GET" and api.redirect else None
-    source = await repo.blobs.locate(digest, redirect=redirect)
+    client = remote_ip(request.headers, request.remote) if redirect is not None else None
+    source = await repo.blobs.locate(digest, redirect=redirect, client=client)
     answer = blob_reply(api, request, repo.name, source)
     reply, offset, length = answer.reply, answer.offset, answer.length
     if not length:

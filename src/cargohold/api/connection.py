@@ -24,16 +24,38 @@ accepted a request head, its request line and header lines are read by
 position (``_Headers``): llhttp has already refused every line that is not
 ``name: value``.
 
-While the fast path holds a connection, the connection keeps its own idle
-timer (aiohttp's starts at hand-over): it closes once no request has come
-for ``keepalive_timeout`` seconds. While the client reads no replies (the
-transport asks to pause writing), it reads no more requests.
+While the client reads no replies (the transport asks to pause writing),
+the fast path reads no more requests.
+
+**Limits.** A client may keep a connection waiting only so long (``Limits``,
+from ``http.timeouts`` and ``http.maxheaderbytes``). The parser goes on
+following the requests after the hand-over (aiohttp still parses them; this
+one only watches where each begins and ends), so every connection is in one
+phase: idle (no request begun), reading a head, reading a body, or the
+server's turn. The listener's ``ConnectionSet`` sweeps its connections a few
+times per shortest timeout and closes a connection idle for ``idle`` seconds
+while the fast path holds it (aiohttp's keep-alive timer, set to the same,
+times the idle connections it holds), a head not whole ``header`` seconds
+after its first byte (so a head dribbled a byte at a time is not held for
+ever), and a body with no byte for ``body`` seconds while the server was
+reading (a stall the server caused, by pausing the transport, is not the
+client's). A head longer than ``head`` bytes gets ``431`` and the connection
+is closed; after the hand-over the answer waits until aiohttp has no request
+of the connection under way, so that it never lands inside another reply (one
+pipelined ahead that aiohttp has not begun is not seen, and goes unanswered).
+A head's length is exact on the fast path and, after the hand-over, for a
+head that starts a piece (after a reply, or after a body-less head); one that
+follows a body in the same read is counted from the body's last byte, so a
+chunked body's closing framing counts as its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -43,7 +65,17 @@ from cargohold.api.fastpath import Answer, Counted, FastPath, RequestHead
 if TYPE_CHECKING:
     from cargohold.api.pipeline import Pipeline
 
-__all__ = ["Connection", "ConnectionSet"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "HEADER_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "LONGEST_HEAD",
+    "Connection",
+    "ConnectionSet",
+    "Limits",
+]
+
+log = logging.getLogger("cargohold.server")
 
 #: A request head longer than aiohttp's line limit is left to aiohttp, whose limits then apply.
 MAX_HEAD = 8190
@@ -51,6 +83,48 @@ MAX_HEAD = 8190
 MAX_FIELDS = 64
 #: The versions the fast path answers, as the request line ends.
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+
+#: The defaults of ``http.timeouts`` (seconds) and ``http.maxheaderbytes``.
+IDLE_TIMEOUT = 75.0  # aiohttp's run_app default
+HEADER_TIMEOUT = 10.0
+BODY_TIMEOUT = 60.0
+LONGEST_HEAD = 64 * 1024
+
+# A connection's phase: what it waits for.
+_IDLE = 0  # a request to begin (after the hand-over: aiohttp's keep-alive timer times it)
+_HEAD = 1  # the rest of a request head
+_BODY = 2  # the rest of a request body
+_BUSY = 3  # the server's reply (after the hand-over)
+_REFUSING = 4  # for aiohttp to finish, to answer a head too long
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How long a client may keep a connection waiting (seconds), and how long a head may be.
+
+    The defaults are ``http.timeouts``' and ``http.maxheaderbytes``'; a timeout
+    of 0 is none.
+    """
+
+    #: Between requests.
+    idle: float = IDLE_TIMEOUT
+    #: From a head's first byte to its end.
+    header: float = HEADER_TIMEOUT
+    #: A body with no byte arriving.
+    body: float = BODY_TIMEOUT
+    #: The bytes of a request head, its request line and blank line included.
+    head: int = LONGEST_HEAD
+
+    def seconds(self, phase: int) -> float:
+        """The timeout of ``phase``; infinite for none."""
+        timeout = (self.idle, self.header, self.body)[phase] if phase <= _BODY else 0.0
+        return timeout if timeout > 0 else math.inf
+
+    @property
+    def sweep(self) -> float:
+        """How often connections are looked at: a quarter of the shortest timeout, 50 ms to 1 s."""
+        shortest = min(self.seconds(_IDLE), self.seconds(_HEAD), self.seconds(_BODY))
+        return min(max(shortest / 4, 0.05), 1.0)
 
 
 #: What each header name looks like in a lower-cased header block (few names are asked for).
@@ -107,11 +181,30 @@ class _Headers(Mapping[str, str]):
 
 
 class ConnectionSet:
-    """Every open connection of a listener, so that a drain can close the idle ones."""
+    """Every open connection of a listener: timed by one sweep, and closed when idle at a drain."""
 
-    def __init__(self, keepalive_timeout: float) -> None:
-        self.keepalive_timeout = keepalive_timeout
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
         self.open: set[Connection] = set()
+        self._sweeping: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Sweep the connections every ``limits.sweep`` seconds until ``stop``."""
+        loop = asyncio.get_running_loop()
+        self._sweeping = loop.call_later(self.limits.sweep, self._sweep, loop)
+
+    def stop(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One pass over every connection instead of a timer each: a request then costs
+        # no timer at all, and a few thousand connections take a millisecond.
+        now = loop.time()
+        for connection in list(self.open):
+            connection.expire(now)
+        self._sweeping = loop.call_later(self.limits.sweep, self._sweep, loop)
 
     def close_idle(self, busy: set[object]) -> None:
         """Close every connection whose transport is not in ``busy`` (answering a request).
@@ -128,7 +221,7 @@ class Connection(asyncio.Protocol):
     """A connection served by the fast path until it hands itself to aiohttp.
 
     Without a fast path (``fast`` None) it is aiohttp's from the first byte,
-    and stays here only so that its listener knows it.
+    and stays here so that its listener knows it and its limits hold.
     """
 
     def __init__(
@@ -142,8 +235,9 @@ class Connection(asyncio.Protocol):
         self._pipeline = pipeline
         self._full = full
         self._connections = connections
+        self._limits = connections.limits
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self) if fast is not None else None
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._remote = "-"
@@ -153,8 +247,17 @@ class Connection(asyncio.Protocol):
         self._keep_alive = False
         self._complete = False
         self._writing_paused = False
-        self._last_active = 0.0
-        self._idle: asyncio.TimerHandle | None = None
+        # What the connection waits for, since when (the loop's clock), as the parser sees it.
+        self._phase = _IDLE
+        self._since = 0.0
+        self._now = 0.0
+        # After the hand-over, positions in the bytes fed to the parser: how many were fed,
+        # where the current request began, and the body bytes of the piece being fed (in
+        # all, and once the head ended: -1 while it has not).
+        self._fed = 0
+        self._head_at = 0
+        self._piece_body = 0
+        self._head_end_body = -1
 
     # -- the transport's calls ---------------------------------------------------------
 
@@ -166,22 +269,19 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._connections.open.add(self)
+        self._since = self._now = self._loop.time()
         if self._fast is None:
             self._hand_over(b"")
             return
         peer = transport.get_extra_info("peername")
         if peer:
             self._remote = str(peer[0])
-        self._last_active = self._loop.time()
-        self._idle = self._loop.call_at(
-            self._last_active + self._connections.keepalive_timeout, self._check_idle
-        )
 
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:
-            self._inner.data_received(data)
+            self._follow(data)
             return
-        self._last_active = self._loop.time()
+        self._now = self._loop.time()
         parser = self._parser
         assert parser is not None
         pending = self._pending + data if self._pending else data
@@ -189,14 +289,20 @@ class Connection(asyncio.Protocol):
         answers: list[Answer] = []
         boundary = 0  # where the first request not answered yet begins
         fed = len(self._pending)
+        limit = self._limits.head
         while fed < size:
             cut = pending.find(b"\r\n\r\n", max(fed - 3, boundary))
             end = cut + 4 if cut >= 0 else size
             try:
                 parser.feed_data(pending if fed == 0 and end == size else pending[fed:end])
             except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                self._parser = None  # no longer followed: aiohttp answers or refuses
                 break  # malformed, or an upgrade: aiohttp's to answer or refuse
             fed = end
+            if end - boundary > limit and (self._headers_done or self._phase == _HEAD):
+                self._write(answers)
+                self._refuse()
+                return
             if self._complete:
                 self._complete = self._headers_done = False
                 answer = self._answer(parser, pending, boundary, end)
@@ -210,10 +316,12 @@ class Connection(asyncio.Protocol):
             self._pending = pending[boundary:] if boundary else pending
             self._write(answers)
             if len(self._pending) > MAX_HEAD:
+                self._fed, self._head_at = len(self._pending), 0
                 self._hand_over(self._pending)
             return
         self._write(answers)
-        self._hand_over(pending[boundary:])
+        self._fed, self._head_at = fed, boundary  # where the parser stands in what follows
+        self._hand_over(pending[boundary:], pending[fed:])
 
     def _answer(
         self, parser: httptools.HttpRequestParser, data: bytes, start: int, end: int
@@ -256,6 +364,7 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self._inner is None and self._pending:
+            self._fed, self._head_at = len(self._pending), 0
             self._hand_over(self._pending)  # a request cut short: aiohttp answers it
         if self._inner is not None:
             return self._inner.eof_received()
@@ -263,7 +372,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.open.discard(self)
-        self._cancel_idle()
+        self._parser = None
         if self._inner is not None:
             self._inner.connection_lost(exc)
 
@@ -283,14 +392,30 @@ class Connection(asyncio.Protocol):
 
     # -- the parser's calls (httptools) ------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        self._phase, self._since = _HEAD, self._now
+        self._head_at = self._fed + self._piece_body  # exact but for a chunked body's framing
+
     def on_headers_complete(self) -> None:
-        self._headers_done = True
-        # Asked now: llhttp clears what it knows of the connection once the message ends.
-        assert self._parser is not None
-        self._keep_alive = self._parser.should_keep_alive()
+        self._phase, self._since = _BODY, self._now
+        self._head_end_body = self._piece_body
+        if self._inner is None:
+            self._headers_done = True
+            # Asked now: llhttp clears what it knows of the connection once the message ends.
+            assert self._parser is not None
+            self._keep_alive = self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        # Only after the hand-over: before it, no body is ever fed.
+        self._piece_body += len(body)
+        self._since = self._now
 
     def on_message_complete(self) -> None:
-        self._complete = True
+        if self._inner is None:
+            self._complete = True
+            self._phase, self._since = _IDLE, self._now
+        else:
+            self._phase = _BUSY
 
     # -- what the connection does --------------------------------------------------------
 
@@ -319,38 +444,126 @@ class Connection(asyncio.Protocol):
                     answer.event,
                 )
 
-    def _hand_over(self, data: bytes) -> None:
-        """From here on aiohttp serves the connection, starting with ``data``."""
+    def _hand_over(self, data: bytes, unfed: bytes = b"") -> None:
+        """From here on aiohttp serves the connection, starting with ``data``.
+
+        The parser goes on following the requests from ``unfed``, the end of
+        ``data`` it has not been fed yet.
+        """
         transport = self._transport
         assert transport is not None
-        self._parser = None
         self._pending = b""
-        self._cancel_idle()
         inner = self._inner = self._full()
         inner.connection_made(transport)
         if self._writing_paused:
             inner.pause_writing()
             transport.resume_reading()  # aiohttp pauses reading itself as it needs
-        if data:
+        if unfed:
+            self._follow(unfed, data)
+        elif data:
             inner.data_received(data)
+
+    def _follow(self, data: bytes, forward: bytes | None = None) -> None:
+        """After the hand-over: follow the requests in ``data``, then give aiohttp ``forward``
+        (by default ``data``; else bytes that end with it).
+
+        The parser is fed in pieces cut after each CRLF CRLF while no body is
+        being read, so that a head ends where a piece does; a body is fed whole.
+        """
+        inner = self._inner
+        assert inner is not None
+        parser = self._parser
+        if parser is not None and self._phase != _REFUSING:
+            self._now = self._loop.time()
+            start, size = 0, len(data)
+            while start < size:
+                if self._phase == _BODY:
+                    end = size
+                else:
+                    cut = data.find(b"\r\n\r\n", start)
+                    end = cut + 4 if cut >= 0 else size
+                self._piece_body, self._head_end_body = 0, -1
+                try:
+                    parser.feed_data(data if start == 0 and end == size else data[start:end])
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                    self._parser = None  # aiohttp refuses it and closes; its limits apply
+                    break
+                self._fed += end - start
+                start = end
+                if self._head_length() > self._limits.head:
+                    # What comes before the head is aiohttp's; the head and after, no one's.
+                    given = data if forward is None else forward
+                    lead = self._head_at - (self._fed - end) + len(given) - len(data)
+                    if lead > 0:
+                        inner.data_received(given[:lead])
+                    self._phase = _REFUSING
+                    self._refuse_when_free()
+                    return
+        elif self._phase == _REFUSING:
+            return  # the head is refused: nothing of it or after it is read
+        inner.data_received(data if forward is None else forward)
+
+    def _head_length(self) -> int:
+        """The bytes so far of the request head being read, or 0 if none is."""
+        if self._phase == _HEAD:
+            return self._fed - self._head_at
+        if self._head_end_body >= 0:  # it ended in the piece just fed: before its body
+            return self._fed - (self._piece_body - self._head_end_body) - self._head_at
+        return 0
+
+    def _refuse_when_free(self) -> None:
+        """Answer 431 once aiohttp has no request of this connection under way."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.pause_reading()
+        if not any(exchange.connection is transport for exchange in self._pipeline.in_flight):
+            self._refuse()
+
+    def _refuse(self) -> None:
+        """Answer a head too long with 431, and close (RFC 6585, 5)."""
+        transport = self._transport
+        assert transport is not None
+        limit = self._limits.head
+        body = f"request head larger than {limit} bytes (http.maxheaderbytes)\n".encode()
+        transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        log.debug("refused a request head over %d bytes from %s", limit, self._remote)
+        self._parser = None
+        transport.close()
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
-    # -- the idle timer -----------------------------------------------------------------
+    # -- the limits ---------------------------------------------------------------------
 
-    def _check_idle(self) -> None:
-        self._idle = None
-        if self._inner is not None or self._transport is None:
+    def expire(self, now: float) -> None:
+        """Close the connection if it has waited longer than its phase allows (the sweep's call)."""
+        transport = self._transport
+        phase = self._phase
+        if transport is None or transport.is_closing():
             return
-        due = self._last_active + self._connections.keepalive_timeout
-        if self._loop.time() >= due:
-            self._transport.close()
+        if phase == _REFUSING:
+            self._refuse_when_free()
+            return
+        if phase == _BUSY or (phase == _IDLE and self._inner is not None):
+            return  # the server's turn, or aiohttp's keep-alive timer
+        if phase == _BODY and not transport.is_reading():
+            self._since = now  # the server stopped reading: the wait is not the client's
+            return
+        if now - self._since < self._limits.seconds(phase):
+            return
+        log.debug(
+            "closed a connection from %s: %s for %gs",
+            self._remote,
+            ("idle", "no whole request head", "no body byte")[phase],
+            self._limits.seconds(phase),
+        )
+        if transport.get_write_buffer_size():
+            transport.abort()  # a client that reads nothing would hold a closing one
         else:
-            self._idle = self._loop.call_at(due, self._check_idle)
-
-    def _cancel_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+            transport.close()

@@ -19,8 +19,10 @@ that needs waiting) returns None, and the connection goes to aiohttp, which
 answers as it always does.
 
 It engages on an allow-list (``fast_path_for``): storage with immediate
-reads. Nothing else turns it off: hooks see its requests, and access control
-answers it at once when it can (``AccessController.authorize_now``).
+reads. Nothing else turns it off: hooks see its requests, access control
+answers it at once when it can (``AccessController.authorize_now``), and so
+does the rate limiter (``Pipeline.limit_now``) when its buckets are in this
+host's memory; a request over its limit is aiohttp's, which answers the 429.
 """
 
 from __future__ import annotations
@@ -142,6 +144,11 @@ class FastPath:
             return None  # every error is answered by the async path
         if reply is None or reply.status != 200:
             return None
+        # Charged only now that the reply is sure: a request handed over is charged by aiohttp.
+        if pipeline.limiter is not None and not pipeline.limit_now(
+            route, head.method, remote, grant.subject or None
+        ):
+            return None  # over the limit: aiohttp decides again and answers the 429
         body = b"" if head.method == "HEAD" else reply.body
         request_id = pipeline.request_id(head.headers)
         data = self._encode(reply, head, body, request_id)

@@ -7,7 +7,11 @@ It uses aiohttp's public API only: an ``AppRunner`` (with no site), whose
 ``loop.create_server`` on the socket. With the fast path on, each connection
 is a ``connection.Connection`` that hands itself to aiohttp's protocol when it
 meets a request it does not answer; with it off, aiohttp's protocol takes the
-connection from the first byte.
+connection from the first byte. Either way the ``Connection`` stays in front
+and keeps the limits (``connection.Limits``): idle, head and body timeouts and
+the longest head, swept by the listener's ``ConnectionSet``. aiohttp's own
+limits are set to the same: its keep-alive timer to the idle timeout, its
+longest line and header field to the longest head.
 
 Closing stops accepting, closes the connections the fast path holds (each is
 between requests: its replies are written whole), then lets aiohttp finish
@@ -22,11 +26,20 @@ import asyncio
 import logging
 import socket
 import ssl
+from typing import Any
 
 from aiohttp import web
 
 from cargohold.api.app import PIPELINE_KEY
-from cargohold.api.connection import Connection, ConnectionSet
+from cargohold.api.connection import (
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    IDLE_TIMEOUT,
+    LONGEST_HEAD,
+    Connection,
+    ConnectionSet,
+    Limits,
+)
 from cargohold.api.fastpath import fast_path_for
 
 __all__ = ["KEEPALIVE_TIMEOUT", "Listener"]
@@ -34,7 +47,27 @@ __all__ = ["KEEPALIVE_TIMEOUT", "Listener"]
 log = logging.getLogger("cargohold.server")
 
 #: Seconds an idle keep-alive connection stays open (aiohttp's ``run_app`` default).
-KEEPALIVE_TIMEOUT = 75.0
+KEEPALIVE_TIMEOUT = IDLE_TIMEOUT
+
+
+class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, where a request whose client went away is no error.
+
+    A handler reading a body from a connection that was lost (the client
+    reset it, or a timeout closed it) ends in ``ConnectionResetError``, which
+    aiohttp would log with its traceback: there was no one to answer and
+    nothing to fix, so it is told at debug level, as aiohttp tells other
+    disconnections.
+    """
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, ConnectionResetError):
+            self.debug("%s: the client went away (%s)", str(msg) % args, exc_info)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+_SERVER_LOG = _ServerLog(logging.getLogger("aiohttp.server"), None)
 
 
 class Listener:
@@ -47,9 +80,14 @@ class Listener:
         fast_path: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        max_head: int = LONGEST_HEAD,
         shutdown_timeout: float = 5.0,
         backlog: int = 1024,
     ) -> None:
+        """``keepalive_timeout``, ``header_timeout``, ``body_timeout``: seconds, 0 for none
+        (``http.timeouts``); ``max_head``: bytes (``http.maxheaderbytes``)."""
         self.app = app
         self._drain = shutdown_timeout
         self._fast_path = fast_path
@@ -59,11 +97,15 @@ class Listener:
             app,
             handle_signals=False,
             access_log=None,  # the pipeline's access log hook logs both paths
+            logger=_SERVER_LOG,
             keepalive_timeout=keepalive_timeout,
+            max_line_size=max_head,
+            max_field_size=max_head,
             # aiohttp reads 0 as "wait for ever": no drain time means cutting at once.
             shutdown_timeout=max(shutdown_timeout, 0.001),
         )
-        self._connections = ConnectionSet(keepalive_timeout)
+        limits = Limits(keepalive_timeout, header_timeout, body_timeout, max_head)
+        self._connections = ConnectionSet(limits)
         self._server: asyncio.Server | None = None
         #: Whether connections start on the fast path (known once started).
         self.fast = False
@@ -85,6 +127,7 @@ class Listener:
         self._server = await loop.create_server(
             factory, sock=sock, ssl=self._ssl, backlog=self._backlog
         )
+        connections.start()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -103,6 +146,7 @@ class Listener:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        self._connections.stop()
         pipeline = self.app[PIPELINE_KEY]
         pipeline.draining = True
         running = list(pipeline.in_flight)

@@ -12,10 +12,16 @@ run the same steps, in this order, through one ``Pipeline``:
    every hook hears ``request_started``.
 3. ``authorize`` (or ``authorize_now`` on the fast path): access control decides,
    on the same access records either way.
-4. The reply is decided by the one function for its endpoint (``reply.py``).
+4. ``limit`` (or ``limit_now``), with ``ratelimit`` on: the request is charged to
+   its client's, its user's and its repository's token buckets (``ratelimit/``);
+   when one is empty, the reply is ``429 TOOMANYREQUESTS`` (``limited_reply``).
+   The fast path charges a request only once it knows it will answer it, and
+   leaves an over-limit one to aiohttp, which decides again and answers the 429:
+   a request is never charged twice, and the 429 is written in one place.
+5. The reply is decided by the one function for its endpoint (``reply.py``).
    When it reports a write (push, mount, delete), the journal (notifications)
    has its event on disk before the reply goes out (``Journal.commit``).
-5. ``finish``: once the reply is out, its status, size and event are recorded
+6. ``finish``: once the reply is out, its status, size and event are recorded
    on the exchange and every hook hears ``request_finished``.
 
 Hooks are where per-request features plug in: the access log (``accesslog.py``)
@@ -38,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import re
 import secrets
 import time
@@ -48,11 +55,14 @@ from typing import Protocol, runtime_checkable
 from aiohttp import web
 
 from cargohold.api.auth import required_access
+from cargohold.api.context import Api
+from cargohold.api.errcode import TOOMANYREQUESTS
 from cargohold.api.events import PULL, Event
 from cargohold.api.reply import Reply
 from cargohold.api.routes import Route, match
 from cargohold.auth import AccessController
 from cargohold.auth.access import EVERYTHING, Grant
+from cargohold.ratelimit import Limiter
 
 __all__ = [
     "EXCHANGE",
@@ -65,6 +75,7 @@ __all__ = [
     "RequestHook",
     "Selective",
     "intend",
+    "limited_reply",
     "record",
     "respond",
 ]
@@ -202,11 +213,14 @@ class Pipeline:
         access: AccessController | None = None,
         hooks: Sequence[RequestHook] = (),
         journal: Journal | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.prefix = prefix
         self.access = access
         self.hooks = tuple(hooks)
         self.journal = journal
+        #: The rate limiter (``ratelimit``); None when it is off.
+        self.limiter = limiter
         # Every hook a counter or selective: the fast path's requests need no exchange
         # unless they carry one of the selective hooks' headers (``counts_only``).
         counters = [hook for hook in self.hooks if isinstance(hook, Counter)]
@@ -368,9 +382,36 @@ class Pipeline:
             return EVERYTHING
         return self.access.authorize_now(headers, required_access(route, method))
 
+    async def limit(self, exchange: Exchange) -> float:
+        """Seconds the request must wait before it is answered (0: charged and admitted).
+
+        Called with a limiter only, once access control has decided (``exchange.user``).
+        """
+        assert self.limiter is not None
+        route = exchange.route
+        repository = route.name if route is not None else None
+        return await self.limiter.check(exchange.method, exchange.remote, exchange.user, repository)
+
+    def limit_now(self, route: Route, method: str, remote: str, user: str | None) -> bool:
+        """Whether the fast path may answer the request: it was charged and admitted.
+
+        False covers an empty bucket and a charge that needs waiting (Redis): the
+        awaited ``limit`` decides again, and answers. Called with a limiter only.
+        """
+        assert self.limiter is not None
+        return self.limiter.check_now(method, remote, user, route.name) == 0.0
+
 
 #: Where the application keeps its pipeline.
 PIPELINE = web.AppKey("pipeline", Pipeline)
+
+
+def limited_reply(api: Api, wait: float) -> Reply:
+    """The reply to a request over its rate limit, ``wait`` seconds before it would not be."""
+    # Whole seconds (RFC 9110's delay-seconds), rounded up: a client that waits as told
+    # finds a token.
+    retry = str(max(1, math.ceil(wait)))
+    return api.code_reply(TOOMANYREQUESTS, "too many requests", headers={"Retry-After": retry})
 
 
 def intend(request: web.Request, expected: Callable[[], Event]) -> Intent | None:

@@ -215,7 +215,9 @@ class RemoteBlobStore:
             raise
         return Descriptor(OCTET_STREAM, digest, size)
 
-    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+    async def locate(
+        self, digest: Digest, *, redirect: str | None = None, client: str | None = None
+    ) -> BlobSource:
         # The registry itself is the only place it can be read from.
         return BlobSource(await self.stat(digest))
 

@@ -283,7 +283,9 @@ class LayoutBlobStore:
         file.seek(0, os.SEEK_END)
         return LayoutBlobWriter(self._layout, upload_id, file, None)
 
-    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+    async def locate(
+        self, digest: Digest, *, redirect: str | None = None, client: str | None = None
+    ) -> BlobSource:
         descriptor = await self.stat(digest)
         return BlobSource(descriptor, file=str(self._layout.blob_path(descriptor.digest)))
 

@@ -334,10 +334,12 @@ class MirrorBlobStore:
             return False
         return True
 
-    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+    async def locate(
+        self, digest: Digest, *, redirect: str | None = None, client: str | None = None
+    ) -> BlobSource:
         digest = Digest.parse(digest)
         try:
-            source = await self._local.locate(digest, redirect=redirect)
+            source = await self._local.locate(digest, redirect=redirect, client=client)
         except BlobUnknown:
             pass
         else:

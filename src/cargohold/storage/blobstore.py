@@ -17,6 +17,7 @@ from cargohold.errors import BlobUnknown, DigestInvalid, PathNotFound
 from cargohold.registry import BlobSource
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.driver.base import FileInfo, ImmediateFiles, StorageDriver
+from cargohold.storage.middleware import BlobRedirects, DriverRedirects
 from cargohold.storage.paths import (
     BlobData,
     BlobDir,
@@ -37,11 +38,14 @@ class GlobalBlobStore:
         driver: StorageDriver,
         cache: BlobDescriptorCache | None = None,
         reuse: ReuseRecords | None = None,
+        redirects: BlobRedirects | None = None,
     ) -> None:
         self.driver = driver
         self.cache = cache
         #: Where finds of blobs are written down for collection while serving, if anywhere.
         self.reuse = reuse
+        #: Where a blob download may be sent: the driver's URLs, or storage middleware's.
+        self.redirects = redirects if redirects is not None else DriverRedirects(driver)
 
     async def stat(self, digest: Digest) -> Descriptor:
         """The blob's descriptor; a find is a reuse (the finder may reference the blob next),
@@ -145,7 +149,11 @@ class GlobalBlobStore:
             return
 
     async def source(
-        self, content: Digest, descriptor: Descriptor, redirect: str | None
+        self,
+        content: Digest,
+        descriptor: Descriptor,
+        redirect: str | None,
+        client: str | None = None,
     ) -> BlobSource:
         """Where the blob whose content is ``content`` can be served from.
 
@@ -153,10 +161,10 @@ class GlobalBlobStore:
         links it; ``descriptor`` is what the repository knows it as.
         """
         path = path_for(BlobData(content))
-        files, redirects = self.driver.local_files, self.driver.redirects
+        files = self.driver.local_files
         url = None
-        if redirect is not None and redirects is not None:
-            url = await redirects.redirect_url(path, redirect)
+        if redirect is not None:
+            url = await self.redirects.redirect_url(path, redirect, client)
         return BlobSource(
             descriptor, file=files.local_path(path) if files is not None else None, url=url
         )

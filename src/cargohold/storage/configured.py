@@ -20,6 +20,7 @@ from cargohold.storage.driver import create_driver
 from cargohold.storage.driver.base import DriverWatch, Watches
 from cargohold.storage.maintenance import GcSchedule
 from cargohold.storage.manifeststore import IndexChildren
+from cargohold.storage.middleware import build_redirects
 from cargohold.storage.registry import RegistryOptions, StorageRegistry
 
 if TYPE_CHECKING:
@@ -69,7 +70,17 @@ def build_registry(
         options=registry_options(config),
         threads=threads,
         gc_watch=metrics.gc if metrics is not None else None,
+        redirects=build_redirects(config.middleware.storage, driver, _key_root(config)),
     )
+
+
+def _key_root(config: Config) -> str:
+    """What comes before a driver path in its object's key: an object store's root
+    directory is part of every key, a local disk's is no part of a URL."""
+    storage = config.storage
+    if storage.driver_name in ("filesystem", "inmemory"):
+        return ""
+    return str(getattr(storage.driver_parameters, "rootdirectory", ""))
 
 
 def _collecting(maintenance: MaintenanceConfig) -> bool:

@@ -150,9 +150,11 @@ class LinkedBlobStore:
         except InvalidOffset:
             raise RangeInvalid(f"offset {offset} is beyond the blob") from None
 
-    async def locate(self, digest: Digest, *, redirect: str | None = None) -> BlobSource:
+    async def locate(
+        self, digest: Digest, *, redirect: str | None = None, client: str | None = None
+    ) -> BlobSource:
         target, descriptor = await self._resolve(digest)
-        return await self._blobs.source(target, descriptor, redirect)
+        return await self._blobs.source(target, descriptor, redirect, client)
 
     # -- writing --------------------------------------------------------------------------
 

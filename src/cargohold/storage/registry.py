@@ -28,6 +28,7 @@ from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
 from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore, linked_now
 from cargohold.storage.maintenance import GcSchedule, GcWatch, StorageMaintenance
 from cargohold.storage.manifeststore import IndexChildren, ManifestStore, manifest_now
+from cargohold.storage.middleware import BlobRedirects
 from cargohold.storage.paths import LayerLink
 from cargohold.storage.pulls import PullRecords
 from cargohold.storage.purge import purge_uploads
@@ -76,7 +77,8 @@ class StorageRegistry:
 
     ``threads``, when given, is where the driver runs its blocking calls; its
     owner (the application) shuts it down after ``close``. ``gc_watch``, when
-    given, is told how each collection pass while serving went.
+    given, is told how each collection pass while serving went. ``redirects``, when
+    given, decides where blob downloads go instead of the driver (storage middleware).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class StorageRegistry:
         options: RegistryOptions | None = None,
         threads: Executor | None = None,
         gc_watch: GcWatch | None = None,
+        redirects: BlobRedirects | None = None,
     ) -> None:
         if threads is not None:
             driver.use_threads(threads)
@@ -97,7 +100,7 @@ class StorageRegistry:
             if self.options.reuse_interval is not None
             else None
         )
-        self.blobs = GlobalBlobStore(driver, cache, reuse)
+        self.blobs = GlobalBlobStore(driver, cache, reuse, redirects)
         interval = self.options.pull_interval
         self.pulls = PullRecords(driver, interval) if interval is not None else None
         self.hashers = HasherCache()
@@ -107,7 +110,9 @@ class StorageRegistry:
         self._gc_watch = gc_watch
         files = driver.watched_immediate()
         self._immediate = (
-            _StorageImmediateReads(files, driver.redirects is not None, reuse)
+            _StorageImmediateReads(
+                files, redirects is not None or driver.redirects is not None, reuse
+            )
             if files is not None
             else None
         )
@@ -201,6 +206,7 @@ class StorageRegistry:
         self._catalog.close()
         if self.blobs.cache is not None:
             await self.blobs.cache.close()
+        await self.blobs.redirects.close()
         await self.driver.close()
 
 
