@@ -191,17 +191,7 @@ async def _serve(
     if tracing is not None:
         tracing.install()
     app = create_app(config, metrics=metrics, tracing=tracing)
-    timeouts = config.http.timeouts
-    listener = Listener(
-        app,
-        fast_path=use_fast_path,
-        ssl_context=server_context(config.http.tls),
-        keepalive_timeout=timeouts.idle,
-        header_timeout=timeouts.header,
-        body_timeout=timeouts.body,
-        max_head=config.http.maxheaderbytes,
-        shutdown_timeout=config.http.draintimeout,
-    )
+    listener = Listener.configured(app, config.http, fast_path=use_fast_path)
     _survive_exhaustion(asyncio.get_running_loop())
     debug: web.AppRunner | None = None
     try:

@@ -131,6 +131,16 @@ def test_a_config_overlay_is_laid_over_the_options() -> None:
         assert "Link" in headers
 
 
+def test_the_overlay_reaches_the_listener_too() -> None:
+    """``http.maxheaderbytes`` bounds the embedded server's heads as it does ``serve``'s."""
+    with serve(config={"http": {"maxheaderbytes": 1024}}) as registry:
+        status, _, _ = fetch(registry, "GET", "/v2/", {"X-Pad": "p" * 600})
+        assert status == 200
+        status, _, body = fetch(registry, "GET", "/v2/", {"X-Pad": "p" * 1100})
+        assert status == 431
+        assert b"http.maxheaderbytes" in body
+
+
 def test_neither_the_environment_nor_the_current_directory_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

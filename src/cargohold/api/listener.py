@@ -26,7 +26,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -41,6 +41,10 @@ from cargohold.api.connection import (
     Limits,
 )
 from cargohold.api.fastpath import fast_path_for
+from cargohold.api.tls import server_context
+
+if TYPE_CHECKING:
+    from cargohold.config import HTTPConfig
 
 __all__ = ["KEEPALIVE_TIMEOUT", "Listener"]
 
@@ -109,6 +113,32 @@ class Listener:
         self._server: asyncio.Server | None = None
         #: Whether connections start on the fast path (known once started).
         self.fast = False
+
+    @classmethod
+    def configured(
+        cls,
+        app: web.Application,
+        http: HTTPConfig,
+        *,
+        fast_path: bool = True,
+        shutdown_timeout: float | None = None,
+    ) -> Listener:
+        """A listener as ``http`` has it: TLS, timeouts, the head bound and the drain.
+
+        ``shutdown_timeout`` replaces ``http.draintimeout`` (an embedded test server
+        does not wait for stragglers).
+        """
+        timeouts = http.timeouts
+        return cls(
+            app,
+            fast_path=fast_path,
+            ssl_context=server_context(http.tls),
+            keepalive_timeout=timeouts.idle,
+            header_timeout=timeouts.header,
+            body_timeout=timeouts.body,
+            max_head=http.maxheaderbytes,
+            shutdown_timeout=http.draintimeout if shutdown_timeout is None else shutdown_timeout,
+        )
 
     async def start(self, sock: socket.socket) -> None:
         """Set the application up and accept connections on ``sock`` (already listening)."""

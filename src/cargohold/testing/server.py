@@ -239,16 +239,12 @@ class Registry(_Reachable):
     async def _main(self, sock: socket.socket, ready: Future[None]) -> None:
         from cargohold.api.app import create_app
         from cargohold.api.listener import Listener
-        from cargohold.api.tls import server_context
 
         try:
             app = create_app(self.config, hooks=[self._log])
             app.middlewares.append(self.faults.middleware)
-            listener = Listener(
-                app,
-                fast_path=self._fast_path,
-                ssl_context=server_context(self.config.http.tls),
-                shutdown_timeout=0.5,
+            listener = Listener.configured(
+                app, self.config.http, fast_path=self._fast_path, shutdown_timeout=0.5
             )
             await listener.start(sock)
         except BaseException as exc:
