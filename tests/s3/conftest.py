@@ -65,8 +65,9 @@ def registry_config(
     *,
     redis_addr: str | None = None,
     redirect: bool = True,
+    driver: str = "s3",
 ) -> dict[str, Any]:
-    """A config document for a registry on S3 with deletes enabled.
+    """A config document for a registry on S3 (or ``driver``) with deletes enabled.
 
     Upload purging is off: its background walk would add S3 requests no test asked for.
     """
@@ -74,7 +75,7 @@ def registry_config(
         "version": "0.1",
         "log": {"level": "warn"},
         "storage": {
-            "s3": dict(parameters),
+            driver: dict(parameters),
             "delete": {"enabled": True},
             "redirect": {"disable": not redirect},
             "maintenance": {"uploadpurging": {"enabled": False}},

@@ -23,13 +23,9 @@ from cargohold.config import AzureParameters, parse_config
 from cargohold.errors import ConfigError, PathNotFound, StorageUnavailable
 from cargohold.storage.driver import create_driver
 from cargohold.storage.driver.azure import BLOCK, AzureDriver
-from tests.s3.conftest import serving, write_config
 from tests.storage.driver_suite import DriverSuite, MiB, random_bytes, random_path, walk_paths
 from tests.support import azurite as _azurite
-from tests.support import skopeo
-from tests.support.accesslog import ACCESS_LOG_ENV, requests
 from tests.support.azurite import Azurite, create_container
-from tests.support.images import assert_sound, build_image, image_tree, layers_of
 from tests.support.servers import cargohold_argv, free_port
 
 # The session's Azurite and a fresh root per test (fixtures of tests/support/azurite.py).
@@ -566,38 +562,3 @@ def test_unusable_azure_storage_exits_2_with_one_line(
     assert len(lines) == 1, lines
     assert lines[0].startswith("cargohold: config: storage.azure: ")
     assert reason in lines[0]
-
-
-# -- a registry on Azure ---------------------------------------------------------------------
-
-
-def test_skopeo_pushes_through_one_registry_and_pulls_through_another(
-    tmp_path: Path, azure_parameters: dict[str, Any]
-) -> None:
-    """Two ``cargohold serve`` on one container: the pull's blob GETs redirect to SAS URLs."""
-    layout = tmp_path / "layout"
-    build_image(layout, "v1", (64 * 1024, BLOCK + 3 * MiB))  # a layer of two blocks
-    document = {
-        "version": "0.1",
-        "log": {"level": "warn"},
-        "storage": {
-            "azure": azure_parameters,
-            "delete": {"enabled": True},
-            "maintenance": {"uploadpurging": {"enabled": False}},
-        },
-    }
-    config = write_config(tmp_path / "config.yml", document)
-    name = "azure/app"
-    with serving(config, 2, tmp_path, env=ACCESS_LOG_ENV) as (pusher, puller):
-        skopeo.copy(f"oci:{layout}:v1", skopeo.docker(pusher, f"{name}:v1"))
-        skopeo.copy(skopeo.docker(puller, f"{name}:v1"), f"oci:{tmp_path / 'pulled'}:v1")
-    pulled = image_tree(tmp_path / "pulled", "v1")
-    assert pulled == image_tree(layout, "v1"), "every manifest and blob, byte for byte"
-    assert_sound(pulled)
-    blob_gets = {
-        r.path.rpartition("/")[2]: r.status
-        for r in requests(tmp_path / "cargohold-1.log")
-        if r.method == "GET" and r.path.startswith(f"/v2/{name}/blobs/sha256:")
-    }
-    assert set(layers_of(layout, "v1")) <= set(blob_gets), f"skopeo fetched {sorted(blob_gets)}"
-    assert set(blob_gets.values()) == {307}, blob_gets

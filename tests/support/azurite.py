@@ -5,6 +5,8 @@ Azurite comes from npm (``make`` installs ``azurite`` under ``.venv/azurite``);
 for Azurite's published development account. Distribution's own Azurite tests
 reach it the same way: ``serviceurl`` is ``http://127.0.0.1:<port>/<account>``.
 A server that cannot start fails the tests rather than skipping them.
+``stoppable_azurite`` keeps its data on disk instead, for tests that stop it and
+start it again.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from tests.support.restartable import Restartable
 from tests.support.servers import free_port, stop
 
 HOST = "127.0.0.1"
@@ -67,6 +70,30 @@ class Azurite:
     def client(self, container: str | None = None) -> ContainerClient:
         return self.service().get_container_client(container or self.container)
 
+    # What a test of a registry on any object store asks (tests/objectstores/conftest.py).
+
+    @property
+    def driver(self) -> str:
+        return "azure"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a registry process needs in its environment to reach this server: nothing."""
+        return {}
+
+    def names(self, prefix: str) -> list[str]:
+        """The committed blobs whose names start with ``prefix``, in order."""
+        with self.client() as client:
+            return sorted(blob.name for blob in client.list_blobs(name_starts_with=prefix))
+
+    def content(self, name: str) -> bytes | None:
+        """The committed blob's bytes, or None when there is none."""
+        with self.client() as client:
+            try:
+                return client.download_blob(name).readall()
+            except ResourceNotFoundError:
+                return None
+
 
 def azurite_binary() -> str:
     beside_venv = Path(sys.prefix) / "azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -93,35 +120,62 @@ def _create_container(server: Azurite, name: str) -> str | None:
     return None
 
 
+def _argv(port: int, location: Path | None) -> list[str]:
+    """``azurite-blob`` on ``port``: in memory, or keeping its data under ``location``."""
+    keeping = ["--location", str(location)] if location else ["--inMemoryPersistence"]
+    return [
+        azurite_binary(),
+        "--blobHost", HOST, "--blobPort", str(port),
+        *keeping,
+        "--skipApiVersionCheck",  # the SDK may speak a newer API version than Azurite knows
+        "--loose",  # headers Azurite does not implement are ignored, not refused
+        "--disableTelemetry", "--silent",
+    ]  # fmt: skip
+
+
+def _start(argv: list[str], directory: Path, port: int, timeout: float) -> Azurite:
+    """Start ``argv`` and wait until its container exists (made if need be)."""
+    log = directory / "azurite.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=directory, start_new_session=True
+        )
+    server = Azurite(f"http://{HOST}:{port}/{ACCOUNT}", process)
+    deadline = time.monotonic() + timeout
+    while (reason := _create_container(server, server.container)) is not None:
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process, timeout=2)
+            detail = log.read_text(errors="replace")[-3000:]
+            pytest.fail(f"azurite-blob did not serve ({reason}):\n{detail}")
+        time.sleep(0.05)
+    return server
+
+
 @contextmanager
 def running_azurite(directory: Path, timeout: float = 30) -> Iterator[Azurite]:
     """Run ``azurite-blob`` on a free loopback port until the block ends, its container made."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port(HOST)
-    argv = [
-        azurite_binary(),
-        "--blobHost", HOST, "--blobPort", str(port),
-        "--inMemoryPersistence",  # scratch content: nothing on disk
-        "--skipApiVersionCheck",  # the SDK may speak a newer API version than Azurite knows
-        "--loose",  # headers Azurite does not implement are ignored, not refused
-        "--disableTelemetry", "--silent",
-    ]  # fmt: skip
-    log = directory / "azurite.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=directory, start_new_session=True
-        )
+    server = _start(_argv(port, None), directory, port, timeout)  # scratch: nothing on disk
     try:
-        server = Azurite(f"http://{HOST}:{port}/{ACCOUNT}", process)
-        deadline = time.monotonic() + timeout
-        while (reason := _create_container(server, server.container)) is not None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                detail = log.read_text(errors="replace")[-3000:]
-                pytest.fail(f"azurite-blob did not serve ({reason}):\n{detail}")
-            time.sleep(0.05)
         yield server
     finally:
-        stop(process, timeout=2)
+        stop(server.process, timeout=2)
+
+
+def stoppable_azurite(directory: Path) -> Restartable[Azurite]:
+    """An Azurite keeping its data under ``directory`` (``--location``), stopped with SIGTERM.
+
+    Azurite keeps its metadata in memory and saves it every 5 s and when it
+    closes: a SIGKILL would lose the last seconds' writes, and whatever a test
+    then found missing would prove nothing. Stopping, it closes its listener and
+    its idle connections at once.
+    """
+
+    def launch(directory: Path, port: int) -> Azurite:
+        return _start(_argv(port, directory / "data"), directory, port, timeout=30)
+
+    return Restartable(directory, launch, graceful=True)
 
 
 def create_container(server: Azurite) -> str:

@@ -7,7 +7,8 @@ with what it holds, without finishing the upload, which an upload resumed by
 another process relies on. It keeps everything in memory and does not check
 signatures or credentials. The bucket is made without soft delete, as a
 registry's would be, so deleted objects are gone at once. A server that cannot
-start fails the tests rather than skipping them.
+start fails the tests rather than skipping them. ``stoppable_gcs_emulator``
+keeps its data on disk instead, for tests that kill it and start it again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.restartable import Restartable
 from tests.support.servers import free_port, stop
 
 HOST = "127.0.0.1"
@@ -74,6 +76,27 @@ class GCSEmulator:
         assert status == 200, (status, body)
         return sorted(item["name"] for item in json.loads(body).get("items") or [])
 
+    def content(self, name: str) -> bytes | None:
+        """The object's bytes, or None when there is no such object."""
+        path = f"/download/storage/v1/b/{self.bucket}/o/{urllib.parse.quote(name, safe='')}"
+        status, body = self.request("GET", f"{path}?alt=media")
+        assert status in (200, 404), (status, body)
+        return body if status == 200 else None
+
+    # What a test of a registry on any object store asks (tests/objectstores/conftest.py).
+
+    @property
+    def driver(self) -> str:
+        return "gcs"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a registry process needs in its environment to reach this emulator."""
+        return {EMULATOR_ENV: self.endpoint}
+
+    def names(self, prefix: str) -> list[str]:
+        return self.object_names(prefix)
+
     def create_bucket(self, name: str) -> None:
         """A bucket without soft delete (deleted objects are gone at once)."""
         document = {"name": name, "softDeletePolicy": {"retentionDurationSeconds": "0"}}
@@ -101,29 +124,52 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
+def _start(directory: Path, port: int, in_memory: bool, timeout: float) -> GCSEmulator:
+    """Start the emulator on ``port`` and wait until it answers and has its bucket.
+
+    On disk it keeps everything under ``directory/.cloudstorage`` (its working directory's).
+    """
+    argv = [emulator_command(), "start", "--host", HOST, "--port", str(port), "-q"]
+    log = directory / "emulator.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [*argv, *(["--in-memory"] if in_memory else [])],
+            stdout=out, stderr=subprocess.STDOUT, cwd=directory, start_new_session=True,
+        )  # fmt: skip
+    server = GCSEmulator(f"http://{HOST}:{port}", directory, process)
+    deadline = time.monotonic() + timeout
+    while not _answers(server.endpoint):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process, timeout=2)
+            detail = log.read_text(errors="replace")[-3000:]
+            pytest.fail(f"gcp-storage-emulator did not answer at {server.endpoint}:\n{detail}")
+        time.sleep(0.05)
+    server.create_bucket(server.bucket)
+    return server
+
+
 @contextmanager
 def running_gcs_emulator(directory: Path, timeout: float = 30) -> Iterator[GCSEmulator]:
     """Run the emulator on a free loopback port until the block ends; the bucket exists inside."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port(HOST)
-    argv = [emulator_command(), "start", "--host", HOST, "--port", str(port), "--in-memory", "-q"]
-    log = directory / "emulator.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=directory, start_new_session=True
-        )
+    server = _start(directory, free_port(HOST), in_memory=True, timeout=timeout)
     try:
-        server = GCSEmulator(f"http://{HOST}:{port}", directory, process)
-        deadline = time.monotonic() + timeout
-        while not _answers(server.endpoint):
-            if process.poll() is not None or time.monotonic() > deadline:
-                detail = log.read_text(errors="replace")[-3000:]
-                pytest.fail(f"gcp-storage-emulator did not answer at {server.endpoint}:\n{detail}")
-            time.sleep(0.05)
-        server.create_bucket(server.bucket)
         yield server
     finally:
-        stop(process, timeout=2)
+        stop(server.process, timeout=2)
+
+
+def stoppable_gcs_emulator(directory: Path) -> Restartable[GCSEmulator]:
+    """An emulator keeping its data on disk under ``directory``, killed with SIGKILL.
+
+    It writes each object, and its metadata, before it answers the request that
+    made it, so it is killed as a crash would.
+    """
+
+    def launch(directory: Path, port: int) -> GCSEmulator:
+        return _start(directory, port, in_memory=False, timeout=30)
+
+    return Restartable(directory, launch, graceful=False)
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,8 @@ MAX_PUT = 5000 * MiB
 SLICED_BODY = 1 * MiB
 #: Deletes ``delete`` has under way at once.
 DELETE_CONCURRENCY = 16
+#: How long ``check`` waits for the endpoint, in seconds (the SDK's own read timeout is 60).
+CHECK_TIMEOUT = 5.0
 #: The longest a redirect URL stays valid (as for S3's presigned URLs: 7 days).
 MAX_EXPIRY = 7 * 24 * 3600
 #: Distribution's defaults for these parameters.
@@ -335,7 +337,8 @@ class AzureDriver(StorageDriver):
         """Raise ``StorageUnavailable`` with one line when the container cannot be used."""
         where = f"container {self.container!r} at {self.endpoint}"
         try:
-            await self._client().get_container_properties(retry_total=0)
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await self._client().get_container_properties(retry_total=0)
         except HttpResponseError as exc:
             code = _code(exc)
             if code == "ContainerNotFound" or exc.status_code == 404:
@@ -344,6 +347,9 @@ class AzureDriver(StorageDriver):
                 reason = f"access to {where} denied ({code}): check accountname and accountkey"
             else:
                 reason = f"{where}: {code or exc.status_code}"
+            raise StorageUnavailable("/", self.name, reason) from exc
+        except TimeoutError as exc:
+            reason = f"cannot reach {where}: no answer in {CHECK_TIMEOUT:g} s"
             raise StorageUnavailable("/", self.name, reason) from exc
         except _TRANSPORT_ERRORS as exc:
             detail = _one_line(str(exc)) or type(exc).__name__
