@@ -59,10 +59,38 @@ is issued. Three things make it so:
    membership, so a later re-push of the digest elsewhere revives the old
    repository's entry in both registries). No entry outlives its TTL after its
    last write.
+
+A Redis that comes back
+-----------------------
+The journal covers clears that never reached Redis. It cannot cover clears that
+did, and were then lost: a Redis that crashes and restarts from its snapshot or
+append-only file comes back with entries from before, the ones whose clear it
+had acknowledged since included; and a clear journalled by one process while
+Redis was down replays only when *that* process next reaches it, while the
+others may read the old entry first. So no entry of a restarted Redis is
+trusted until its entries are dropped. Every new connection (a restart closes
+them all, so every process makes new ones) first reads the server's
+``run_id`` and, once per new ``run_id`` in each process:
+
+- if the server loaded no key when it started (``rdb_last_load_keys_loaded``
+  is 0) and keeps no append-only file, it started empty: nothing to drop;
+- otherwise, unless ``VETTED_KEY`` already holds that ``run_id`` (another
+  process dropped them), it deletes every cache key (SCAN, then DEL) on that
+  connection before any command of its own runs, and then writes the
+  ``run_id`` to ``VETTED_KEY``; the drop is logged as a WARNING.
+
+Until a connection has done this, nothing is read on it; while a process drops
+entries, its other new connections wait. A process that finds ``VETTED_KEY``
+set to the ``run_id`` knows no entry from before is left. Entries written
+after the drop are lost with it at worst (misses). A Go registry sharing the
+Redis does none of this. A server that does not answer ``INFO`` (an ACL
+without ``@dangerous``) cannot be told apart from its restart: its entries are
+trusted, and that is logged once as a WARNING.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -73,7 +101,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import Digest
@@ -82,12 +110,14 @@ from cargohold.reference import validate_name
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
+    from redis.asyncio.connection import AbstractConnection
 
     from cargohold import config
 
 __all__ = [
     "DEFAULT_TTL",
     "MAX_PENDING_CLEARS",
+    "VETTED_KEY",
     "WARNING_INTERVAL",
     "RedisBlobDescriptorCache",
     "client_from_config",
@@ -101,6 +131,10 @@ DEFAULT_TTL: Final = 600.0
 WARNING_INTERVAL: Final = 30.0
 #: Clears kept for replay; beyond this the oldest are dropped (the TTL still bounds them).
 MAX_PENDING_CLEARS: Final = 10_000
+#: The ``run_id`` of the Redis whose entries from before its start were dropped.
+VETTED_KEY: Final = "cargohold::blobdescriptors::vetted"
+#: Every key of the cache, for SCAN's MATCH.
+_ENTRY_PATTERNS: Final = ("blobs::*", "repository::*::blobs*")
 
 # go-redis's defaults, which Distribution inherits when its config leaves these at 0.
 _DIAL_TIMEOUT: Final = 5.0
@@ -178,6 +212,11 @@ class RedisBlobDescriptorCache:
         self._unavailable = False
         self._pending: dict[_Clear, int] = {}
         self._generation = 0
+        # The run_id whose entries this process knows hold nothing from before it.
+        self._vetted: str | None = None
+        self._vetting = asyncio.Lock()
+        self._blind = False
+        self._client.connection_pool.connection_kwargs["redis_connect_func"] = self._on_connect
 
     @classmethod
     def from_config(
@@ -323,6 +362,48 @@ class RedisBlobDescriptorCache:
                 return None
         return own
 
+    async def _on_connect(self, connection: AbstractConnection) -> None:
+        """redis-py's connect hook: its own handshake, then vetting the server's entries."""
+        await connection.on_connect()
+        await self._vet(connection)
+
+    async def _vet(self, connection: AbstractConnection) -> None:
+        """Drop the entries of a Redis that came back with data from before (module docstring)."""
+        try:
+            info = _info(_text(await _command(connection, "INFO")) or "")
+        except ResponseError as exc:
+            if not self._blind:
+                self._blind = True
+                log.warning(
+                    "Redis at %s refuses INFO (%s); a restart of it that brings back "
+                    "entries of deleted blobs cannot be noticed",
+                    self._where,
+                    exc,
+                )
+            return
+        run_id = info.get("run_id")
+        if run_id is None or run_id == self._vetted:
+            return
+        async with self._vetting:
+            if run_id == self._vetted:
+                return
+            started_empty = (
+                info.get("rdb_last_load_keys_loaded") == "0" and info.get("aof_enabled") == "0"
+            )
+            vetted = started_empty or _text(await _command(connection, "GET", VETTED_KEY)) == run_id
+            if not vetted:
+                dropped = await _drop_entries(connection)
+                await _command(connection, "SET", VETTED_KEY, run_id)
+                log.warning(
+                    "the Redis server at %s started with data from before (run id %s); "
+                    "dropped its %d blob descriptor cache keys, which may describe blobs "
+                    "deleted since",
+                    self._where,
+                    run_id,
+                    dropped,
+                )
+            self._vetted = run_id
+
     def _expire(self, pipe: Pipeline, key: str) -> None:
         if self._ttl is not None:
             pipe.expire(key, self._ttl)
@@ -386,6 +467,42 @@ class RedisBlobDescriptorCache:
         if self._unavailable:
             self._unavailable = False
             log.info("Redis at %s is reachable again", self._where)
+
+
+# -- vetting a server ---------------------------------------------------------------------
+
+
+async def _command(connection: AbstractConnection, *args: str | int) -> Any:
+    await connection.send_command(*args)
+    return await connection.read_response()
+
+
+def _info(text: str) -> dict[str, str]:
+    """INFO's ``field:value`` lines."""
+    fields = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and not name.startswith("#"):
+            fields[name] = value.strip()
+    return fields
+
+
+async def _drop_entries(connection: AbstractConnection) -> int:
+    dropped = 0
+    for pattern in _ENTRY_PATTERNS:
+        cursor = "0"
+        while True:
+            reply = await _command(connection, "SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], list):
+                # A RedisError, so the caller takes it as Redis failing: a miss, never a 500.
+                raise ResponseError(f"SCAN answered {reply!r:.100}")
+            cursor, keys = _text(reply[0]) or "0", reply[1]
+            if keys:
+                await _command(connection, "DEL", *keys)
+                dropped += len(keys)
+            if cursor == "0":
+                break
+    return dropped
 
 
 # -- building a client --------------------------------------------------------------------

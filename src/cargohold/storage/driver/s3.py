@@ -516,6 +516,13 @@ class S3Driver(StorageDriver):
 
     async def _stat(self, path: str) -> FileInfo:
         if path == "/":
+            # The root is a directory even when empty, but the answer still comes from S3:
+            # the storage health check stats it to learn whether S3 can be reached.
+            client = await self._s3()
+            with self._errors(path):
+                await client.list_objects_v2(
+                    Bucket=self.bucket, Prefix=self._prefix(path), MaxKeys=1
+                )
             return FileInfo(path, 0, _NO_TIME, is_dir=True)
         key = self._key(path)
         if head := await self._head(path, key):
