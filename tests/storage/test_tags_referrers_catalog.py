@@ -10,6 +10,7 @@ import pytest
 from cargohold.digest import digest_of
 from cargohold.errors import ManifestUnknown, NameUnknown, TagInvalid
 from cargohold.manifest import OCI_MANIFEST
+from cargohold.storage.catalog import WalkedCatalog
 from cargohold.storage.driver.base import StorageDriver
 from cargohold.storage.driver.inmemory import InMemoryDriver
 from cargohold.storage.paths import ManifestRevisionLink, TagCurrentLink, TagIndexLink, path_for
@@ -239,7 +240,10 @@ class ListCounter(InMemoryDriver):
         return await super()._list(path)
 
 
-async def test_a_catalog_page_lists_only_as_far_as_it_needs() -> None:
+async def test_a_catalog_page_lists_only_as_far_as_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(WalkedCatalog, "LOOKAHEAD", 1)  # one listing at a time: exact counts
     driver = ListCounter()
     registry = StorageRegistry(driver)
     names = [f"team{t}/app{a:02d}" for t in range(4) for a in range(25)]  # 4 folders, 100 repos

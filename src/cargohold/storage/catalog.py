@@ -4,8 +4,9 @@ A repository is a folder below ``repositories/`` holding one of the marker
 folders (``_manifests``, ``_layers``, ``_uploads``); names may nest
 (``a``, ``a/b``). Two ways to find them, chosen by what the driver can do:
 
-- ``WalkedCatalog`` lists folders through the driver in name order and stops
-  once a page is full; on object storage each listing is a request.
+- ``WalkedCatalog`` lists folders through the driver in name order, a few
+  ahead at once, and stops once a page is full; on object storage each
+  listing is a request.
 - ``LocalCatalog``, for drivers whose paths are local files (``local_files``),
   scans the folder tree directly in a thread and keeps the result until the
   kernel (inotify) or the folders' modification times say something changed.
@@ -13,6 +14,7 @@ folders (``_manifests``, ``_layers``, ``_uploads``); names may nest
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import ctypes
 import heapq
@@ -50,6 +52,9 @@ def catalog_for(driver: StorageDriver) -> Catalog:
 class WalkedCatalog:
     """Repository names found by listing folders through the driver."""
 
+    #: Listings under way at once: the next folders in name order are listed ahead.
+    LOOKAHEAD = 8
+
     def __init__(self, driver: StorageDriver) -> None:
         self._driver = driver
 
@@ -61,9 +66,15 @@ class WalkedCatalog:
         name below it, so listing the smallest pending folder next finds the names in
         order. Folders whose names all sort at or before ``last`` are never listed:
         below ``x`` every name is ``x`` or starts ``x/``, so sorts before ``x0``.
+
+        A listing is a round trip that costs the registry little CPU, so the next
+        ``LOOKAHEAD`` folders in order are listed while the first one's answer is
+        awaited; a full page lists at most ``LOOKAHEAD`` folders too many.
         """
         found: list[str] = []
-        pending: list[str] = []  # folders to list, by repository-name prefix
+        pending: list[str] = []  # folders not yet listed, by repository-name prefix
+        started: list[str] = []  # folders being listed, in name order
+        listings: dict[str, asyncio.Task[list[str] | None]] = {}
 
         def consider(path: str) -> None:
             # A repository's own folders start with "_"; names never do.
@@ -74,24 +85,42 @@ class WalkedCatalog:
                 return
             heapq.heappush(pending, name)
 
+        def start(name: str) -> None:
+            bisect.insort(started, name)
+            listings[name] = asyncio.ensure_future(self._children(name))
+
         try:
             top = await self._driver.list(path_for(RepositoriesRoot()))
         except PathNotFound:
             return []
         for path in top:
             consider(path)
-        while pending and (n is None or len(found) < n):
-            name = heapq.heappop(pending)
-            try:
-                children = await self._driver.list(path_for(RepositoryDir(name)))
-            except PathNotFound:
-                continue  # deleted since its parent was listed
-            leaves = {child.rpartition("/")[2] for child in children}
-            if leaves & REPOSITORY_MARKERS and (last is None or name > last):
-                found.append(name)
-            for child in children:
-                consider(child)
+        try:
+            while (pending or started) and (n is None or len(found) < n):
+                while pending and len(started) < self.LOOKAHEAD:
+                    start(heapq.heappop(pending))
+                if pending and pending[0] < started[0]:
+                    start(heapq.heappop(pending))  # found below the next one: it comes first
+                name = started.pop(0)  # sorts before every pending name: it is next
+                children = await listings.pop(name)
+                if children is None:
+                    continue  # deleted since its parent was listed
+                leaves = {child.rpartition("/")[2] for child in children}
+                if leaves & REPOSITORY_MARKERS and (last is None or name > last):
+                    found.append(name)
+                for child in children:
+                    consider(child)
+        finally:
+            for listing in listings.values():
+                listing.cancel()
+            await asyncio.gather(*listings.values(), return_exceptions=True)
         return found
+
+    async def _children(self, name: str) -> list[str] | None:
+        try:
+            return await self._driver.list(path_for(RepositoryDir(name)))
+        except PathNotFound:
+            return None
 
     def close(self) -> None:
         pass

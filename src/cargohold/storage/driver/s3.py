@@ -28,8 +28,9 @@ or above ``multipartcopythresholdsize`` parallel UploadPartCopy requests of
 ``multipartcopychunksize``; appending to committed content copies it into the
 upload the same way. ``list`` and ``walk`` read one level per delimiter listing.
 
-GetObject, HeadObject and PutObject, the requests of every pull and push, go
-through ``s3objects.py``, which sends them without botocore's per-call cost.
+GetObject, HeadObject and PutObject, the requests of every pull and push, and
+the delimiter listings (ListObjectsV2) of ``list`` and ``walk`` go through
+``s3objects.py``, which sends them without botocore's per-call cost.
 
 ``delete`` costs four requests for a file (a HEAD, two listings for what is
 below it and for uploads, a DeleteObjects); ``batch_deletes`` deletes files
@@ -558,29 +559,27 @@ class S3Driver(StorageDriver):
 
         One delimiter listing (paginated) reads one level, never the objects below it.
         """
-        client, prefix = await self._s3(), self._prefix(path)
+        prefix = self._prefix(path)
         entries: list[FileInfo] = []
         listed = False
+        token: str | None = None
         with self._errors(path):
-            pages = client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket,
-                Prefix=prefix,
-                Delimiter="/",
-                PaginationConfig={"PageSize": LIST_MAX},
-            )
-            async for page in pages:
-                for obj in page.get("Contents", []):
+            objects = await self._objects()
+            while True:
+                page = await objects.list(prefix, "/", LIST_MAX, token)
+                for key, size, modified in page.objects:
                     listed = True
-                    name = obj["Key"][len(prefix) :]
+                    name = key[len(prefix) :]
                     if name and _HIDDEN not in name:
-                        entries.append(
-                            FileInfo(join(path, name), obj["Size"], obj["LastModified"], False)
-                        )
-                for common in page.get("CommonPrefixes", []):
+                        entries.append(FileInfo(join(path, name), size, modified, False))
+                for common in page.prefixes:
                     listed = True
-                    name = common["Prefix"][len(prefix) :].rstrip("/")
+                    name = common[len(prefix) :].rstrip("/")
                     if name and _HIDDEN not in name:
                         entries.append(FileInfo(join(path, name), 0, _NO_TIME, is_dir=True))
+                if page.next_token is None:
+                    break
+                token = page.next_token
         # Keys sort "a-b" before "a/", names sort "a" before "a-b": sort by name.
         entries.sort(key=lambda entry: entry.path)
         return entries, listed

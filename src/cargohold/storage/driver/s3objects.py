@@ -1,15 +1,16 @@
-"""GetObject, HeadObject and PutObject for the S3 driver, without botocore on the way.
+"""GetObject, HeadObject, PutObject and ListObjectsV2 for the S3 driver, without botocore.
 
-The requests of every pull and push, GetObject, HeadObject and PutObject, skip
-botocore: botocore spends about a millisecond of CPU on each call (event hooks,
-response parsing, endpoint rules), ten times what the HTTP request costs. They
-go over one aiohttp session of the driver's, signed by ``sigv4.py``, to where
-botocore would send them (asked once, see ``probe``), retried as botocore's
-standard mode retries, and their failures become the ``ClientError`` botocore
-would raise. Everything else (listings, copies, deletes, multipart uploads,
-presigned URLs) stays on aiobotocore, and so do those three when the
-configuration asks for what only botocore does (``v4auth: false``) or the
-bucket turns out to be in another region.
+The requests of every pull and push, GetObject, HeadObject and PutObject, and
+the listings of tags and of the catalog, ListObjectsV2, skip botocore: botocore
+spends about a millisecond of CPU on each call (event hooks, response parsing,
+endpoint rules), ten times what the HTTP request costs, and parsing a listing
+of a thousand names costs it ten more. They go over one aiohttp session of the
+driver's, signed by ``sigv4.py``, to where botocore would send them (asked
+once, see ``probe``), retried as botocore's standard mode retries, and their
+failures become the ``ClientError`` botocore would raise. Everything else
+(copies, deletes, multipart uploads, presigned URLs) stays on aiobotocore, and
+so do those four when the configuration asks for what only botocore does
+(``v4auth: false``) or the bucket turns out to be in another region.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 import aiohttp
@@ -36,7 +37,13 @@ from botocore.httpsession import get_cert_path
 from yarl import URL
 
 from cargohold.storage.driver import s3spans
-from cargohold.storage.driver.sigv4 import EMPTY_SHA256, Credentials, Signer, uri_encode
+from cargohold.storage.driver.sigv4 import (
+    EMPTY_SHA256,
+    Credentials,
+    Signer,
+    canonical_query,
+    uri_encode,
+)
 
 #: The lean path's requests, at debug (``storage.s3.loglevel``).
 log = logging.getLogger("cargohold.s3")
@@ -99,6 +106,18 @@ class Head:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One page of a ListObjectsV2: the objects and the common prefixes, keys as stored."""
+
+    #: (key, size, last modified) of each object, in S3's order.
+    objects: list[tuple[str, int, datetime]]
+    #: Each common prefix, ending with the delimiter.
+    prefixes: list[str]
+    #: Where the next page starts; None on the last page.
+    next_token: str | None
+
+
 class Download(Protocol):
     """An object's content as it arrives (GetObject); ``close`` when done with it."""
 
@@ -124,6 +143,10 @@ class Objects(Protocol):
 
     async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
         """Create or replace the object, with the driver's object arguments."""
+        ...
+
+    async def list(self, prefix: str, delimiter: str, max_keys: int, token: str | None) -> Listed:
+        """One page of the keys under ``prefix``; ``token`` from the page before, if any."""
         ...
 
     async def close(self) -> None: ...
@@ -154,6 +177,17 @@ class BotoObjects:
             Body=sliced_body(content),
             Metadata=dict(metadata),
             **self._object_args,
+        )
+
+    async def list(self, prefix: str, delimiter: str, max_keys: int, token: str | None) -> Listed:
+        more: dict[str, Any] = {"ContinuationToken": token} if token else {}
+        page = await self._client.list_objects_v2(
+            Bucket=self._bucket, Prefix=prefix, Delimiter=delimiter, MaxKeys=max_keys, **more
+        )
+        return Listed(
+            [(o["Key"], o["Size"], o["LastModified"]) for o in page.get("Contents", [])],
+            [common["Prefix"] for common in page.get("CommonPrefixes", [])],
+            page.get("NextContinuationToken") if page.get("IsTruncated") else None,
         )
 
     async def close(self) -> None:
@@ -256,11 +290,38 @@ class HTTPObjects:
                 return
         await self._botocore.put(key, content, metadata)
 
+    async def list(self, prefix: str, delimiter: str, max_keys: int, token: str | None) -> Listed:
+        if not self._redirected:
+            query = {
+                "list-type": "2",
+                "prefix": prefix,
+                "delimiter": delimiter,
+                "max-keys": str(max_keys),
+                # As botocore asks: keys travel URL-encoded, so that any byte survives XML.
+                "encoding-type": "url",
+            }
+            if token:
+                query["continuation-token"] = token
+            try:
+                response = await self._send("ListObjectsV2", "GET", "", {}, query=query)
+            except _WrongRegion:
+                pass
+            else:
+                try:
+                    body = await response.read()
+                finally:
+                    response.release()
+                return listed(body)
+        return await self._botocore.list(prefix, delimiter, max_keys, token)
+
     async def close(self) -> None:
         await self._session.close()
 
     def path(self, key: str) -> str:
-        """The object's path in the request (and in the canonical request)."""
+        """The object's path in the request (and in the canonical request); the bucket's
+        for ``""``."""
+        if not key:
+            return self._prefix.rstrip("/") or "/"  # "/bucket", as botocore sends a listing
         return self._prefix + uri_encode(key, keep_slash=True)
 
     @property
@@ -284,13 +345,15 @@ class HTTPObjects:
         key: str,
         headers: dict[str, str],
         content: bytes | bytearray | None = None,
+        *,
+        query: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         """A successful response, its body unread; the caller releases it."""
         span = s3spans.start(operation, method)
         if span is None:
-            return await self._attempts_of(operation, method, key, headers, content)
+            return await self._attempts_of(operation, method, key, headers, content, query)
         try:
-            response = await self._attempts_of(operation, method, key, headers, content)
+            response = await self._attempts_of(operation, method, key, headers, content, query)
         except BaseException as exc:
             status = None
             if isinstance(exc, ClientError):
@@ -307,9 +370,12 @@ class HTTPObjects:
         key: str,
         headers: dict[str, str],
         content: bytes | bytearray | None,
+        query: Mapping[str, str] | None,
     ) -> aiohttp.ClientResponse:
         path = self.path(key)
-        url = URL(self._origin + path, encoded=True)
+        canonical = canonical_query(query) if query else ""
+        # Sent as signed: the canonical query string is a valid, fully encoded one.
+        url = URL(self._origin + path + (f"?{canonical}" if canonical else ""), encoded=True)
         headers["host"] = self._host
         payload_hash = EMPTY_SHA256 if content is None else await self._sha256(content)
         attempt = drawn = 0  # drawn: from the retry quota, by the last retry
@@ -317,7 +383,7 @@ class HTTPObjects:
             attempt += 1
             credentials = await self._credentials()
             signed = self._signer.sign(
-                method, path, headers, credentials, payload_hash=payload_hash
+                method, path, headers, credentials, query=canonical, payload_hash=payload_hash
             )
             signed.update(self._unsigned)
             try:
@@ -569,6 +635,32 @@ async def _error(operation: str, method: str, response: aiohttp.ClientResponse) 
         },
     }
     return ClientError(parsed, operation)
+
+
+def listed(body: bytes) -> Listed:
+    """A ListObjectsV2 answer's page, its keys decoded if S3 URL-encoded them."""
+    root = ElementTree.fromstring(body)
+    namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    decode = (root.findtext(f"{namespace}EncodingType") or "").lower() == "url"
+
+    def key(text: str | None) -> str:
+        return unquote_plus(text or "") if decode else text or ""
+
+    objects = [
+        (
+            key(item.findtext(f"{namespace}Key")),
+            int(item.findtext(f"{namespace}Size") or 0),
+            datetime.fromisoformat(item.findtext(f"{namespace}LastModified") or ""),
+        )
+        for item in root.iterfind(f"{namespace}Contents")
+    ]
+    prefixes = [
+        key(item.findtext(f"{namespace}Prefix"))
+        for item in root.iterfind(f"{namespace}CommonPrefixes")
+    ]
+    truncated = (root.findtext(f"{namespace}IsTruncated") or "").lower() == "true"
+    token = root.findtext(f"{namespace}NextContinuationToken") if truncated else None
+    return Listed(objects, prefixes, token or None)
 
 
 def _http_date(value: str) -> datetime:
