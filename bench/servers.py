@@ -44,10 +44,13 @@ def config_text(
     storage: dict[str, Any],
     redis: dict[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    *,
+    pool: bool = True,
 ) -> str:
     """The ``config.yml`` both registries read: ``storage`` plus the shared settings.
 
-    ``redis`` is the ``redis`` section (``addr``, ``db``), given the pool settings.
+    ``redis`` is the ``redis`` section (``addr``, ``db``), given the pool settings when
+    ``pool`` (Go's: cargohold keeps its connections open and refuses idle settings).
     ``extra`` is merged in last, section by section (``{"http": {"debug": ...}}``
     adds to ``http`` rather than replacing it).
     """
@@ -66,7 +69,7 @@ def config_text(
         "http": {"addr": f"127.0.0.1:{port}"},
     }
     if redis is not None:
-        config["redis"] = {**redis, "pool": REDIS_POOL}
+        config["redis"] = {**redis, "pool": REDIS_POOL} if pool else dict(redis)
     if extra is not None:
         _merge(config, extra)
     return yaml.safe_dump(config, sort_keys=False)
@@ -169,7 +172,7 @@ def start(
         storage = filesystem_storage(root)
     port = free_port()
     config = workdir / f"{label}-config.yml"
-    config.write_text(config_text(port, storage, redis, config_extra))
+    config.write_text(config_text(port, storage, redis, config_extra, pool=name == GO))
     executable = cargohold_executable() if name == CARGOHOLD else go_executable()
     log = open(workdir / f"{label}.log", "ab")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
