@@ -15,7 +15,8 @@ metrics and tracing off and on (``bench.metrics``), ``--notifications`` without
 and with one webhook endpoint (``bench.notifications``), ``--proxy`` both
 registries as pull-through caches of one upstream (``bench.proxy``), ``--gc``
 ``cargohold gc`` against Distribution's ``garbage-collect`` on the same roots
-(``bench.gc``).
+(``bench.gc``), ``--scale`` both on one root of 1k, 10k and 100k repositories
+(``bench.scale``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from bench.client import BenchError
 from bench.rawhttp import HttpError
 from bench.runner import Sample, say
 from bench.servers import CARGOHOLD, GO
-from bench.workloads import Context, Params, Workload, all_workloads
+from bench.workloads import Context, Params, PullStorm, Workload, all_workloads
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STORM = PullStorm.name
 #: Where each mode writes its results unless --json says otherwise.
 DEFAULT_JSON = {
     "filesystem": RESULTS / "latest.json",
@@ -49,6 +51,7 @@ DEFAULT_JSON = {
     "notifications": RESULTS / "notifications.json",
     "proxy": RESULTS / "proxy.json",
     "gc": RESULTS / "gc.json",
+    "scale": RESULTS / "scale.json",
 }
 
 
@@ -131,8 +134,37 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         type=Path,
         help="with --gc: where the roots are written (default /dev/shm, tmpfs)",
     )
+    parser.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="1, 2 and 4 cargohold processes on one SeaweedFS and one Redis: GET manifest and"
+        " HEAD blob spread over them, Go beside (results in scale-out.json)",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="both registries on one root of 1k, 10k and 100k repositories (and as many tags"
+        " in one): GET manifest, HEAD blob, catalog and tags pages, the full catalog walk",
+    )
+    parser.add_argument(
+        "--scale-sizes",
+        help="with --scale: comma-separated repository counts (default 1000,10000,100000,"
+        " or 1000,10000 with --quick)",
+    )
+    parser.add_argument(
+        "--scale-dir",
+        type=Path,
+        help="with --scale: the registry root to add to (default a fresh folder in /dev/shm);"
+        " the run writes under its own prefix and removes it afterwards unless --keep",
+    )
+    parser.add_argument(
+        "--scale-walk-budget",
+        type=float,
+        help="with --scale: seconds after which a full catalog walk is cut (default 300)",
+    )
     args = parser.parse_args(argv)
     _check_gc(parser, args)
+    _check_scale(parser, args)
     if args.proxy and (
         args.s3 or args.copy or args.calibrate or args.metrics or args.notifications or args.only
     ):
@@ -190,6 +222,25 @@ def _check_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
             parser.error(f"--gc-sizes: blob counts of at least {MIN_BLOBS}, comma-separated")
 
 
+def _check_scale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    options = (args.scale_sizes, args.scale_dir, args.scale_walk_budget)
+    if any(option is not None for option in options) and not args.scale:
+        parser.error("--scale-sizes, --scale-dir and --scale-walk-budget go with --scale")
+    if not args.scale:
+        return
+    others = ("s3", "copy", "calibrate", "metrics", "notifications", "proxy", "gc", "only")
+    if any(getattr(args, name) for name in others):
+        parser.error(f"--scale takes no {', '.join('--' + name for name in others)}")
+    if args.scale_sizes is not None:
+        sizes = args.scale_sizes.split(",")
+        if not all(size.isdigit() and int(size) >= 1000 for size in sizes):
+            parser.error("--scale-sizes: repository counts of at least 1000, comma-separated")
+    if args.scale_dir is not None and not args.scale_dir.is_dir():
+        parser.error(f"--scale-dir: {args.scale_dir} is not a folder")
+    if args.scale_walk_budget is not None and args.scale_walk_budget <= 0:
+        parser.error("--scale-walk-budget must be positive")
+
+
 def _select(only: str | None) -> list[Workload]:
     workloads = all_workloads()
     if only:
@@ -199,6 +250,8 @@ def _select(only: str | None) -> list[Workload]:
 
 
 def _mode(args: argparse.Namespace) -> str:
+    if args.scale:
+        return "scale"
     if args.gc:
         return "gc"
     if args.proxy:
@@ -224,6 +277,7 @@ def _require_tools(mode: str) -> None:
         "notifications": ("ab",),
         "proxy": ("docker-registry",),
         "gc": ("docker-registry",),
+        "scale": ("wrk", "ab", "docker-registry"),
     }[mode]
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
@@ -263,7 +317,7 @@ def run(args: argparse.Namespace, json_path: Path) -> int:
     document: dict[str, Any] = report.environment()
     document.update(quick=quick, rounds=rounds, params=vars(params))
     say(f"bench: {rounds} round(s) of {len(workloads)} workload(s); generating content")
-    content = fixtures.Content.generate()
+    content = fixtures.Content.generate(with_storm=any(w.name == STORM for w in workloads))
     with servers.workdir(args.keep) as workdir, contextlib.ExitStack() as stack:
         pair = {name: stack.enter_context(servers.start(name, workdir)) for name in (CARGOHOLD, GO)}
         document["setup_seconds"] = {
@@ -314,10 +368,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         # Imported when wanted: the S3 modes pull in botocore and the tests' helpers.
+        if args.scale_out:
+            from bench import scaleout
+
+            return scaleout.run(args, args.json or RESULTS / "scale-out.json")
         if mode == "copy":
             from bench import imagecopy
 
             return imagecopy.run(args, json_path)
+        if mode == "scale":
+            from bench import scale
+
+            return scale.run(args, json_path)
         if mode == "gc":
             from bench import gc
 
@@ -341,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "s3":
             from bench import s3
 
-            return s3.run(args, json_path, _select(args.only))
+            # 64 x 200 MiB through SeaweedFS would measure the object store: filesystem only.
+            workloads = [w for w in _select(args.only) if w.name != STORM]
+            return s3.run(args, json_path, workloads)
         return run(args, json_path)
     except (BenchError, HttpError) as exc:
         say(f"bench: FAILED: {exc}")

@@ -7,7 +7,8 @@ catalog page of n=1000 is the whole catalog on both servers:
   (config + one layer) tagged ``latest`` (GET manifest);
 - ``bench/r0001`` the same image under 1000 tags ``t0000`` … ``t0999`` (one
   manifest, 1000 tags: tags/list reads tag names, not manifests);
-- ``bench/r0002`` the 256 MiB blob (pull);
+- ``bench/r0002`` the 256 MiB blob (pull) and, when the pull storm runs, its
+  image of five 40 MiB layers tagged ``storm`` (``bench.storm``);
 - ``bench/r0003`` where the push workloads push;
 - ``bench/r0004`` config and layer, where distinct manifests are PUT;
 - ``bench/r0005`` … ``bench/r0999`` one blob each (the small blob, mounted).
@@ -28,8 +29,9 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from bench import client, rawhttp
+from bench import client, rawhttp, storm
 from bench.client import DOCKER_ACCEPT, BenchError, digest_of
+from bench.storm import Image as StormImage
 
 REPOSITORIES = [f"bench/r{i:04d}" for i in range(1000)]
 IMAGE_REPO, TAGS_REPO, PULL_REPO, PUSH_REPO, PUT_REPO = REPOSITORIES[:5]
@@ -52,9 +54,11 @@ class Content:
     big: bytearray
     image: bytes = b""
     digests: dict[str, str] = field(default_factory=dict)
+    #: The pull storm's image, made only when that workload runs (200 MiB more to push).
+    storm: StormImage | None = None
 
     @classmethod
-    def generate(cls) -> Content:
+    def generate(cls, with_storm: bool = False) -> Content:
         config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {}}).encode()
         content = cls(
             small=os.urandom(SMALL_SIZE),
@@ -66,6 +70,8 @@ class Content:
         content.image = client.manifest(content.config, content.layer)
         for key in ("small", "blob4k", "config", "layer", "big", "image"):
             content.digests[key] = digest_of(getattr(content, key))
+        if with_storm:
+            content.storm = StormImage.generate()
         return content
 
     def path(self, key: str) -> str:
@@ -123,6 +129,8 @@ def populate(url: str, content: Content, full: bool = True) -> None:
     """Push every fixture (or only ``bench/r0000``'s) to the registry at ``url``."""
     if full:
         rawhttp.push_monolithic(url, PULL_REPO, memoryview(content.big), content.digests["big"])
+        if content.storm is not None:
+            storm.push(url, PULL_REPO, content.storm)
     asyncio.run(_populate(url, content, full))
 
 
@@ -168,3 +176,5 @@ async def _check(url: str, content: Content, full: bool) -> None:
 def check(url: str, content: Content, full: bool = True) -> None:
     """Read every fixture back and compare; raises BenchError on the first difference."""
     asyncio.run(_check(url, content, full))
+    if full and content.storm is not None:
+        storm.pull(url, PULL_REPO, content.storm, verify=True)

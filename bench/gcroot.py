@@ -25,10 +25,12 @@ For ``blobs`` blobs (deterministic: a fixed seed):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
 from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,9 +229,40 @@ def local(root: Path, spec: PathSpec) -> str:
 
 def write(root: Path, content: Content) -> int:
     """Write every file of ``content`` under ``root``; how many."""
+    return write_files(root, _locations(content))
+
+
+def write_files(root: Path, files: Iterable[tuple[PathSpec, bytes]], threads: int = 1) -> int:
+    """Write each ``(location, bytes)`` of ``files`` under ``root``; how many.
+
+    With ``threads`` the files go in batches to that many threads: on a disk most of
+    the time is the kernel's (a new file or folder costs ~0.3 ms here), which they
+    overlap; on tmpfs they gain little (the GIL).
+    """
+    if threads <= 1:
+        return _write_batch(root, files)
+    count = 0
+    remaining = iter(files)
+    batches = iter(lambda: list(itertools.islice(remaining, _BATCH)), [])
+    with ThreadPoolExecutor(threads) as pool:
+        pending: set[Future[int]] = set()
+        for batch in batches:
+            if len(pending) >= 2 * threads:  # hold only a few batches in memory
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                count += sum(future.result() for future in done)
+            pending.add(pool.submit(_write_batch, root, batch))
+        count += sum(future.result() for future in pending)
+    return count
+
+
+#: Files per batch a thread writes.
+_BATCH = 2000
+
+
+def _write_batch(root: Path, files: Iterable[tuple[PathSpec, bytes]]) -> int:
     made: set[str] = set()
     count = 0
-    for spec, data in _locations(content):
+    for spec, data in files:
         path = local(root, spec)
         parent = os.path.dirname(path)
         if parent not in made:

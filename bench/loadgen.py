@@ -13,7 +13,9 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.client import BenchError
@@ -45,6 +47,16 @@ function done(summary, latency, requests)
     if status == 0 then status = thread:get("first") end
   end
   io.write(string.format("BENCH bad=%d first=%d\\n", total, status))
+  io.write(string.format("BENCH p50=%d p99=%d\\n", latency:percentile(50), latency:percentile(99)))
+end
+{request}
+"""
+
+#: A request function that asks for ``path % i`` with ``i`` drawn from ``range(count)``.
+_WRK_REQUEST = """\
+local count = {count}
+function request()
+  return wrk.format(nil, string.format({path}, math.random(0, count - 1)))
 end
 """
 
@@ -57,6 +69,15 @@ def _run(argv: list[str], what: str, timeout: float) -> str:
     if done.returncode != 0:
         raise BenchError(f"{what}: {argv[0]} exited {done.returncode}: {done.stderr.strip()}")
     return done.stdout
+
+
+@dataclass(frozen=True)
+class Rate:
+    """What a load generator measured: requests per second and latency percentiles."""
+
+    per_second: float
+    p50_ms: float
+    p99_ms: float
 
 
 def wrk(
@@ -78,10 +99,37 @@ def wrk(
     takes CPU from the server on a 2-core machine (cargohold's fast path measured
     ~33,000 req/s with -t2 against ~40,000 with -t1).
     """
+    measured = wrk_rate(
+        url, path, connections, duration, scratch, headers, body_length, threads, status
+    )
+    return measured.per_second
+
+
+def wrk_rate(
+    url: str,
+    path: str,
+    connections: int,
+    duration: float,
+    scratch: Path,
+    headers: dict[str, str] | None = None,
+    body_length: int = 0,
+    threads: int = 1,
+    status: int | None = None,
+    spread: int = 0,
+) -> Rate:
+    """``wrk``, with its latency percentiles; with ``spread``, ``path`` holds one ``%d``
+    (printf-style, ``%06d`` say) and each request fills it with a random number below
+    ``spread``, so that the requests go to that many different paths."""
     lines = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items()]
+    request = _WRK_REQUEST.format(count=spread, path=json.dumps(path)) if spread else ""
     script = scratch / "wrk-get.lua"
     script.write_text(
-        _WRK_SCRIPT.format(headers="\n".join(lines), body_length=body_length, status=status or 0)
+        _WRK_SCRIPT.format(
+            headers="\n".join(lines),
+            body_length=body_length,
+            status=status or 0,
+            request=request,
+        )
     )
     argv = [
         "wrk",
@@ -92,7 +140,7 @@ def wrk(
         "60s",
         "-s",
         str(script),
-        f"{url}{path}",
+        f"{url}{path % 0 if spread else path}",
     ]
     out = _run(argv, f"wrk GET {path}", duration + 90)
     bench = re.search(r"BENCH bad=(\d+) first=(\d+)", out)
@@ -108,7 +156,11 @@ def wrk(
     errors = re.search(r"Socket errors: (.*)", out)
     if errors:
         raise BenchError(f"wrk GET {path}: socket errors: {errors.group(1)}")
-    return float(rate.group(1))
+    latency = re.search(r"BENCH p50=(\d+) p99=(\d+)", out)
+    if latency is None:
+        raise BenchError(f"wrk GET {path}: no latency in its output:\n{out}")
+    p50, p99 = (int(latency.group(i)) / 1000 for i in (1, 2))  # microseconds
+    return Rate(float(rate.group(1)), p50, p99)
 
 
 def ab_head(
@@ -120,10 +172,20 @@ def ab_head(
     not tell a 307 from a 500: the caller checked before the run that the server
     answers 307, and a server that fails logs it).
     """
-    # -t sets a request cap of 50000 unless -n comes after it.
-    argv = ["ab", "-q", "-k", "-i", "-c", str(connections), "-t", str(max(1, round(duration)))]
-    argv += ["-n", "100000000", f"{url}{path}"]
-    out = _run(argv, f"ab HEAD {path}", duration + 90)
+    return ab_head_rate(url, path, connections, duration, redirects).per_second
+
+
+def ab_head_rate(
+    url: str, path: str, connections: int, duration: float, redirects: bool = False
+) -> Rate:
+    """``ab_head``, with its latency percentiles (from its CSV of percentiles: the
+    table it prints rounds to whole milliseconds)."""
+    with tempfile.NamedTemporaryFile(suffix=".csv") as csv:
+        # -t sets a request cap of 50000 unless -n comes after it.
+        argv = ["ab", "-q", "-k", "-i", "-c", str(connections), "-t", str(max(1, round(duration)))]
+        argv += ["-e", csv.name, "-n", "100000000", f"{url}{path}"]
+        out = _run(argv, f"ab HEAD {path}", duration + 90)
+        served = dict(line.split(",") for line in Path(csv.name).read_text().splitlines()[1:])
     rate = re.search(r"Requests per second:\s+([\d.]+)", out)
     complete = re.search(r"Complete requests:\s+(\d+)", out)
     failed = re.search(r"Failed requests:\s+(\d+)", out)
@@ -143,7 +205,7 @@ def ab_head(
         )
     if int(complete.group(1)) == 0:
         raise BenchError(f"ab HEAD {path}: no request completed")
-    return float(rate.group(1))
+    return Rate(float(rate.group(1)), float(served["50"]), float(served["99"]))
 
 
 def put_manifests(

@@ -1,7 +1,8 @@
 """The results: a table on stdout, every raw sample in JSON.
 
 Ratios are oriented so that > 1 means cargohold is better: cargohold/Go for
-rates (req/s, MiB/s), Go/cargohold for memory. The samples are keyed by server
+rates (req/s, MiB/s), Go/cargohold for memory and times (the pull storm's p50
+and p99 seconds to a complete image). The samples are keyed by server
 label; other modes (``--metrics``: "off" and "on") name their two servers and
 the ratio they want (``ratio=(numerator, denominator)``).
 """
@@ -125,7 +126,25 @@ def summarise(
             },
             "samples": {name: [s.to_json() for s in by_server[name]] for name in by_server},
         }
+        if workload.extras:
+            out[workload.name]["extras"] = _extras(workload.extras, by_server, ratio)
     return out
+
+
+def _extras(
+    keys: Sequence[str], by_server: dict[str, list[Sample]], ratio: tuple[str, str]
+) -> dict[str, Any]:
+    """Median of each further figure per server, and the ratio: times, so the other way up."""
+    numerator, denominator = ratio
+    found: dict[str, Any] = {}
+    for key in keys:
+        medians = {
+            name: statistics.median(s.extra[key] for s in samples)
+            for name, samples in by_server.items()
+        }
+        mine = medians[numerator]
+        found[key] = {"median": medians, "ratio": medians[denominator] / mine if mine else None}
+    return found
 
 
 def summarise_run(
@@ -178,6 +197,17 @@ def table(
                 f"{rss[first] / MIB_KIB:.0f} / {rss[second] / MIB_KIB:.0f}",
             )
         )
+        for key, extra in entry.get("extras", {}).items():
+            rows.append(
+                (
+                    f"  {key.removesuffix('_s')}, seconds to a complete image",
+                    f"{extra['median'][first]:.2f}",
+                    f"{extra['median'][second]:.2f}",
+                    "s",
+                    f"{extra['ratio']:.2f}" if extra["ratio"] is not None else "-",
+                    "",
+                )
+            )
     lines = columns(rows, right=(1, 2, 4, 5))
     peaks = {name: max(entry["rss_peak_kib"][name] for entry in summary.values()) for name in pair}
     if summary:

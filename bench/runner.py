@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import fixtures, procs
@@ -51,6 +51,8 @@ class Sample:
     touch_seconds: float
     #: SeaweedFS and redis-server, when the servers store there.
     backend_cpu: float = 0.0
+    #: The workload's further figures (``Measured.extra``).
+    extra: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, float | int]:
         return asdict(self)
@@ -127,6 +129,7 @@ def timed(ctx: Context, workload: Workload, server: Server) -> Sample:
         sync_seconds=synced - prepared,
         touch_seconds=touched - synced,
         backend_cpu=100 * backend_cpu / seconds,
+        extra=measured.extra,
     )
 
 

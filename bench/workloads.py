@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import fixtures, loadgen, rawhttp
+from bench import fixtures, loadgen, rawhttp, storm
 from bench.client import DOCKER_ACCEPT, digest_of
 from bench.fixtures import Content
 from bench.servers import TRIVIAL, Server
@@ -75,12 +75,16 @@ class Measured:
     seconds: float
     #: Client CPU seconds spent outside the load (starting client processes).
     client_startup_cpu: float = 0.0
+    #: Further figures of the run, by name (the pull storm's p50 and p99 seconds).
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 class Workload:
     name = ""
     title = ""
     unit = "req/s"
+    #: Names of the further figures ``run`` gives in ``Measured.extra`` (times: lower is better).
+    extras: tuple[str, ...] = ()
 
     def prepare(self, ctx: Context, index: int) -> None:
         """Untimed work before this round's two timed runs."""
@@ -139,6 +143,30 @@ class Pull(Workload):
         if total != expected:
             raise rawhttp.HttpError(f"pulled {total} bytes, expected {expected}")
         return Measured(total / MIB / seconds, seconds)
+
+
+class PullStorm(Workload):
+    """``storm.CLIENTS`` clients pulling the storm's image at once, as containerd does."""
+
+    name = "pull-storm"
+    unit = "MiB/s"
+    #: The extra figures: seconds to a complete image, lower is better.
+    extras = ("p50_s", "p99_s")
+
+    def __init__(self, clients: int = storm.CLIENTS) -> None:
+        self.clients = clients
+        self.title = f"pull storm: {clients} clients, a 5-layer 200 MiB image each"
+
+    def run(self, ctx: Context, server: Server) -> Measured:
+        image = ctx.content.storm
+        if image is None:
+            raise rawhttp.HttpError("pull-storm: the fixtures were made without its image")
+        wall, each = storm.storm(server.url, fixtures.PULL_REPO, image, self.clients)
+        return Measured(
+            len(each) * image.size / MIB / wall,
+            wall,
+            extra={"p50_s": storm.percentile(each, 0.5), "p99_s": storm.percentile(each, 0.99)},
+        )
 
 
 class HeadBlob(Workload):
@@ -285,6 +313,7 @@ def all_workloads() -> list[Workload]:
         Push(8 * MIB),
         Pull(1),
         Pull(4),
+        PullStorm(),
         HeadBlob(),
         WrkGet("get-blob", "GET 4 KiB blob, 64 connections (wrk -t1)", "blob4k", 64),
         WrkGet(

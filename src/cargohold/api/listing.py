@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 
 from aiohttp import web
@@ -45,13 +46,14 @@ def _paginate(
 
 async def list_tags(api: Api, request: web.Request, repo: Repository) -> web.StreamResponse:
     page = parse_page(request)
-    tags = await repo.tags.all()
-    if page.last is not None:
-        # ``last`` is exclusive (Distribution 2.8 wrongly includes it).
-        tags = [tag for tag in tags if tag > page.last]
+    tags = await repo.tags.all()  # sorted
     # ``tags.maxtags`` caps a page asked for with ``n``, as Distribution 3 does; without
     # ``n`` every tag is listed.
     n = min(page.n, api.tags_max_entries) if page.n is not None else None
+    # ``last`` is exclusive (Distribution 2.8 wrongly includes it). One slice of the page
+    # and the one tag after it (is there a next page?), not a copy of every later tag.
+    start = 0 if page.last is None else bisect.bisect_right(tags, page.last)
+    tags = tags[start:] if n is None else tags[start : start + n + 1]
     shown, headers = _paginate(api, request, tags, n, f"/v2/{repo.name}/tags/list")
     return tags_reply(api, repo.name, shown, headers).response()
 

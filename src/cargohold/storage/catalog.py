@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import ctypes
+import errno
 import heapq
 import os
 import threading
@@ -138,9 +139,10 @@ class LocalCatalog:
         names = self._scan.cached()
         if names is None:
             names = await self._driver.in_thread(self._scan.names)
-        if last is not None:
-            names = names[bisect.bisect_right(names, last) :]
-        return names if n is None else names[:n]
+        # One slice of the page: slicing off the names before ``last`` first would copy
+        # the whole tail, making a deep page cost its position in the catalog.
+        start = 0 if last is None else bisect.bisect_right(names, last)
+        return names[start:] if n is None else names[start : start + n]
 
     def close(self) -> None:
         self._scan.close()
@@ -188,6 +190,12 @@ class _InotifyWatch:
     Each folder is watched before it is read, so any later change to it queues
     an event; one non-blocking read tells whether anything moved. Only for
     filesystems whose changes all pass through this kernel (not NFS).
+
+    A watch costs one per folder of the kernel's per-user limit
+    (``fs.inotify.max_user_watches``, shared by every process of the user, each
+    worker holding its own). Folders past the limit are watched by their
+    modification times instead (``_MtimeWatch``): checking costs one ``stat``
+    per such folder, not per folder of the tree.
     """
 
     _MASK = 0x100 | 0x200 | 0x40 | 0x80 | 0x400 | 0x800 | 0x01000000  # create, delete, moves, self
@@ -198,22 +206,36 @@ class _InotifyWatch:
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self._fd: int | None = fd
+        self._overflow = _MtimeWatch()
 
     def reset(self) -> None:
-        self.changed()  # drain: what happened before the scan, the scan sees
+        self._drain()  # what happened before the scan, the scan sees
+        self._overflow.reset()
 
     def watch(self, path: str) -> None:
         added = -1 if self._fd is None else self._add(self._fd, os.fsencode(path), self._MASK)
-        if added < 0:
-            raise OSError(ctypes.get_errno(), f"cannot watch {path}")
+        if added >= 0:
+            return
+        error = ctypes.get_errno()
+        if error == errno.ENOSPC and self._fd is not None:
+            self._overflow.watch(path)  # out of watches
+            return
+        raise OSError(error, f"cannot watch {path}")
 
     def trustworthy(self) -> bool:
-        return True
+        return self._overflow.trustworthy()
 
     def changed(self) -> bool:
         if self._fd is None:
             return True
+        moved = self._drain()
+        return self._overflow.changed() or moved
+
+    def _drain(self) -> bool:
+        """Read every queued event; whether there was any."""
         moved = False
+        if self._fd is None:
+            return moved
         try:
             while os.read(self._fd, 65536):
                 moved = True
@@ -222,6 +244,7 @@ class _InotifyWatch:
         return moved
 
     def close(self) -> None:
+        self._overflow.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -301,7 +324,8 @@ class LocalScan:
             try:
                 self._scan(self._watch, self._top, "", names)
             except OSError:
-                # Out of watches, say: fall back to times for good, and scan again.
+                # Watching failed otherwise (no permission, say): times for good, and
+                # scan again. (Past the limit of watches, folders are watched by time.)
                 self._watch.close()
                 self._watch = _MtimeWatch()
                 self._watch.reset()
