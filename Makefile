@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: serve test check lint typecheck pytest debs bench campaigns fuzz clean
+.PHONY: serve test check lint typecheck pytest debs bench campaigns fuzz crash clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,7 +52,7 @@ bench: $(STAMP) debs
 	$(BIN)/python -m bench $(ARGS)
 
 ## Long campaigns, minutes each: garbage collection under a minute of pushes (filesystem, S3),
-## and the stateful fuzzer's campaign (as make fuzz).
+## the stateful fuzzer's campaign (as make fuzz) and the crash campaign (as make crash).
 campaigns: $(STAMP) debs
 	$(BIN)/pytest -m campaign
 
@@ -60,6 +60,11 @@ campaigns: $(STAMP) debs
 ## at least FUZZ_REQUESTS requests (100000 by default), its figures printed.
 fuzz: $(STAMP)
 	$(BIN)/pytest -m campaign -s tests/api/test_stateful.py::test_fuzz_campaign
+
+## The crash campaign: CRASH_KILLS SIGKILLs (200 by default) of a registry under pushes, deletes
+## and collection, on the filesystem and on S3 with Redis, each restart checked; figures printed.
+crash: $(STAMP) debs
+	$(BIN)/pytest -m campaign -s tests/reliability/test_crash_campaign.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

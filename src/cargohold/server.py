@@ -42,19 +42,12 @@ import stat
 import sys
 import tempfile
 
-from aiohttp import web
-
-from cargohold.api.app import create_app
-from cargohold.api.debug import create_debug_app
-from cargohold.api.listener import Listener
 from cargohold.api.tls import server_context
 from cargohold.auth import check_config as check_auth
 from cargohold.config import Config, load_config
 from cargohold.errors import ConfigError, StorageUnavailable
 from cargohold.log import Recurring, add_fields, setup_logging
 from cargohold.metrics import METRICS_DIR, METRICS_DIR_MADE, remove_metrics_dir
-from cargohold.metrics.recorders import Metrics
-from cargohold.metrics.store import Store
 from cargohold.storage.driver import create_driver
 from cargohold.tracing import check_environment as check_tracing_environment
 from cargohold.tracing import from_environment
@@ -180,6 +173,16 @@ async def _serve(
     use_fast_path: bool,
     debug_sock: socket.socket | None = None,
 ) -> None:
+    # Imported here, in the worker: ``serve`` (which checks, then execs the supervisor)
+    # never serves, and importing them there too delayed every start by a quarter second.
+    from aiohttp import web
+
+    from cargohold.api.app import create_app
+    from cargohold.api.debug import create_debug_app
+    from cargohold.api.listener import Listener
+    from cargohold.metrics.recorders import Metrics
+    from cargohold.metrics.store import Store
+
     prometheus = config.http.debug.prometheus
     directory = os.environ.get(METRICS_DIR) if prometheus.enabled else None
     metrics = None

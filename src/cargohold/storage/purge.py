@@ -2,8 +2,9 @@
 
 As Distribution's ``maintenance.uploadpurging`` (168 h old, checked every 24 h):
 an upload's age is its ``startedat``; an upload folder without a readable one
-is judged by the folder's modification time. Every process may run it: deletes
-are idempotent.
+(a commit under way removed it, or one cut short) is judged by the newest
+modification time in it, the folder's own included. Every process may run it:
+deletes are idempotent.
 """
 
 from __future__ import annotations
@@ -67,7 +68,21 @@ async def _started_at(driver: StorageDriver, info: FileInfo) -> datetime:
     try:
         return parse_startedat(await driver.get_content(f"{info.path}/startedat"))
     except (PathNotFound, ValueError):
-        return info.modtime
+        return await _last_written(driver, info)
+
+
+async def _last_written(driver: StorageDriver, info: FileInfo) -> datetime:
+    """The newest time in an upload folder without a readable ``startedat``.
+
+    A commit removes it before verifying the data it moved aside, and an object
+    store gives a folder the epoch for a time: judged by the folder alone, a commit
+    under way would be purged. What a commit cut short left goes once as old.
+    """
+    newest = info.modtime
+    with suppress(PathNotFound):  # finished or purged meanwhile
+        async for entry in driver.walk(info.path):
+            newest = max(newest, entry.modtime)
+    return newest
 
 
 async def run_purger(
