@@ -10,8 +10,10 @@ a status with ``until`` instead of sleeping a fixed time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -226,10 +228,22 @@ async def test_an_http_check_of_nothing_fails(make_client: MakeClient) -> None:
 
 @pytest.fixture
 def listening() -> Iterator[str]:
+    """A listener that takes every connection: unaccepted ones would fill its backlog (at a
+    check every 20 ms, in about two seconds) and the check would then rightly fail."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):  # the socket closed: the test is over
+                while True:
+                    sock.accept()[0].close()
+
+        taker = threading.Thread(target=accept, daemon=True)
+        taker.start()
         yield f"127.0.0.1:{sock.getsockname()[1]}"
+        sock.shutdown(socket.SHUT_RDWR)
+    taker.join(5)
 
 
 async def test_a_tcp_check_wants_a_listener(make_client: MakeClient, listening: str) -> None:
