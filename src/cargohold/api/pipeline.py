@@ -56,12 +56,12 @@ from aiohttp import web
 
 from cargohold.api.auth import required_access
 from cargohold.api.context import Api
-from cargohold.api.errcode import TOOMANYREQUESTS
 from cargohold.api.events import PULL, Event
 from cargohold.api.reply import Reply
 from cargohold.api.routes import Route, match
 from cargohold.auth import AccessController
 from cargohold.auth.access import EVERYTHING, Grant
+from cargohold.errors import TooManyRequests
 from cargohold.ratelimit import Limiter
 
 __all__ = [
@@ -410,8 +410,7 @@ def limited_reply(api: Api, wait: float) -> Reply:
     """The reply to a request over its rate limit, ``wait`` seconds before it would not be."""
     # Whole seconds (RFC 9110's delay-seconds), rounded up: a client that waits as told
     # finds a token.
-    retry = str(max(1, math.ceil(wait)))
-    return api.code_reply(TOOMANYREQUESTS, "too many requests", headers={"Retry-After": retry})
+    return api.error_reply(TooManyRequests(retry_after=max(1, math.ceil(wait))))
 
 
 def intend(request: web.Request, expected: Callable[[], Event]) -> Intent | None:
