@@ -49,6 +49,3 @@ class UploadSlots:
                 self._held[client] = left
             else:
                 del self._held[client]  # the table holds only clients with uploads under way
-
-    def held(self, client: str) -> int:
-        return self._held.get(client, 0)
