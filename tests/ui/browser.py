@@ -95,10 +95,27 @@ def heading(driver: WebDriver, text: str) -> None:
     assert title == text, f"the page is headed {title!r}, not {text!r}"
 
 
+def gone(element: WebElement) -> Callable[[WebDriver], bool]:
+    """Whether ``element``'s page has been replaced: ``EC.staleness_of``, and also when
+    chromedriver, asked mid-navigation, says the node "does not belong to the document"
+    instead of calling it stale."""
+    stale = EC.staleness_of(element)
+
+    def replaced(driver: WebDriver) -> bool:
+        try:
+            return stale(driver)
+        except WebDriverException as exc:
+            if "does not belong to the document" in (exc.msg or ""):
+                return True
+            raise
+
+    return replaced
+
+
 def follow(driver: WebDriver, element: WebElement, then: str) -> None:
     """Click ``element`` (a link or a submit button), and wait for the page headed ``then``."""
     element.click()
-    wait(driver, EC.staleness_of(element), "the click led to no new page")
+    wait(driver, gone(element), "the click led to no new page")
     heading(driver, then)
 
 
