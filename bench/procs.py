@@ -1,11 +1,15 @@
 """Resident memory and CPU time of a whole process tree, read from /proc.
 
 A server's tree is the server process and all its descendants (cargohold's
-worker processes). Its RSS is the sum of VmRSS over the tree, so pages that
-forked workers share with their parent count once per process, as ``ps``
-would add them up. A sampler thread records the peak every ~50 ms while a
-workload runs; the process list is refreshed less often, since walking all of
-/proc on every sample would steal CPU from the servers on a 2-core machine.
+worker processes). Its resident memory is the sum over the tree of each
+process's proportional set size (Pss, from ``/proc/PID/smaps_rollup``): a
+page that forked workers still share with their parent counts once, split
+between them, where adding up VmRSS as ``ps`` shows it would count it once per
+process. For a single process (the Go registry) Pss and RSS differ only by its
+share of shared libraries. A sampler thread records the peak every ~50 ms
+while a workload runs; the process list is refreshed less often, since walking
+all of /proc on every sample would steal CPU from the servers on a 2-core
+machine.
 """
 
 from __future__ import annotations
@@ -50,12 +54,12 @@ def tree(root: int) -> list[int]:
 
 
 def rss_kib(pids: list[int]) -> int:
-    """Sum of VmRSS (KiB) over ``pids``; processes that are gone count 0."""
+    """Sum of Pss (KiB) over ``pids``: shared pages count once; processes gone count 0."""
     total = 0
     for pid in pids:
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/status", "rb") as file:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup", "rb") as file:
             for line in file:
-                if line.startswith(b"VmRSS:"):
+                if line.startswith(b"Pss:"):
                     total += int(line.split()[1])
                     break
     return total

@@ -91,7 +91,7 @@ def serve(
             settings.log.fields,
             report_caller=settings.log.reportcaller,
         )
-        status = run(settings, workers, fast_path=fast_path, config_path=config)
+        status = run(settings, workers, fast_path=fast_path)
     except ConfigError as exc:
         raise fail(f"config: {exc}", 2) from None
     except CargoholdError as exc:

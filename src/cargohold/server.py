@@ -39,18 +39,19 @@ import signal
 import socket
 import ssl
 import stat
-import sys
 import tempfile
 
 from cargohold.api.tls import server_context
 from cargohold.auth import check_config as check_auth
-from cargohold.config import Config, load_config
+from cargohold.config import Config
 from cargohold.errors import ConfigError, StorageUnavailable
-from cargohold.log import Recurring, add_fields, setup_logging
+from cargohold.log import Recurring, add_fields
 from cargohold.metrics import METRICS_DIR, METRICS_DIR_MADE, remove_metrics_dir
 from cargohold.storage.driver import create_driver
+from cargohold.supervisor import supervise
 from cargohold.tracing import check_environment as check_tracing_environment
 from cargohold.tracing import from_environment
+from cargohold.ui.session import KEY_VARIABLE as UI_KEY_VARIABLE
 from cargohold.unsupported import check_supported
 
 log = logging.getLogger("cargohold.server")
@@ -173,8 +174,8 @@ async def _serve(
     use_fast_path: bool,
     debug_sock: socket.socket | None = None,
 ) -> None:
-    # Imported here, in the worker: ``serve`` (which checks, then execs the supervisor)
-    # never serves, and importing them there too delayed every start by a quarter second.
+    # Imported here, not at the top: ``serve`` imports them (``preload``) only once its
+    # checks have passed, so a configuration refused at start costs none of them.
     from aiohttp import web
 
     from cargohold.api.app import create_app
@@ -271,14 +272,12 @@ def serve(
     workers: int | None = None,
     *,
     fast_path: bool = True,
-    config_path: str | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status.
 
     With several workers this process becomes the supervisor (``supervisor.py``):
-    it replaces itself with a lean interpreter that forks the workers, so none of
-    them carries what only the command line needed, and the supervisor holds
-    almost nothing.
+    it imports what the workers need first, so each worker it forks starts
+    ready, sharing those pages with the others instead of importing its own copy.
     """
     # Start-up errors stop the server here, with one line, rather than crash each worker.
     check_supported(config)
@@ -305,35 +304,42 @@ def serve(
         os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="cargohold-metrics-", dir=shm)
         os.environ[METRICS_DIR_MADE] = "1"
     single = count <= 1 or config.http.net == "unix" or config.http.listen_port == 0
-    if single:
-        # One process (or an ephemeral port, which workers could not share).
-        log.info("listening on %s with 1 worker; draining for %gs on stop", where, drain)
-        try:
+    try:
+        if single:
+            # One process (or an ephemeral port, which workers could not share).
+            log.info("listening on %s with 1 worker; draining for %gs on stop", where, drain)
             _run_worker(config, probe, fast_path, debug_probe)
-        finally:
-            remove_metrics_dir()
-        return 0
-    # Workers bind their own sockets; the probes must not take connections.
-    probe.close()
-    if debug_probe is not None:
-        debug_probe.close()
-    log.info("listening on %s with %d workers; draining for %gs on stop", where, count, drain)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    argv = [sys.executable, "-m", "cargohold.supervisor", str(count)]
-    argv += ["--fast-path" if fast_path else "--no-fast-path", config_path or ""]
-    os.execv(sys.executable, argv)
+            return 0
+        # Workers bind their own sockets; the probes must not take connections.
+        probe.close()
+        if debug_probe is not None:
+            debug_probe.close()
+        log.info("listening on %s with %d workers; draining for %gs on stop", where, count, drain)
+        preload()
+        # The web UI's sessions are signed with a key every worker shares when
+        # http.secret is not set.
+        os.environ.setdefault(UI_KEY_VARIABLE, os.urandom(32).hex())
+        # What the workers inherit is kept out of the collector's sight: a collection
+        # in a worker would otherwise write to (and so copy) every page holding it.
+        gc.collect()
+        gc.freeze()
+        return supervise(count, lambda: run_worker(config, fast_path))
+    finally:
+        remove_metrics_dir()
 
 
-def run_worker(config_path: str | None, fast_path: bool) -> None:
-    """A worker process: read the configuration again, then serve on a port of its own."""
-    config = load_config(config_path)
-    setup_logging(
-        config.log.level,
-        config.log.formatter,
-        config.log.fields,
-        report_caller=config.log.reportcaller,
-    )
+def preload() -> None:
+    """Import what a worker imports to serve, so that workers forked after it need not."""
+    from aiohttp import web  # noqa: F401
+
+    from cargohold.api.app import create_app  # noqa: F401
+    from cargohold.api.debug import create_debug_app  # noqa: F401
+    from cargohold.api.listener import Listener  # noqa: F401
+    from cargohold.metrics.recorders import Metrics  # noqa: F401
+    from cargohold.metrics.store import Store  # noqa: F401
+
+
+def run_worker(config: Config, fast_path: bool) -> None:
+    """A forked worker: serve ``config`` on a listening socket of its own."""
     add_fields({"pid": os.getpid()})
-    raise_open_files_limit()
     _run_worker(config, fast_path=fast_path)

@@ -46,11 +46,11 @@ class Server:
         return scrape(self.metrics)
 
     def metrics_directory(self) -> str:
-        """Where the workers keep their stores (``serve`` tells them in their environment)."""
+        """Where the workers keep their stores: the folder of the store a worker has open."""
         pid = min(self.worker_pids())
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        (found,) = [item for item in environ if item.startswith(b"CARGOHOLD_METRICS_DIR=")]
-        return found.partition(b"=")[2].decode()
+        opened = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        (found,) = {path for path in opened if path.endswith(f"worker-{pid}.metrics")}
+        return os.path.dirname(found)
 
     def worker_pids(self) -> set[int]:
         text = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()

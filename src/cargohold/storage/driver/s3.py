@@ -297,7 +297,7 @@ class S3Driver(StorageDriver):
             async with self._lock:
                 if self._client is None:
                     stack = AsyncExitStack()
-                    self._session = get_session()
+                    self._session = _shared_session()
                     creator = self._session.create_client("s3", **self._client_args)
                     self._client = await stack.enter_async_context(creator)
                     s3spans.instrument(self._client.meta.events)
@@ -1033,6 +1033,23 @@ def _endpoint_url(regionendpoint: str, secure: bool) -> str | None:
     if "://" in regionendpoint:
         return regionendpoint
     return f"{'https' if secure else 'http'}://{regionendpoint}"
+
+
+_SESSION: AioSession | None = None
+
+
+def _shared_session() -> AioSession:
+    """One botocore session per process, kept: it caches the service models it loads.
+
+    ``serve`` checks the storage before it forks its workers, and that check
+    loads S3's models (a few megabytes of parsed JSON) into this session, so
+    the workers inherit them in pages they share instead of each parsing its
+    own copy.
+    """
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = get_session()
+    return _SESSION
 
 
 def _client_config(
