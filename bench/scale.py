@@ -47,6 +47,7 @@ position), and cargohold's peak RSS at most 0.5x Go's and flat. Writes
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -356,8 +357,10 @@ class Measured:
 
 
 def inotify_watches(root: int) -> int:
-    """inotify watches held by the process tree under ``root``."""
+    """inotify watches held by the process tree under ``root``, each instance counted once
+    (workers share one: the kernel counts its watches once against the user's limit)."""
     count = 0
+    seen: list[tuple[int, int]] = []  # (pid, fd) of each instance counted
     for pid in procs.tree(root):
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -367,11 +370,24 @@ def inotify_watches(root: int) -> int:
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
                     continue
+                if any(_same_file(pid, int(fd), other, other_fd) for other, other_fd in seen):
+                    continue
+                seen.append((pid, int(fd)))
                 with open(f"/proc/{pid}/fdinfo/{fd}") as info:
                     count += sum(line.startswith("inotify wd:") for line in info)
             except OSError:
                 continue
     return count
+
+
+_KCMP = 312  # x86_64's kcmp(2)
+_KCMP_FILE = 0
+
+
+def _same_file(pid: int, fd: int, other: int, other_fd: int) -> bool:
+    """Whether two processes' descriptors are one open file (kcmp: False where it cannot say)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.syscall(_KCMP, pid, other, _KCMP_FILE, fd, other_fd) == 0)
 
 
 def _timed_cpu(server: Server, work: Any) -> tuple[loadgen.Rate, float]:

@@ -9,8 +9,6 @@ catalog stays right and only those folders cost a ``stat`` per check.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,27 +16,27 @@ import pytest
 
 from cargohold.storage import catalog as local
 from cargohold.storage.catalog import LocalScan
+from cargohold.storage.watch import SharedInotify
 
 from .test_catalog_local import TOP, age, make
 
 
 def limited(watches: int) -> Callable[[str], local._InotifyWatch]:
-    """A change watch whose kernel grants only ``watches`` watches, then says ENOSPC."""
+    """A change watch whose kernel grants only ``watches`` new watches, then says ENOSPC."""
 
     def change_watch(root: str) -> local._InotifyWatch:
-        watch = local._InotifyWatch(ctypes.CDLL(None, use_errno=True))
-        granted = watch._add
+        inotify = SharedInotify(root)
+        granted = inotify.add
         left = [watches]
 
-        def add(fd: int, path: bytes, mask: int) -> int:
+        def add(path: str, mask: int) -> int | None:
             if left[0] == 0:
-                ctypes.set_errno(errno.ENOSPC)
-                return -1
+                return None
             left[0] -= 1
-            return int(granted(fd, path, mask))
+            return granted(path, mask)
 
-        watch._add = add
-        return watch
+        inotify.add = add  # type: ignore[method-assign]
+        return local._InotifyWatch(inotify)
 
     return change_watch
 

@@ -7,17 +7,20 @@ folders (``_manifests``, ``_layers``, ``_uploads``); names may nest
 - ``WalkedCatalog`` lists folders through the driver in name order, a few
   ahead at once, and stops once a page is full; on object storage each
   listing is a request.
+- ``DelimitedCatalog``, for drivers that list a whole tree cut at a delimiter
+  (``delimited_lists``: S3), lists ``repositories/`` cut at ``/_``: each folder
+  holding a ``_``-folder comes back once, ``<name>/_``, a thousand to a request.
 - ``LocalCatalog``, for drivers whose paths are local files (``local_files``),
   scans the folder tree directly in a thread and keeps the result until the
-  kernel (inotify) or the folders' modification times say something changed.
+  kernel (inotify, one instance for every process serving the root:
+  ``watch.SharedInotify``) or the folders' modification times say something
+  changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import ctypes
-import errno
 import heapq
 import os
 import threading
@@ -25,7 +28,7 @@ import time
 from typing import Protocol
 
 from cargohold.errors import PathNotFound
-from cargohold.storage.driver.base import LocalFiles, StorageDriver
+from cargohold.storage.driver.base import DelimitedLists, LocalFiles, StorageDriver
 from cargohold.storage.paths import (
     REPOSITORIES,
     REPOSITORY_MARKERS,
@@ -34,6 +37,9 @@ from cargohold.storage.paths import (
     path_for,
     repository_name,
 )
+from cargohold.storage.watch import ENTRIES, IN_ONLYDIR, SETTLE, SharedInotify
+from cargohold.storage.watch import LOCAL_FILESYSTEMS as _LOCAL_FILESYSTEMS
+from cargohold.storage.watch import filesystem_type as _filesystem_type
 
 
 class Catalog(Protocol):
@@ -47,7 +53,10 @@ class Catalog(Protocol):
 def catalog_for(driver: StorageDriver) -> Catalog:
     """The catalog suited to ``driver``."""
     files = driver.local_files
-    return WalkedCatalog(driver) if files is None else LocalCatalog(driver, files)
+    if files is not None:
+        return LocalCatalog(driver, files)
+    lists = driver.delimited_lists
+    return WalkedCatalog(driver) if lists is None else DelimitedCatalog(lists)
 
 
 class WalkedCatalog:
@@ -127,6 +136,142 @@ class WalkedCatalog:
         pass
 
 
+class DelimitedCatalog:
+    """Repository names found by listing every folder below ``repositories/`` cut at ``/_``.
+
+    Names never hold ``/_`` (no component starts with ``_``), so the listing cuts
+    every key of a repository at its own ``_``-folders: one ``<name>/_`` per
+    repository. A folder holding only cargohold's own ``_``-folders (``_referrers``,
+    ``_pulled``, ``_proxy``, left once its manifests and layers are all gone) counts
+    too, where ``WalkedCatalog`` asks for a marker folder.
+    """
+
+    DELIMITER = "/_"
+    #: The characters after which a longer name sorts before a shorter one's ``<name>/_``:
+    #: ``a-b/_`` and ``a/0/_`` sort before ``a/_``.
+    _BEFORE_MARKER = frozenset("-.")
+
+    def __init__(self, lists: DelimitedLists) -> None:
+        self._lists = lists
+
+    async def page(self, n: int | None, last: str | None) -> list[str]:
+        """The names after ``last``, in order, up to ``n``: a request per thousand names.
+
+        S3 lists ``<name>/_`` in key order, which is name order but for a name and
+        the longer ones it begins (``a`` lists after ``a-b`` and ``a/0``, before
+        ``a/b``): a page cut short is settled by asking for each such shorter name
+        still to come (``_settle``). A page after ``last`` starts there
+        (``StartAfter``). Servers that walk folders start after ``last``'s folder
+        instead, leaving out what is below it and below each folder whose name
+        ``last`` begins with before a ``-`` or ``.`` (after ``a.b``, ``a/c`` is
+        next, in folder ``a``): the names that begin with those are listed
+        besides, at once (on S3 they are in the listing already).
+        """
+        if n is not None and n <= 0:
+            return []
+        after = last if last is not None and _plain(last) else ""
+        skipped = [after[:end] for end, char in enumerate(after) if char in self._BEFORE_MARKER]
+        prefixes = [*skipped, after] if after else []
+        besides = [asyncio.ensure_future(self._names(prefix)) for prefix in prefixes]
+        try:
+            found, position = await self._first(n, last, after)
+            for names in await asyncio.gather(*besides):
+                # Past where a listing cut short stopped, S3 has not said what comes between.
+                found.update(
+                    name for name in names if position is None or name + self.DELIMITER <= position
+                )
+        finally:
+            for listing in besides:
+                listing.cancel()
+            await asyncio.gather(*besides, return_exceptions=True)
+        names = sorted(name for name in found if last is None or name > last)
+        if n is None or len(names) < n:
+            return names
+        page = names[:n]
+        if position is not None:
+            page = sorted({*page, *await self._settle(page[-1], last, position)})[:n]
+        return page
+
+    async def _first(
+        self, n: int | None, last: str | None, after: str
+    ) -> tuple[set[str], str | None]:
+        """The names of the listing's pages until ``n`` after ``last`` are known, and where
+        the listing stopped (None: at its end)."""
+        found: set[str] = set()
+        token: str | None = None
+        while True:
+            listing = await self._lists.list_delimited(
+                REPOSITORIES, self.DELIMITER, after=after, token=token
+            )
+            found.update(self._repositories(listing.names))
+            token = listing.token
+            if token is None:
+                return found, None
+            if n is None or not listing.names:
+                continue
+            if sum(1 for name in found if last is None or name > last) >= n:
+                return found, listing.names[-1]
+
+    async def _settle(self, nth: str, last: str | None, position: str) -> list[str]:
+        """The shorter names that sort before ``nth`` but list after ``position``.
+
+        Only a name that ``nth`` begins with, followed by ``-``, ``.`` or ``/`` and a
+        digit, sorts before it and lists after it; one small listing each, at once.
+        """
+        shorter = []
+        for end, char in enumerate(nth):
+            follows = nth[end + 1 : end + 2]
+            if char in self._BEFORE_MARKER or (char == "/" and follows.isdigit()):
+                name = nth[:end]
+                if name + self.DELIMITER > position and (last is None or name > last):
+                    shorter.append(name)
+        there = await asyncio.gather(*map(self._exists, shorter))
+        return [name for name, exists in zip(shorter, there, strict=True) if exists]
+
+    async def _exists(self, name: str) -> bool:
+        """Whether the folder ``name`` holds a ``_``-folder: the first page tells."""
+        listing = await self._lists.list_delimited(
+            REPOSITORIES, self.DELIMITER, prefix=name + self.DELIMITER
+        )
+        return bool(listing.names) or listing.token is not None
+
+    async def _names(self, prefix: str) -> list[str]:
+        """Every repository name the listing of ``prefix`` holds."""
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            listing = await self._lists.list_delimited(
+                REPOSITORIES, self.DELIMITER, prefix=prefix, token=token
+            )
+            names += self._repositories(listing.names)
+            if (token := listing.token) is None:
+                return names
+
+    def _repositories(self, listed: list[str]) -> list[str]:
+        # A file beside the repositories has no "/_": not a repository.
+        cut = len(self.DELIMITER)
+        return [
+            name[:-cut]
+            for name in listed
+            if name.endswith(self.DELIMITER) and not name.startswith("_") and len(name) > cut
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def _plain(last: str) -> bool:
+    """Whether ``last`` can start a listing: what a repository name may hold, no longer.
+
+    Anything else (a client's odd ``last``) is left to the filter, so a key too long
+    for the object store never becomes a 5xx.
+    """
+    return len(last) <= 255 and all(char in _NAME_CHARACTERS for char in last)
+
+
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-/")
+
+
 class LocalCatalog:
     """Repository names scanned from local folders, kept until one of them changes."""
 
@@ -157,7 +302,7 @@ class _MtimeWatch:
     the last ``SETTLE`` seconds is not trusted.
     """
 
-    SETTLE = 2.0
+    SETTLE = SETTLE
 
     def __init__(self) -> None:
         self._folders: list[tuple[str, int]] = []
@@ -188,96 +333,56 @@ class _InotifyWatch:
     """Notices change as the kernel reports it (inotify): no per-folder cost to check.
 
     Each folder is watched before it is read, so any later change to it queues
-    an event; one non-blocking read tells whether anything moved. Only for
-    filesystems whose changes all pass through this kernel (not NFS).
+    an event; one non-blocking look at the queue tells whether anything moved.
+    Only for filesystems whose changes all pass through this kernel (not NFS).
 
-    A watch costs one per folder of the kernel's per-user limit
-    (``fs.inotify.max_user_watches``, shared by every process of the user, each
-    worker holding its own). Folders past the limit are watched by their
+    The instance is the one every process of the user serving the root holds
+    (``SharedInotify``): a folder costs one watch of the kernel's per-user limit
+    (``fs.inotify.max_user_watches``) however many workers watch it, and a
+    change read by any of them moves the generation the others compare with
+    the one their scan began at. Folders past the limit are watched by their
     modification times instead (``_MtimeWatch``): checking costs one ``stat``
     per such folder, not per folder of the tree.
     """
 
-    _MASK = 0x100 | 0x200 | 0x40 | 0x80 | 0x400 | 0x800 | 0x01000000  # create, delete, moves, self
+    _MASK = ENTRIES | IN_ONLYDIR
 
-    def __init__(self, libc: ctypes.CDLL) -> None:
-        self._add = libc.inotify_add_watch
-        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        self._fd: int | None = fd
+    def __init__(self, inotify: SharedInotify) -> None:
+        self._inotify: SharedInotify | None = inotify
+        self._seen = 0
         self._overflow = _MtimeWatch()
 
     def reset(self) -> None:
-        self._drain()  # what happened before the scan, the scan sees
+        if self._inotify is not None:
+            self._seen = self._inotify.generation()  # what happened before the scan, it sees
         self._overflow.reset()
 
     def watch(self, path: str) -> None:
-        added = -1 if self._fd is None else self._add(self._fd, os.fsencode(path), self._MASK)
-        if added >= 0:
-            return
-        error = ctypes.get_errno()
-        if error == errno.ENOSPC and self._fd is not None:
+        if self._inotify is None:
+            raise OSError(f"cannot watch {path}: closed")
+        if self._inotify.add(path, self._MASK) is None:
             self._overflow.watch(path)  # out of watches
-            return
-        raise OSError(error, f"cannot watch {path}")
 
     def trustworthy(self) -> bool:
         return self._overflow.trustworthy()
 
     def changed(self) -> bool:
-        if self._fd is None:
+        if self._inotify is None:
             return True
-        moved = self._drain()
+        moved = self._inotify.generation() != self._seen
         return self._overflow.changed() or moved
-
-    def _drain(self) -> bool:
-        """Read every queued event; whether there was any."""
-        moved = False
-        if self._fd is None:
-            return moved
-        try:
-            while os.read(self._fd, 65536):
-                moved = True
-        except BlockingIOError:
-            pass
-        return moved
 
     def close(self) -> None:
         self._overflow.close()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-_LOCAL_FILESYSTEMS = frozenset(
-    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "overlay", "jfs", "reiserfs"}
-)
-
-
-def _filesystem_type(path: str) -> str:
-    """The type of the filesystem ``path`` is on, as /proc/self/mounts names it ("" if unknown)."""
-    real = os.path.realpath(path)
-    best, kind = "", ""
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                point = fields[1].replace("\\040", " ")
-                inside = real == point or real.startswith(point.rstrip("/") + "/")
-                if inside and len(point) >= len(best):
-                    best, kind = point, fields[2]
-    except OSError:
-        return ""
-    return kind
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
 
 
 def _change_watch(root: str) -> _MtimeWatch | _InotifyWatch:
     if _filesystem_type(root) in _LOCAL_FILESYSTEMS:
         try:
-            return _InotifyWatch(ctypes.CDLL(None, use_errno=True))
+            return _InotifyWatch(SharedInotify(root))
         except (OSError, AttributeError):
             pass  # no inotify here (or no more instances): times will do
     return _MtimeWatch()

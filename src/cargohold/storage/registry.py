@@ -34,6 +34,7 @@ from cargohold.storage.pulls import PullRecords
 from cargohold.storage.purge import purge_uploads
 from cargohold.storage.referrers import ReferrersIndex
 from cargohold.storage.reuse import ReuseRecords
+from cargohold.storage.taglists import tag_lists_for
 from cargohold.storage.tagstore import TagStore, tag_now, tags_now
 from cargohold.storage.uploads import HasherCache
 
@@ -106,6 +107,7 @@ class StorageRegistry:
         self.hashers = HasherCache()
         self._schema1_key: SigningKey | None = None
         self._catalog = catalog_for(driver)
+        self.tag_lists = tag_lists_for(driver)
         self._maintenance: StorageMaintenance | None = None
         self._gc_watch = gc_watch
         files = driver.watched_immediate()
@@ -204,6 +206,8 @@ class StorageRegistry:
 
     async def close(self) -> None:
         self._catalog.close()
+        if self.tag_lists is not None:
+            self.tag_lists.close()
         if self.blobs.cache is not None:
             await self.blobs.cache.close()
         await self.blobs.redirects.close()
@@ -272,7 +276,7 @@ class StorageRepository:
             delete_enabled=options.delete_enabled,
             hashers=registry.hashers,
         )
-        self._tags = TagStore(name, registry.driver, options.tag_lookup_limit)
+        self._tags = TagStore(name, registry.driver, options.tag_lookup_limit, registry.tag_lists)
         self._referrers = ReferrersIndex(name, registry.driver)
         self._manifests = ManifestStore(
             ManifestBlobStore(name, registry.blobs, delete_enabled=options.delete_enabled),

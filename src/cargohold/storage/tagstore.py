@@ -2,6 +2,8 @@
 
 ``current/link`` names the manifest the tag points at now; ``index/<alg>/<hex>/link``
 records every manifest it has ever pointed at (Distribution keeps that history).
+On local files, the sorted list of a large repository's tags is kept while
+unchanged (``taglists.TagLists``), so a page of tags/list costs its page.
 """
 
 from __future__ import annotations
@@ -24,19 +26,28 @@ from cargohold.storage.paths import (
     parse_link,
     path_for,
 )
+from cargohold.storage.taglists import TagLists
 
 
 class TagStore:
     """The tags of repository ``name``.
 
     ``lookup_limit`` bounds how many tags ``lookup`` reads at once
-    (Distribution's ``storage.tag.concurrencylimit``).
+    (Distribution's ``storage.tag.concurrencylimit``); ``kept``, the registry's
+    kept tag lists, if its driver has local files.
     """
 
-    def __init__(self, name: str, driver: StorageDriver, lookup_limit: int = 8) -> None:
+    def __init__(
+        self,
+        name: str,
+        driver: StorageDriver,
+        lookup_limit: int = 8,
+        kept: TagLists | None = None,
+    ) -> None:
         self.name = name
         self._driver = driver
         self._lookup_limit = max(1, lookup_limit)
+        self._kept = kept
 
     async def get(self, tag: str) -> Digest:
         path = path_for(TagCurrentLink(self.name, validate_tag(tag)))
@@ -69,6 +80,11 @@ class TagStore:
             raise ManifestUnknown(f"unknown tag {tag!r}", {"tag": tag}) from None
 
     async def all(self) -> list[str]:
+        """Every tag, sorted. A kept list is handed out as it is: it must not be changed."""
+        if self._kept is not None:
+            kept = await self._kept.tags(self.name)
+            if kept is not None:
+                return kept
         try:
             paths = await self._driver.list(path_for(TagsDir(self.name)))
         except PathNotFound:

@@ -46,7 +46,10 @@ capability, never for the driver's class:
   DeleteObjects), where ``delete`` costs several requests per file;
 - ``exclusive_creates`` (``ExclusiveCreates``): a file is written only where
   there is none, atomically (a local disk's link(2)), so that of two writers
-  exactly one wins.
+  exactly one wins;
+- ``delimited_lists`` (``DelimitedLists``): everything below a folder in one
+  pass, cut at a delimiter (S3's ListObjectsV2): a whole tree's worth of
+  folders in a request, where ``list`` reads one folder per request.
 
 Blocking calls (fsync, recursive deletes, copies) run on the threads of the
 registry that uses the driver (``use_threads``), or, for a driver used on its
@@ -156,6 +159,41 @@ class ExclusiveCreates(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DelimitedPage:
+    """One page of a delimited listing (``DelimitedLists.list_delimited``)."""
+
+    #: Below the folder, in UTF-8 byte order: a file's name, or a name cut just after the
+    #: first delimiter met past the prefix (standing for every path that starts with it).
+    names: builtins.list[str]
+    #: Where the next page starts; None on the last.
+    token: str | None
+
+
+class DelimitedLists(Protocol):
+    """A driver that lists every path below a folder at once, cut at a delimiter."""
+
+    async def list_delimited(
+        self,
+        path: str,
+        delimiter: str,
+        *,
+        prefix: str = "",
+        after: str = "",
+        token: str | None = None,
+    ) -> DelimitedPage:
+        """A page of the names below the folder ``path`` that start with ``prefix`` and sort
+        after ``after`` (UTF-8 byte order); ``token`` from the page before, if any.
+
+        S3's semantics, hiding the driver's own bookkeeping (names holding ``~``). A missing
+        folder has no names. Servers that walk folders to answer (SeaweedFS) differ when a
+        page is cut short or ``after`` is given: their pages follow the walk (each folder's
+        entries in order, depth first), and ``after`` leaves out what lies below ``after``'s
+        own folder. A caller meant for them too lists ``prefix=after`` besides.
+        """
+        ...
+
+
 class DriverWatch(Protocol):
     """Watches a driver's calls: each is made inside ``action(driver, action, path)``."""
 
@@ -212,6 +250,37 @@ class _CheckedDeletes:
             return await self._delete(checked)
         with driver.watch.action(driver.name, "DeleteFiles", checked[0]):
             return await self._delete(checked)
+
+
+class _CheckedListings:
+    """A driver's ``list_delimited`` made as its public API makes every call: the folder's
+    path checked, then each page's request made inside the watch's ``List`` action."""
+
+    __slots__ = ("_driver", "_list")
+
+    def __init__(
+        self,
+        driver: StorageDriver,
+        list_delimited: Callable[[str, str, str, str, str | None], Awaitable[DelimitedPage]],
+    ) -> None:
+        self._driver = driver
+        self._list = list_delimited
+
+    async def list_delimited(
+        self,
+        path: str,
+        delimiter: str,
+        *,
+        prefix: str = "",
+        after: str = "",
+        token: str | None = None,
+    ) -> DelimitedPage:
+        driver = self._driver
+        path = driver._any_path(path)
+        if driver.watch is None:
+            return await self._list(path, delimiter, prefix, after, token)
+        with driver.watch.action(driver.name, "List", path):
+            return await self._list(path, delimiter, prefix, after, token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +371,18 @@ class StorageDriver(ABC):
     @property
     def exclusive_creates(self) -> ExclusiveCreates | None:
         return None
+
+    @property
+    def delimited_lists(self) -> DelimitedLists | None:
+        return None
+
+    def _checked_listings(
+        self, list_delimited: Callable[[str, str, str, str, str | None], Awaitable[DelimitedPage]]
+    ) -> DelimitedLists:
+        """``delimited_lists`` for a driver whose ``list_delimited(path, delimiter, prefix,
+        after, token)`` is ``list_delimited``, which then gets a valid folder path and is
+        watched, as the ``_``-prefixed methods are."""
+        return _CheckedListings(self, list_delimited)
 
     def _checked_deletes(
         self, delete_files: Callable[[builtins.list[str]], Awaitable[None]]

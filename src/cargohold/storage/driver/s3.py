@@ -31,6 +31,8 @@ upload the same way. ``list`` and ``walk`` read one level per delimiter listing.
 GetObject, HeadObject and PutObject, the requests of every pull and push, and
 the delimiter listings (ListObjectsV2) of ``list`` and ``walk`` go through
 ``s3objects.py``, which sends them without botocore's per-call cost.
+``delimited_lists`` is one ListObjectsV2 cut at any delimiter: the catalog
+lists every repository folder with it, cut at ``/_``.
 
 ``delete`` costs four requests for a file (a HEAD, two listings for what is
 below it and for uploads, a DeleteObjects); ``batch_deletes`` deletes files
@@ -71,6 +73,8 @@ from cargohold.errors import (
 from cargohold.storage.driver import s3spans
 from cargohold.storage.driver.base import (
     BatchDeletes,
+    DelimitedLists,
+    DelimitedPage,
     Descend,
     FileInfo,
     FileWriter,
@@ -107,6 +111,10 @@ MIN_PART = 5 * MiB
 MAX_PART = 5 << 30
 #: The most keys one list or delete request handles.
 LIST_MAX = 1000
+#: Keys a delimited listing asks for: S3 answers at most ``LIST_MAX`` whatever is asked, and
+#: SeaweedFS, which continues a listing cut at a delimiter other than ``/`` at the wrong
+#: place, answers up to this many in one page.
+DELIMITED_ASK = 65535
 #: DeleteObjects requests ``delete_files`` has under way at once.
 DELETE_CONCURRENCY = 4
 #: The longest a SigV4 presigned URL may stay valid (7 days); it must be at least 1 s.
@@ -488,21 +496,26 @@ class S3Driver(StorageDriver):
     async def _chunks(self, path: str, body: Download, chunk_size: int) -> AsyncIterator[bytes]:
         """Exactly ``chunk_size`` bytes per chunk (the last may be shorter)."""
         try:
-            pending = bytearray()
+            # Pieces joined once per chunk: a bytearray to grow and then copy out
+            # would copy every byte of a pull twice more.
+            pieces: list[bytes] = []
+            held = 0
             while True:
                 with self._errors(path):
-                    piece: bytes = await body.read(chunk_size - len(pending))
+                    piece: bytes = await body.read(chunk_size - held)
                 if not piece:
                     break
-                if not pending and len(piece) == chunk_size:
+                if not pieces and len(piece) == chunk_size:
                     yield piece
                     continue
-                pending += piece
-                if len(pending) == chunk_size:
-                    yield bytes(pending)
-                    pending.clear()
-            if pending:
-                yield bytes(pending)
+                pieces.append(piece)
+                held += len(piece)
+                if held == chunk_size:
+                    yield b"".join(pieces)
+                    pieces.clear()
+                    held = 0
+            if pieces:
+                yield b"".join(pieces)
         finally:
             body.close()
 
@@ -583,6 +596,26 @@ class S3Driver(StorageDriver):
         # Keys sort "a-b" before "a/", names sort "a" before "a-b": sort by name.
         entries.sort(key=lambda entry: entry.path)
         return entries, listed
+
+    @property
+    def delimited_lists(self) -> DelimitedLists:
+        return self._checked_listings(self._list_delimited)
+
+    async def _list_delimited(
+        self, path: str, delimiter: str, prefix: str, after: str, token: str | None
+    ) -> DelimitedPage:
+        """One ListObjectsV2 page, its objects and common prefixes merged in key order."""
+        folder = self._prefix(path)
+        with self._errors(path):
+            objects = await self._objects()
+            page = await objects.list(
+                folder + prefix, delimiter, DELIMITED_ASK, token, folder + after if after else None
+            )
+        names = [key[len(folder) :] for key, _, _ in page.objects]
+        names += [common[len(folder) :] for common in page.prefixes]
+        names = [name for name in names if name and _HIDDEN not in name]
+        names.sort()  # str order is UTF-8 byte order: S3's
+        return DelimitedPage(names, page.next_token)
 
     async def _move(self, source: str, dest: str) -> None:
         head = await self._head(source, self._key(source))

@@ -145,8 +145,16 @@ class Objects(Protocol):
         """Create or replace the object, with the driver's object arguments."""
         ...
 
-    async def list(self, prefix: str, delimiter: str, max_keys: int, token: str | None) -> Listed:
-        """One page of the keys under ``prefix``; ``token`` from the page before, if any."""
+    async def list(
+        self,
+        prefix: str,
+        delimiter: str,
+        max_keys: int,
+        token: str | None,
+        start_after: str | None = None,
+    ) -> Listed:
+        """One page of the keys under ``prefix`` (after ``start_after``, if given); ``token``
+        from the page before, if any."""
         ...
 
     async def close(self) -> None: ...
@@ -179,8 +187,17 @@ class BotoObjects:
             **self._object_args,
         )
 
-    async def list(self, prefix: str, delimiter: str, max_keys: int, token: str | None) -> Listed:
+    async def list(
+        self,
+        prefix: str,
+        delimiter: str,
+        max_keys: int,
+        token: str | None,
+        start_after: str | None = None,
+    ) -> Listed:
         more: dict[str, Any] = {"ContinuationToken": token} if token else {}
+        if start_after:
+            more["StartAfter"] = start_after
         page = await self._client.list_objects_v2(
             Bucket=self._bucket, Prefix=prefix, Delimiter=delimiter, MaxKeys=max_keys, **more
         )
@@ -290,7 +307,14 @@ class HTTPObjects:
                 return
         await self._botocore.put(key, content, metadata)
 
-    async def list(self, prefix: str, delimiter: str, max_keys: int, token: str | None) -> Listed:
+    async def list(
+        self,
+        prefix: str,
+        delimiter: str,
+        max_keys: int,
+        token: str | None,
+        start_after: str | None = None,
+    ) -> Listed:
         if not self._redirected:
             query = {
                 "list-type": "2",
@@ -302,6 +326,8 @@ class HTTPObjects:
             }
             if token:
                 query["continuation-token"] = token
+            if start_after:
+                query["start-after"] = start_after
             try:
                 response = await self._send("ListObjectsV2", "GET", "", {}, query=query)
             except _WrongRegion:
@@ -312,7 +338,7 @@ class HTTPObjects:
                 finally:
                     response.release()
                 return listed(body)
-        return await self._botocore.list(prefix, delimiter, max_keys, token)
+        return await self._botocore.list(prefix, delimiter, max_keys, token, start_after)
 
     async def close(self) -> None:
         await self._session.close()
