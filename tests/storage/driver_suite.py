@@ -123,6 +123,30 @@ class DriverSuite:
         with pytest.raises(PathNotFound):
             await driver.stat(f"{base}/fine")
 
+    async def test_put_stages_writes_every_file_of_every_stage(self, driver: StorageDriver) -> None:
+        base = random_path(1)
+        await driver.put_content(f"{base}/replaced", b"old")
+        stages = [
+            [(f"{base}/content", b"whole")],
+            [(f"{base}/a/1", b"one"), (f"{base}/b/2", b""), (f"{base}/replaced", b"new")],
+            [],
+            [(f"{base}/last", b"named")],
+        ]
+        await driver.put_stages(stages)
+        for stage in stages:
+            for path, content in stage:
+                assert await driver.get_content(path) == content
+        await driver.put_stages([])
+
+    async def test_put_stages_with_an_invalid_path_writes_nothing(
+        self, driver: StorageDriver
+    ) -> None:
+        base = random_path(1)
+        with pytest.raises(InvalidPath):
+            await driver.put_stages([[(f"{base}/fine", b"x")], [(f"{base}/../bad", b"x")]])
+        with pytest.raises(PathNotFound):
+            await driver.stat(f"{base}/fine")
+
     async def test_get_of_a_missing_path_is_path_not_found(self, driver: StorageDriver) -> None:
         path = random_path()
         with pytest.raises(PathNotFound) as caught:

@@ -9,6 +9,7 @@ not enough to read a blob from a repository that never received it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,7 +27,7 @@ from cargohold.errors import (
     RangeInvalid,
 )
 from cargohold.registry import BlobSource
-from cargohold.storage.blobstore import GlobalBlobStore
+from cargohold.storage.blobstore import GlobalBlobStore, size_now
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.driver.base import ImmediateFiles, StorageDriver
 from cargohold.storage.paths import (
@@ -131,11 +132,56 @@ class LinkedBlobStore:
         return target, descriptor
 
     async def exists(self, digest: Digest) -> bool:
+        cache = self._link_cache
+        if self._blobs.reuse is None and (cache is None or not cache.shared):
+            return await self._exists_at_once(digest)
         try:
             await self.stat(digest)
         except BlobUnknown:
             return False
         return True
+
+    async def _exists_at_once(self, digest: Digest) -> bool:
+        """``exists`` with the blob looked up while the link is read: a link names ``digest``
+        itself but for rare old content, so on an object store the answer takes one round
+        trip instead of two. Only where no find is written down (``reuse``) and no shared
+        cache answers first."""
+        target, found = await asyncio.gather(
+            self._linked_digest(digest), self._blobs.exists(digest), return_exceptions=True
+        )
+        if isinstance(target, BlobUnknown):
+            return False
+        if isinstance(target, BaseException):
+            raise target
+        if isinstance(found, BaseException):
+            raise found
+        return found if target == digest else await self._blobs.exists(target)
+
+    def exists_now(self, digest: Digest) -> bool | None:
+        """``exists``, when the driver's immediate reads can tell; None when only ``exists`` can.
+
+        The plain cases only, as the fast path reads a blob (``linked_now``, ``size_now``):
+        a link naming ``digest`` to a blob that is there, or no link at all. A find due to be
+        written down, a link naming other content or a damaged one, and a missing link or
+        blob while a collection may hide blobs are left to ``exists``.
+        """
+        files = self._driver.watched_immediate()
+        if files is None:
+            return None
+        reuse = self._blobs.reuse
+        if reuse is not None and reuse.due(digest):
+            return None
+        expected = link_content(digest)
+        for spec in self._link_specs:
+            content = files.read_now(path_for(spec(self.name, digest)), LINK_LIMIT)
+            if content is None:
+                continue
+            if content != expected:
+                return None
+            if size_now(files, digest) is not None:
+                return True
+            break  # a dangling link: the content was collected
+        return False if reuse is None else None
 
     async def get(self, digest: Digest) -> bytes:
         target = await self._linked_digest(digest)

@@ -38,6 +38,7 @@ from cargohold.manifest.mediatypes import SCHEMA1, SCHEMA1_SIGNED
 from cargohold.manifest.urls import URLPolicy
 from cargohold.reference import validate_tag
 from cargohold.registry import StoredManifest
+from cargohold.storage.blobstore import size_now
 from cargohold.storage.driver.base import ImmediateFiles
 from cargohold.storage.linkedblobstore import LinkedBlobStore, ManifestBlobStore, linked_now
 from cargohold.storage.paths import (
@@ -158,28 +159,17 @@ class ManifestStore:
                 {"expected": str(digest), "actual": str(actual)},
             )
         manifest.check_urls(self._url_policy)
-        if not cached:
-            await self._check_references(manifest)
+        stored = await self._look_up(manifest, actual, references=not cached)
 
         if schema1 is not None:
             await self._put_signatures(actual, schema1.signatures)
-        # Every write of the manifest in one ordered batch: its content first, then
-        # the revision link that makes it visible, then its tags and referrer entry.
         blobs = self._revisions.blobs
-        writes = []
-        if not await blobs.exists(actual):
-            writes.append((path_for(BlobData(actual)), manifest.payload))
-        writes.append(self._revisions.link_write(actual))
-        for tag in tags:
-            writes += self._tags.tag_writes(tag, actual)
-        subject = manifest.subject
-        if subject is not None:
-            writes.append(self._referrers.add_write(subject.digest, manifest.descriptor(algorithm)))
-        await blobs.driver.put_contents(writes)
+        await blobs.driver.put_stages(self._writes(manifest, algorithm, actual, tags, stored))
         descriptor = Descriptor(manifest.media_type, actual, len(manifest.payload))
         await blobs.stored(descriptor)
         await self._revisions.linked(descriptor)
         stored_payload = schema1.signed() if schema1 is not None else payload
+        subject = manifest.subject
         return StoredManifest(
             actual,
             manifest.media_type,
@@ -237,18 +227,89 @@ class ManifestStore:
 
     # -- validation -----------------------------------------------------------------------
 
-    async def _check_references(self, manifest: Manifest) -> None:
-        """Every blob and required child manifest must be in this repository already."""
-        blobs = manifest.blobs()
-        children = [d for d in manifest.manifests() if self._index_children.must_exist(d)]
-        present = await asyncio.gather(
-            *(self._blobs.exists(d.digest) for d in blobs),
-            *(self.exists(d.digest) for d in children),
-        )
-        wanted = [*blobs, *children]
-        missing = [d.digest for d, found in zip(wanted, present, strict=True) if not found]
+    async def _look_up(self, manifest: Manifest, digest: Digest, *, references: bool) -> bool:
+        """Whether the manifest's content is stored already; with ``references``, every blob
+        and required child manifest it names must be in this repository already.
+
+        What immediate reads cannot tell is asked of storage all at once: on an object
+        store each question is a round trip or two.
+        """
+        lookups: list[tuple[LinkedBlobStore, Descriptor]] = []
+        if references:
+            lookups += [(self._blobs, d) for d in manifest.blobs()]
+            lookups += [
+                (self._revisions, d)
+                for d in manifest.manifests()
+                if self._index_children.must_exist(d)
+            ]
+        found = [store.exists_now(d.digest) for store, d in lookups]
+        stored = self._content_now(digest)
+        asked = [
+            store.exists(d.digest)
+            for (store, d), known in zip(lookups, found, strict=True)
+            if known is None
+        ]
+        if stored is None:
+            asked.append(self._revisions.blobs.exists(digest))
+        if asked:
+            answers = iter(await asyncio.gather(*asked))
+            found = [next(answers) if known is None else known for known in found]
+            if stored is None:
+                stored = next(answers)
+        missing = [d.digest for (_, d), present in zip(lookups, found, strict=True) if not present]
         if missing:
             raise ManifestBlobUnknown(missing)
+        return bool(stored)
+
+    def _content_now(self, digest: Digest) -> bool | None:
+        """Whether the blob ``digest`` is to be taken as stored, when that needs no waiting.
+
+        False also where asking storage costs more than writing the same bytes again
+        (an object store: a HEAD, and a listing when absent), unless a collection may
+        be deleting them meanwhile, which a find written down first prevents
+        (``reuse.py``).
+        """
+        blobs = self._revisions.blobs
+        reuse = blobs.reuse
+        files = blobs.driver.watched_immediate()
+        if files is None:
+            return False if reuse is None else None
+        if size_now(files, digest) is None:
+            return False if reuse is None else None  # hidden by a collection, maybe
+        return True if reuse is None or not reuse.due(digest) else None
+
+    def _writes(
+        self,
+        manifest: Manifest,
+        algorithm: str,
+        digest: Digest,
+        tags: Sequence[str],
+        stored: bool,
+    ) -> list[list[tuple[str, bytes]]]:
+        """Every write of the manifest, in the stages crash safety asks for.
+
+        1. Its content, unless stored already: every link below names whole content.
+        2. The revision link that makes it visible, each tag's history entry (``index``)
+           and its referrers entry, in any order: none makes another one valid, so a
+           crash may leave any of them. A history entry without the revision names a
+           manifest the repository lacks, as Distribution's deletes leave them, and
+           nothing reads one as the manifest being there; a referrers entry is listed
+           only once its revision link is there (``referrers.py``).
+        3. Each tag's current link: a tag moves only onto a manifest that is visible,
+           with its history written first, as ``TagStore`` orders them.
+        """
+        content = [] if stored else [(path_for(BlobData(digest)), manifest.payload)]
+        named = [self._revisions.link_write(digest)]
+        moves = []
+        for tag in tags:
+            # ``tag_writes`` lists the history entry first and the current link last.
+            *history, move = self._tags.tag_writes(tag, digest)
+            named += history
+            moves.append(move)
+        subject = manifest.subject
+        if subject is not None:
+            named.append(self._referrers.add_write(subject.digest, manifest.descriptor(algorithm)))
+        return [content, named, moves]
 
     # -- schema1 signatures ---------------------------------------------------------------
 

@@ -446,6 +446,23 @@ class StorageDriver(ABC):
         with self.watch.action(self.name, "PutContent", checked[0][0] if checked else ""):
             return await self._put_contents(checked)
 
+    async def put_stages(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
+        """``put_content`` for each ``(path, content)``, stage after stage.
+
+        The files of a stage are written in any order, or at once; a stage starts
+        once every file of the one before it is written. A failure or crash part
+        way may leave any of the files written, but never a file of one stage
+        without every file of the stages before it. By default a stage's files are
+        written concurrently (a round trip each on an object store); a driver may
+        write the whole batch in order (the filesystem does, in one trip to a thread).
+        """
+        checked = [[(self._file_path(path), content) for path, content in s] for s in stages]
+        checked = [stage for stage in checked if stage]
+        if self.watch is None:
+            return await self._put_stages(checked)
+        with self.watch.action(self.name, "PutContent", checked[0][0][0] if checked else ""):
+            return await self._put_stages(checked)
+
     async def reader(
         self, path: str, offset: int = 0, *, chunk_size: int = READ_CHUNK
     ) -> AsyncIterator[bytes]:
@@ -567,6 +584,21 @@ class StorageDriver(ABC):
     async def _put_contents(self, items: Sequence[tuple[str, bytes]]) -> None:
         for path, content in items:
             await self._put_content(path, content)
+
+    async def _put_stages(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
+        for stage in stages:
+            if len(stage) == 1:
+                await self._put_content(*stage[0])
+                continue
+            # Every write of the stage runs to its end before a failure is raised: none
+            # is left under way, to land after the caller has been told of the failure.
+            done = await asyncio.gather(
+                *(self._put_content(path, content) for path, content in stage),
+                return_exceptions=True,
+            )
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     @abstractmethod
     async def _reader(self, path: str, offset: int, chunk_size: int) -> AsyncIterator[bytes]: ...

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import os
 import secrets
 import shutil
@@ -49,6 +50,7 @@ from cargohold.errors import (
     StorageUnavailable,
 )
 from cargohold.storage.driver.base import (
+    READ_CHUNK,
     BatchDeletes,
     Descend,
     ExclusiveCreates,
@@ -66,9 +68,25 @@ _HIDDEN = "~"  # marks our temporary files; never in a valid path
 _FIRST_READ = 16 * 1024
 
 
-def _temp_name(path: str) -> str:
-    head, _, leaf = path.rpartition("/")
-    return f"{head}/.~{leaf}.{secrets.token_hex(8)}.tmp"
+class _TempNames:
+    """Names for temporary files no other process picks: a random token per process and
+    a counter, where a token per file would cost a ``getrandom`` call each."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)  # a worker must not share its parent's
+
+    def renew(self) -> None:
+        self._token = secrets.token_hex(8)
+        self._count = itertools.count()
+
+    def beside(self, path: str) -> str:
+        head, _, leaf = path.rpartition("/")
+        return f"{head}/.~{leaf}.{self._token}{next(self._count):x}.tmp"
+
+
+_temp_names = _TempNames()
+_temp_name = _temp_names.beside
 
 
 class FilesystemDriver(StorageDriver):
@@ -180,22 +198,31 @@ class FilesystemDriver(StorageDriver):
         """Turn the operating system's errors into driver errors."""
         try:
             yield
-        except FileNotFoundError as exc:
-            raise PathNotFound(path, self.name) from exc
-        except NotADirectoryError as exc:
-            raise PathNotFound(path, self.name, "a parent is a file") from exc
-        except IsADirectoryError as exc:
-            raise PathNotFound(path, self.name, "is a directory") from exc
         except OSError as exc:
-            if exc.errno in _FULL:
-                raise StorageFull(path, self.name, exc.strerror or str(exc)) from exc
-            raise StorageUnavailable(path, self.name, exc.strerror or str(exc)) from exc
+            raise self._error(path, exc) from exc
+
+    def _error(self, path: str, exc: OSError) -> StorageDriverError:
+        """The driver error the operating system's ``exc`` at ``path`` is."""
+        if isinstance(exc, FileNotFoundError):
+            return PathNotFound(path, self.name)
+        if isinstance(exc, NotADirectoryError):
+            return PathNotFound(path, self.name, "a parent is a file")
+        if isinstance(exc, IsADirectoryError):
+            return PathNotFound(path, self.name, "is a directory")
+        if exc.errno in _FULL:
+            return StorageFull(path, self.name, exc.strerror or str(exc))
+        return StorageUnavailable(path, self.name, exc.strerror or str(exc))
 
     # -- the driver -----------------------------------------------------------------------
 
     async def _get_content(self, path: str) -> bytes:
-        with self._errors(path), open(self._full(path), "rb") as f:
-            return f.read()
+        # os.open and os.read: the io module would add an fstat and an ioctl to every read.
+        with self._errors(path):
+            fd = os.open(self._full(path), os.O_RDONLY)
+            try:
+                return _read_all(fd)
+            finally:
+                os.close(fd)
 
     async def _put_content(self, path: str, content: bytes) -> None:
         await self._put_contents([(path, content)])
@@ -208,29 +235,42 @@ class FilesystemDriver(StorageDriver):
         (the thread's return fights the loop for the GIL).
         """
         fds: list[int] = []
-        temps: list[tuple[str, str]] = []  # written, not yet renamed into place
+        temps: list[tuple[str, str]] = []  # written; the first ``renamed`` are in place
+        renamed = 0
+        path = items[0][0] if items else "/"
         try:
             for path, content in items:
-                with self._errors(path):
-                    full, temp = self._full(path), self._full(_temp_name(path))
-                    fds.append(_create(temp, full))
-                    temps.append((temp, full))
-                    _write_all(fds[-1], content)
-            with self._errors(items[0][0] if items else "/"):
-                await self.in_thread(_fsync_all, fds)
-            while fds:
-                os.close(fds.pop())
-            while temps:
-                temp, full = temps[0]
-                with self._errors(full):
-                    os.replace(temp, full)
-                temps.pop(0)
+                full = self._full(path)
+                temp = _temp_name(full)
+                fds.append(_create(temp, full))
+                temps.append((temp, full))
+                _write_all(fds[-1], content)
+            path = items[0][0] if items else "/"
+            # Closed once the thread is done with them, even if this call is cancelled
+            # meanwhile: closed before, a descriptor could be another file's by the time
+            # the thread fsyncs it. Closed here, not there: every call the thread makes
+            # hands the GIL back and forth with this loop.
+            synced = self.in_thread(_fsync_all, fds)
+            syncing, fds = fds, []
+            synced.add_done_callback(lambda _: _close_all(syncing))
+            await asyncio.shield(synced)
+            for temp, full in temps:
+                path = full
+                os.replace(temp, full)
+                renamed += 1
+        except OSError as exc:
+            raise self._error(path, exc) from exc
         finally:
             for fd in fds:
                 with suppress(OSError):
                     os.close(fd)
-            for temp, _ in temps:
+            for temp, _ in temps[renamed:]:
                 _unlink_quietly(temp)
+
+    async def _put_stages(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
+        # The whole batch in order, which keeps every stage's order: one trip to a thread,
+        # where a batch per stage would take one each.
+        await self._put_contents([item for stage in stages for item in stage])
 
     async def _reader(self, path: str, offset: int, chunk_size: int) -> AsyncIterator[bytes]:
         with self._errors(path):
@@ -471,6 +511,19 @@ def _fsync_all(fds: list[int]) -> None:
         os.fsync(fd)
 
 
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with suppress(OSError):  # what a close could report, the fsync has said
+            os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    pieces = [os.read(fd, _FIRST_READ)]
+    while pieces[-1]:
+        pieces.append(os.read(fd, READ_CHUNK))
+    return pieces[0] if len(pieces) == 2 else b"".join(pieces)
+
+
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -479,11 +532,24 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 def _makedirs(directory: str) -> None:
+    """``os.makedirs(directory, exist_ok=True)`` in fewer calls: a mkdir first, and the
+    parents only when it says they are missing (os.makedirs stats every level first)."""
     try:
-        os.makedirs(directory, exist_ok=True)
-    except FileExistsError as exc:
+        os.mkdir(directory)
+    except FileNotFoundError:
+        _makedirs(os.path.dirname(directory))
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            _check_folder(directory)  # made meanwhile, by another request or process
+    except FileExistsError:
+        _check_folder(directory)
+
+
+def _check_folder(path: str) -> None:
+    if not os.path.isdir(path):
         # A file sits where a directory is needed.
-        raise NotADirectoryError(errno.ENOTDIR, "a parent is a file", directory) from exc
+        raise NotADirectoryError(errno.ENOTDIR, "a parent is a file", path)
 
 
 def _unlink_quietly(path: str) -> None:
