@@ -217,11 +217,16 @@ class DriverSuite:
             await driver.reader(random_path())
 
     async def test_reader_honours_chunk_size(self, driver: StorageDriver) -> None:
+        # At most chunk_size, not exactly: an object store's reader hands on what arrives.
         path, content = random_path(), random_bytes(10_000)
         await driver.put_content(path, content)
         chunks = [c async for c in await driver.reader(path, 0, chunk_size=4096)]
-        assert [len(c) for c in chunks] == [4096, 4096, 1808]
+        assert all(0 < len(chunk) <= 4096 for chunk in chunks)
+        assert len(chunks) >= 3
         assert b"".join(chunks) == content
+        chunks = [c async for c in await driver.reader(path, 9_000, chunk_size=4096)]
+        assert all(0 < len(chunk) <= 4096 for chunk in chunks)
+        assert b"".join(chunks) == content[9_000:]
 
     # -- writers --------------------------------------------------------------------------
 

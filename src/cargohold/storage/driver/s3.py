@@ -85,6 +85,7 @@ from cargohold.storage.driver.base import (
 from cargohold.storage.driver.s3objects import (
     ATTEMPTS,
     KEEPALIVE,
+    RECEIVE,
     TRANSPORT_FAILURES,
     BotoObjects,
     Download,
@@ -344,6 +345,8 @@ class S3Driver(StorageDriver):
             ),
             auto_decompress=False,
             skip_auto_headers=("Content-Type",),
+            # A streamed body is read ahead by up to twice this, as a reader's chunk asks.
+            read_bufsize=RECEIVE,
         )
         return HTTPObjects(
             session=session,
@@ -494,28 +497,14 @@ class S3Driver(StorageDriver):
         return self._chunks(path, download, chunk_size)
 
     async def _chunks(self, path: str, body: Download, chunk_size: int) -> AsyncIterator[bytes]:
-        """Exactly ``chunk_size`` bytes per chunk (the last may be shorter)."""
+        """The content as it arrives, at most ``chunk_size`` bytes per chunk."""
         try:
-            # Pieces joined once per chunk: a bytearray to grow and then copy out
-            # would copy every byte of a pull twice more.
-            pieces: list[bytes] = []
-            held = 0
             while True:
                 with self._errors(path):
-                    piece: bytes = await body.read(chunk_size - held)
-                if not piece:
-                    break
-                if not pieces and len(piece) == chunk_size:
-                    yield piece
-                    continue
-                pieces.append(piece)
-                held += len(piece)
-                if held == chunk_size:
-                    yield b"".join(pieces)
-                    pieces.clear()
-                    held = 0
-            if pieces:
-                yield b"".join(pieces)
+                    chunk = await body.read(chunk_size)
+                if not chunk:
+                    return
+                yield chunk
         finally:
             body.close()
 
