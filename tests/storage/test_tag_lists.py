@@ -107,6 +107,24 @@ async def test_tags_written_by_another_process_are_in_the_next_answer(
     assert before == ["a", "c"]  # a list handed out never changes
 
 
+async def test_the_fast_paths_reads_keep_and_follow_the_list_too(
+    tmp_path: Path, kept: TagLists, watch: str, listings: list[str]
+) -> None:
+    assert kept.tags_now(REPO) is None  # no tags folder: the full path answers
+    add_tags(tmp_path, "b", "a")
+    age(tags_folder(tmp_path))
+    first = kept.tags_now(REPO)
+    assert first == ["a", "b"]
+    assert kept.tags_now(REPO) is first
+    assert await kept.tags(REPO) is first  # one list, whichever path asks
+    assert len(listings) == 1
+    add_tags(tmp_path, "c")
+    assert kept.tags_now(REPO) == ["a", "b", "c"]
+    shutil.rmtree(tags_folder(tmp_path) / "a")
+    assert kept.tags_now(REPO) == ["b", "c"]
+    assert first == ["a", "b"]
+
+
 async def test_temporary_names_are_never_tags(tmp_path: Path, kept: TagLists, watch: str) -> None:
     add_tags(tmp_path, "v1")
     age(tags_folder(tmp_path))

@@ -34,7 +34,7 @@ from cargohold.storage.pulls import PullRecords
 from cargohold.storage.purge import purge_uploads
 from cargohold.storage.referrers import ReferrersIndex
 from cargohold.storage.reuse import ReuseRecords
-from cargohold.storage.taglists import tag_lists_for
+from cargohold.storage.taglists import TagLists, tag_lists_for
 from cargohold.storage.tagstore import TagStore, tag_now, tags_now
 from cargohold.storage.uploads import HasherCache
 
@@ -113,7 +113,7 @@ class StorageRegistry:
         files = driver.watched_immediate()
         self._immediate = (
             _StorageImmediateReads(
-                files, redirects is not None or driver.redirects is not None, reuse
+                files, redirects is not None or driver.redirects is not None, reuse, self.tag_lists
             )
             if files is not None
             else None
@@ -222,12 +222,19 @@ class _StorageImmediateReads:
     Names, tags and digests are checked here as ``repository()`` checks them.
     """
 
-    __slots__ = ("_files", "_reuse", "redirects")
+    __slots__ = ("_files", "_reuse", "_tag_lists", "redirects")
 
-    def __init__(self, files: ImmediateFiles, redirects: bool, reuse: ReuseRecords | None) -> None:
+    def __init__(
+        self,
+        files: ImmediateFiles,
+        redirects: bool,
+        reuse: ReuseRecords | None,
+        tag_lists: TagLists | None,
+    ) -> None:
         self._files = files
         self.redirects = redirects
         self._reuse = reuse
+        self._tag_lists = tag_lists
 
     def blob(self, name: str, digest: Digest) -> BlobSource | None:
         try:
@@ -259,9 +266,12 @@ class _StorageImmediateReads:
 
     def tags(self, name: str) -> list[str] | None:
         try:
-            return tags_now(self._files, validate_name(name))
+            name = validate_name(name)
         except RegistryError:
             return None
+        if self._tag_lists is not None:
+            return self._tag_lists.tags_now(name)
+        return tags_now(self._files, name)
 
 
 class StorageRepository:

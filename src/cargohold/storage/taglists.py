@@ -126,10 +126,27 @@ class TagLists:
         kept = self._current(name, info)
         if kept is not None:
             return kept
-        # A folder's links are 2 and one per folder in it (btrfs says 1 whatever it holds).
-        if 2 <= info.st_nlink < self._keep_from + 2:
+        if self._small(info):
             return _listed(path)
         return await self._driver.in_thread(self._keep, name, path)
+
+    def tags_now(self, name: str) -> list[str] | None:
+        """``tags`` without waiting, for the fast path: a list not kept yet is read (and
+        kept) here, on the loop, as the fast path would read the folder anyway."""
+        path = self._files.local_path(path_for(TagsDir(name)))
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        kept = self._current(name, info)
+        if kept is not None:
+            return kept
+        return _listed(path) if self._small(info) else self._keep(name, path)
+
+    def _small(self, info: os.stat_result) -> bool:
+        """Whether a tags folder holds too few tags to be worth keeping: listed each time."""
+        # A folder's links are 2 and one per folder in it (btrfs says 1 whatever it holds).
+        return 2 <= info.st_nlink < self._keep_from + 2
 
     def watches(self) -> int:
         """How many tags folders are watched by inotify now."""
