@@ -240,15 +240,19 @@ def test_workers_that_die_right_after_starting_stop_the_server(tmp_path: Path) -
             "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path),
         },
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
-    # A worker killed as soon as it is forked dies as one that cannot start would (a port
-    # taken, a certificate gone): restarting it would only fail again.
-    wait_until(lambda: bool(children(server.pid)), within=30, what="no worker started")
-    os.kill(children(server.pid)[0], 9)
-    assert server.wait(timeout=30) == 1
-    assert server.stderr is not None
-    with server.stderr:
-        assert b"right after starting" in server.stderr.read()
+    try:
+        # A worker killed as soon as it is forked dies as one that cannot start would (a
+        # port taken, a certificate gone): restarting it would only fail again.
+        wait_until(lambda: bool(children(server.pid)), within=30, what="no worker started")
+        os.kill(children(server.pid)[0], 9)
+        assert server.wait(timeout=30) == 1
+        assert server.stderr is not None
+        with server.stderr:
+            assert b"right after starting" in server.stderr.read()
+    finally:
+        stop(server)
 
 
 # -- where it listens, and how many workers ------------------------------------------------

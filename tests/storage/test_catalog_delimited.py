@@ -164,10 +164,27 @@ async def test_an_odd_last_is_filtered_not_sent() -> None:
 
 
 @pytest.fixture
-async def s3_driver(s3_parameters: dict[str, Any]) -> AsyncIterator[S3Driver]:
+async def s3_driver(
+    s3_parameters: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[S3Driver]:
+    # SeaweedFS is an S3-compatible server: its delimited listings are asked for here.
+    monkeypatch.setattr(S3Driver, "DELIMITED_ON_COMPATIBLE", True)
     driver = S3Driver(**s3_parameters)
     yield driver
     await driver.close()
+
+
+async def test_only_aws_itself_is_listed_cut_at_a_delimiter(s3_parameters: dict[str, Any]) -> None:
+    compatible = S3Driver(**s3_parameters)
+    aws = S3Driver(**{**s3_parameters, "regionendpoint": ""})
+    try:
+        assert compatible.delimited_lists is None
+        assert isinstance(catalog_for(compatible), WalkedCatalog)
+        assert aws.delimited_lists is not None
+        assert isinstance(catalog_for(aws), DelimitedCatalog)
+    finally:
+        await compatible.close()
+        await aws.close()
 
 
 async def test_every_page_is_the_walked_catalogs_on_seaweedfs(s3_driver: S3Driver) -> None:

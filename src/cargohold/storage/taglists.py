@@ -118,21 +118,20 @@ class TagLists:
         The same list may be handed to every caller until the tags change: it
         must not be changed.
         """
-        path = self._files.local_path(path_for(TagsDir(name)))
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None
-        kept = self._current(name, info)
-        if kept is not None:
-            return kept
-        if self._small(info):
-            return _listed(path)
-        return await self._driver.in_thread(self._keep, name, path)
+        found = self._found(name)
+        if isinstance(found, str):
+            return await self._driver.in_thread(self._keep, name, found)
+        return found
 
     def tags_now(self, name: str) -> list[str] | None:
         """``tags`` without waiting, for the fast path: a list not kept yet is read (and
         kept) here, on the loop, as the fast path would read the folder anyway."""
+        found = self._found(name)
+        return self._keep(name, found) if isinstance(found, str) else found
+
+    def _found(self, name: str) -> list[str] | str | None:
+        """The tags of ``name`` when known without keeping a list (kept already, too few
+        to keep, no folder); else the path of the tags folder whose list is to be kept."""
         path = self._files.local_path(path_for(TagsDir(name)))
         try:
             info = os.stat(path)
@@ -141,12 +140,10 @@ class TagLists:
         kept = self._current(name, info)
         if kept is not None:
             return kept
-        return _listed(path) if self._small(info) else self._keep(name, path)
-
-    def _small(self, info: os.stat_result) -> bool:
-        """Whether a tags folder holds too few tags to be worth keeping: listed each time."""
         # A folder's links are 2 and one per folder in it (btrfs says 1 whatever it holds).
-        return 2 <= info.st_nlink < self._keep_from + 2
+        if 2 <= info.st_nlink < self._keep_from + 2:
+            return _listed(path)
+        return path
 
     def watches(self) -> int:
         """How many tags folders are watched by inotify now."""
