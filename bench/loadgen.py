@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,12 @@ wrk.method = "GET"
 local expected = {body_length}
 local wanted = {status}
 local threads = {{}}
+local ports = {{{ports}}}
 function setup(thread)
+  if #ports > 0 then
+    local port = ports[#threads % #ports + 1]
+    thread.addr = wrk.lookup("127.0.0.1", tostring(port))[1]
+  end
   table.insert(threads, thread)
 end
 function init(args)
@@ -116,10 +122,12 @@ def wrk_rate(
     threads: int = 1,
     status: int | None = None,
     spread: int = 0,
+    ports: Sequence[int] = (),
 ) -> Rate:
     """``wrk``, with its latency percentiles; with ``spread``, ``path`` holds one ``%d``
     (printf-style, ``%06d`` say) and each request fills it with a random number below
-    ``spread``, so that the requests go to that many different paths."""
+    ``spread``, so that the requests go to that many different paths. With ``ports``,
+    thread ``i`` loads 127.0.0.1 on ``ports[i % len(ports)]`` instead of ``url``'s."""
     lines = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items()]
     request = _WRK_REQUEST.format(count=spread, path=json.dumps(path)) if spread else ""
     script = scratch / "wrk-get.lua"
@@ -129,6 +137,7 @@ def wrk_rate(
             body_length=body_length,
             status=status or 0,
             request=request,
+            ports=", ".join(str(port) for port in ports),
         )
     )
     argv = [

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -146,39 +144,6 @@ def cargohold_fleet(config: Path, count: int, workdir: Path) -> Iterator[list[Se
         yield fleet
 
 
-_SPREAD_SCRIPT = """\
-wrk.method = "GET"
-{headers}
-local ports = {{{ports}}}
-local expected = {body_length}
-local wanted = {status}
-local threads = {{}}
-function setup(thread)
-  local port = ports[#threads % #ports + 1]
-  thread.addr = wrk.lookup("127.0.0.1", tostring(port))[1]
-  table.insert(threads, thread)
-end
-function init(args)
-  bad = 0
-  first = 0
-end
-function response(status, headers, body)
-  if status ~= wanted or #body ~= expected then
-    bad = bad + 1
-    if first == 0 then first = status end
-  end
-end
-function done(summary, latency, requests)
-  local total, status = 0, 0
-  for _, thread in ipairs(threads) do
-    total = total + thread:get("bad")
-    if status == 0 then status = thread:get("first") end
-  end
-  io.write(string.format("BENCH bad=%d first=%d\\n", total, status))
-end
-"""
-
-
 def wrk_spread(
     fleet: list[Server], workload: WrkGet, path: str, duration: float, scratch: Path
 ) -> float:
@@ -186,39 +151,19 @@ def wrk_spread(
 
     Every reply must have the status and body length ``workload.ready`` saw.
     """
-    headers = "\n".join(
-        f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}"
-        for name, value in workload.headers.items()
+    rate = loadgen.wrk_rate(
+        fleet[0].url,
+        path,
+        CONNECTIONS,
+        duration,
+        scratch,
+        workload.headers,
+        workload.body_length,
+        threads=len(fleet),
+        status=workload.status or 200,
+        ports=[server.host_port[1] for server in fleet],
     )
-    ports = ", ".join(str(server.host_port[1]) for server in fleet)
-    script = scratch / "wrk-spread.lua"
-    script.write_text(
-        _SPREAD_SCRIPT.format(
-            headers=headers,
-            ports=ports,
-            body_length=workload.body_length,
-            status=workload.status or 200,
-        )
-    )
-    argv = ["wrk", f"-t{len(fleet)}", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s"]
-    argv += ["--timeout", "60s", "-s", str(script), f"{fleet[0].url}{path}"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 90)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk GET {path}: did not finish within {duration + 90:.0f} s") from None
-    out = done.stdout
-    bench = re.search(r"BENCH bad=(\d+) first=(\d+)", out)
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if done.returncode != 0 or bench is None or rate is None:
-        raise BenchError(f"wrk GET {path}: exit {done.returncode}:\n{out}{done.stderr}")
-    if int(bench.group(1)):
-        raise BenchError(
-            f"wrk GET {path}: {bench.group(1)} unexpected replies (first: HTTP {bench.group(2)})"
-        )
-    errors = re.search(r"Socket errors: (.*)", out)
-    if errors:
-        raise BenchError(f"wrk GET {path}: socket errors: {errors.group(1)}")
-    return float(rate.group(1))
+    return rate.per_second
 
 
 def ab_spread(fleet: list[Server], path: str, duration: float) -> float:
