@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cargohold.storage.catalog import LocalScan
 from cargohold.storage.driver.base import StorageDriver
 from cargohold.storage.driver.filesystem import FilesystemDriver
 from cargohold.storage.driver.inmemory import InMemoryDriver
@@ -46,3 +47,18 @@ async def stored_files(driver: StorageDriver) -> dict[str, bytes]:
         }
     except Exception:
         return {}
+
+
+@pytest.fixture
+def scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the local catalog's scans of the whole repositories tree."""
+    counted: list[int] = []
+    original = LocalScan._scan
+
+    def scan(self: LocalScan, watch: object, path: str, *args: object) -> None:
+        if path.endswith("/repositories"):
+            counted.append(1)
+        original(self, watch, path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LocalScan, "_scan", scan)
+    return counted

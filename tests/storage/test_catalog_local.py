@@ -40,20 +40,6 @@ def watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     return str(request.param)
 
 
-@pytest.fixture
-def scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    counted: list[int] = []
-    original = LocalScan._scan
-
-    def scan(self: LocalScan, watch: object, path: str, *args: object) -> None:
-        if path.endswith("/repositories"):
-            counted.append(1)
-        original(self, watch, path, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(LocalScan, "_scan", scan)
-    return counted
-
-
 def test_a_settled_tree_is_scanned_once(tmp_path: Path, watch: str, scans: list[int]) -> None:
     make(tmp_path, "a", "b/c", "b/c/d")
     age(tmp_path)

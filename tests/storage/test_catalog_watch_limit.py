@@ -41,20 +41,6 @@ def limited(watches: int) -> Callable[[str], local._InotifyWatch]:
     return change_watch
 
 
-@pytest.fixture
-def scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    counted: list[int] = []
-    original = LocalScan._scan
-
-    def scan(self: LocalScan, watch: object, path: str, *args: object) -> None:
-        if path.endswith("/repositories"):
-            counted.append(1)
-        original(self, watch, path, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(LocalScan, "_scan", scan)
-    return counted
-
-
 @pytest.mark.parametrize("watches", [0, 2, 4])
 def test_a_settled_tree_past_the_limit_is_scanned_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scans: list[int], watches: int
