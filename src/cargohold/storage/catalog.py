@@ -37,7 +37,7 @@ from cargohold.storage.paths import (
     path_for,
     repository_name,
 )
-from cargohold.storage.watch import ENTRIES, IN_ONLYDIR, SETTLE, SharedInotify
+from cargohold.storage.watch import ENTRIES, IN_ONLYDIR, SharedInotify, settled
 from cargohold.storage.watch import LOCAL_FILESYSTEMS as _LOCAL_FILESYSTEMS
 from cargohold.storage.watch import filesystem_type as _filesystem_type
 
@@ -299,10 +299,8 @@ class _MtimeWatch:
     A folder's time changes whenever an entry is added to or removed from it.
     It is sound only for times safely in the past: a folder changed twice within
     one tick of the clock keeps one time, so a scan that met a folder changed in
-    the last ``SETTLE`` seconds is not trusted.
+    the last ``watch.SETTLE`` seconds is not trusted.
     """
-
-    SETTLE = SETTLE
 
     def __init__(self) -> None:
         self._folders: list[tuple[str, int]] = []
@@ -316,8 +314,7 @@ class _MtimeWatch:
         self._folders.append((path, os.stat(path).st_mtime_ns))
 
     def trustworthy(self) -> bool:
-        settled = self._started - int(self.SETTLE * 1e9)
-        return all(mtime < settled for _, mtime in self._folders)
+        return all(settled(mtime, self._started) for _, mtime in self._folders)
 
     def changed(self) -> bool:
         try:
