@@ -79,6 +79,13 @@ def serve(
     ] = True,
 ) -> None:
     """Serve the registry (default: 127.0.0.1:5000, storage under ./var/registry)."""
+    # The start imports and builds what lives as long as the process: the collector's
+    # passes meanwhile free nothing and cost a sixth of the time to the first answer.
+    # ``server.serve`` turns it on again once the start is done. (``gc`` here is the
+    # module, not the command of that name.)
+    import gc
+
+    gc.disable()
     from cargohold.config import load_config
     from cargohold.log import setup_logging
     from cargohold.server import serve as run
