@@ -44,9 +44,9 @@ def test_a_settled_tree_is_scanned_once(tmp_path: Path, watch: str, scans: list[
     make(tmp_path, "a", "b/c", "b/c/d")
     age(tmp_path)
     catalog = LocalScan(str(tmp_path / TOP))
-    assert catalog.names() == ["a", "b/c", "b/c/d"]
-    assert catalog.cached() == ["a", "b/c", "b/c/d"]
-    assert catalog.names() == ["a", "b/c", "b/c/d"]
+    assert list(catalog.names()) == ["a", "b/c", "b/c/d"]
+    assert list(catalog.cached() or ()) == ["a", "b/c", "b/c/d"]
+    assert list(catalog.names()) == ["a", "b/c", "b/c/d"]
     assert len(scans) == 1
 
 
@@ -65,10 +65,10 @@ def test_any_new_repository_is_seen(
     make(tmp_path, "a", "b/c")
     age(tmp_path)
     catalog = LocalScan(str(tmp_path / TOP))
-    assert catalog.names() == ["a", "b/c"]
+    assert list(catalog.names()) == ["a", "b/c"]
     make(tmp_path, new, marker="_manifests")
     assert catalog.cached() is None
-    assert catalog.names() == expected
+    assert list(catalog.names()) == expected
     assert len(scans) == 2
 
 
@@ -76,9 +76,9 @@ def test_a_repository_that_loses_its_folders_is_gone(tmp_path: Path, watch: str)
     make(tmp_path, "a", "b")
     age(tmp_path)
     catalog = LocalScan(str(tmp_path / TOP))
-    assert catalog.names() == ["a", "b"]
+    assert list(catalog.names()) == ["a", "b"]
     (tmp_path / TOP / "b" / "_layers").rmdir()
-    assert catalog.names() == ["a"]
+    assert list(catalog.names()) == ["a"]
 
 
 def test_a_recently_changed_tree_is_trusted_only_with_inotify(
@@ -86,16 +86,16 @@ def test_a_recently_changed_tree_is_trusted_only_with_inotify(
 ) -> None:
     make(tmp_path, "a")  # just now: with times, a second change in this tick would hide
     catalog = LocalScan(str(tmp_path / TOP))
-    assert catalog.names() == ["a"]
-    assert catalog.names() == ["a"]
+    assert list(catalog.names()) == ["a"]
+    assert list(catalog.names()) == ["a"]
     assert len(scans) == (1 if watch == "inotify" else 2)
 
 
 def test_a_repositories_folder_made_later_is_seen(tmp_path: Path, watch: str) -> None:
     catalog = LocalScan(str(tmp_path / TOP))
-    assert catalog.names() == []
+    assert list(catalog.names()) == []
     make(tmp_path, "late")
-    assert catalog.names() == ["late"]
+    assert list(catalog.names()) == ["late"]
 
 
 def test_folders_that_are_not_repositories_are_not_listed(tmp_path: Path, watch: str) -> None:
@@ -103,8 +103,8 @@ def test_folders_that_are_not_repositories_are_not_listed(tmp_path: Path, watch:
     (tmp_path / TOP / "empty-namespace" / "deeper").mkdir(parents=True)
     (tmp_path / TOP / "repo" / "_manifests").mkdir()
     (tmp_path / TOP / ".~stray.partial").mkdir()
-    assert LocalScan(str(tmp_path / TOP)).names() == ["repo"]
-    assert LocalScan(str(tmp_path / "nothing" / TOP)).names() == []
+    assert list(LocalScan(str(tmp_path / TOP)).names()) == ["repo"]
+    assert list(LocalScan(str(tmp_path / "nothing" / TOP)).names()) == []
 
 
 def test_network_filesystems_are_watched_by_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from cargohold.errors import PathNotFound
 from cargohold.storage.driver.base import DelimitedLists, LocalFiles, StorageDriver
+from cargohold.storage.packednames import PackedNames
 from cargohold.storage.paths import (
     REPOSITORIES,
     REPOSITORY_MARKERS,
@@ -399,12 +400,12 @@ class LocalScan:
 
     def __init__(self, top: str) -> None:
         self._top = top
-        self._names: list[str] | None = None
+        self._names: PackedNames | None = None
         self._watch: _MtimeWatch | _InotifyWatch | None = None
         # A scan may run in a thread while the loop checks the cache.
         self._lock = threading.Lock()
 
-    def cached(self) -> list[str] | None:
+    def cached(self) -> PackedNames | None:
         """The names of the last scan if nothing changed since, else None (no scan)."""
         if not self._lock.acquire(blocking=False):
             return None  # a scan is under way
@@ -413,7 +414,7 @@ class LocalScan:
         finally:
             self._lock.release()
 
-    def names(self) -> list[str]:
+    def names(self) -> PackedNames:
         """Every repository name, sorted. Blocking: call it in a thread for big trees."""
         with self._lock:
             valid = self._valid()
@@ -434,10 +435,11 @@ class LocalScan:
                 names = []
                 self._scan(self._watch, self._top, "", names)
             names.sort()
+            packed = PackedNames(names)
             # With no repositories folder yet there is nothing to watch: do not keep it.
             keep = self._watch.trustworthy() and os.path.isdir(self._top)
-            self._names = names if keep else None
-            return names
+            self._names = packed if keep else None
+            return packed
 
     def close(self) -> None:
         with self._lock:
@@ -446,7 +448,7 @@ class LocalScan:
                 self._watch = None
             self._names = None
 
-    def _valid(self) -> list[str] | None:
+    def _valid(self) -> PackedNames | None:
         if self._names is None or self._watch is None or self._watch.changed():
             self._names = None
             return None
@@ -455,21 +457,22 @@ class LocalScan:
     def _scan(
         self, watch: _MtimeWatch | _InotifyWatch, path: str, name: str, names: list[str]
     ) -> None:
+        # Entries are taken one at a time, not listed first: a folder of 100k repositories
+        # listed costs 100k DirEntry objects (30 MiB) for as long as the scan below it runs.
         try:
             watch.watch(path)
-            entries = list(os.scandir(path))
+            entries = os.scandir(path)
         except (FileNotFoundError, NotADirectoryError):
             return  # gone meanwhile, or never there: no repositories below
-        children = []
         is_repository = False
-        for entry in entries:
-            if not entry.is_dir():
-                continue
-            if entry.name.startswith("_"):
-                is_repository = is_repository or entry.name in REPOSITORY_MARKERS
-            elif "~" not in entry.name:
-                children.append(entry.name)
+        with entries:
+            for entry in entries:
+                if not entry.is_dir():
+                    continue
+                if entry.name.startswith("_"):
+                    is_repository = is_repository or entry.name in REPOSITORY_MARKERS
+                elif "~" not in entry.name:
+                    child = f"{name}/{entry.name}" if name else entry.name
+                    self._scan(watch, entry.path, child, names)
         if is_repository and name:
             names.append(name)
-        for child in children:
-            self._scan(watch, f"{path}/{child}", f"{name}/{child}" if name else child, names)
