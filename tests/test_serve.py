@@ -8,6 +8,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -376,3 +377,47 @@ def test_a_tls_hello_on_a_plain_port_is_one_debug_line(tmp_path: Path) -> None:
     assert "Received HTTPS traffic on an HTTP port" in line
     info = [line for line in text.splitlines() if " level=info " in line]
     assert not [line for line in info if " 400 " in line or "UNKNOWN" in line], info
+
+
+# A worker started as `cargohold serve` leaves it: the collector off for the start.
+# A thread reports the collector's state once the worker answers, then stops it.
+WORKER_GC_SCRIPT = """
+import gc, os, signal, sys, threading, time, urllib.request
+from cargohold.config import parse_config
+from cargohold.server import run_worker
+
+gc.disable()
+config = parse_config(sys.argv[1])
+
+def report():
+    while True:
+        try:
+            urllib.request.urlopen(sys.argv[2], timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.01)
+    print(gc.isenabled(), gc.get_freeze_count() > 0, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=report, daemon=True).start()
+run_worker(config, True)
+"""
+
+
+def test_a_worker_serves_with_the_collector_on_and_its_start_frozen(tmp_path: Path) -> None:
+    """The start runs with the collector off; a worker that answers has it on again, and
+    what the start made is frozen out of its passes."""
+    port = free_port()
+    document = (
+        "version: 0.1\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
+        f"storage: {{filesystem: {{rootdirectory: '{tmp_path / 'root'}'}}}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_GC_SCRIPT, document, f"http://127.0.0.1:{port}/v2/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]
