@@ -28,7 +28,17 @@ def test_an_index_past_either_end_is_an_index_error(index: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "window", [slice(2, 4), slice(4, 100), slice(None, 2), slice(3, 3), slice(None, None, 2)]
+    "window",
+    [
+        slice(2, 4),
+        slice(4, 100),
+        slice(None, 2),
+        slice(3, 3),
+        slice(4, 2),
+        slice(-2, None),
+        slice(None, None, 2),
+        slice(None, None, -1),
+    ],
 )
 def test_slices_are_lists_of_names(window: slice) -> None:
     assert PackedNames(NAMES)[window] == NAMES[window]
@@ -46,6 +56,19 @@ def test_empty() -> None:
     assert bisect.bisect_right(packed, "a") == 0
 
 
+def test_empty_names_read_back_empty() -> None:
+    names = ["", "a", ""]
+    packed = PackedNames(names)
+    assert list(packed) == names
+    assert packed[0:3] == names
+    assert packed[1:2] == ["a"]
+
+
+def test_a_name_with_a_newline_is_refused() -> None:
+    with pytest.raises(ValueError, match="newline"):
+        PackedNames(["a", "b\nc"])
+
+
 def test_names_that_are_not_ascii_read_back_whole() -> None:
     names = ["caf\u00e9", "na\u00efve/\u6f22\u5b57"]
     assert list(PackedNames(names)) == names
@@ -55,5 +78,5 @@ def test_costs_a_fraction_of_the_list_it_replaces() -> None:
     names = sorted(f"scale/r{i:06d}" for i in range(10_000))
     packed = PackedNames(names)
     as_list = sys.getsizeof(names) + sum(sys.getsizeof(name) for name in names)
-    as_packed = sys.getsizeof(packed._text) + sys.getsizeof(packed._ends)
+    as_packed = sys.getsizeof(packed._text) + sys.getsizeof(packed._starts)
     assert as_packed * 3 < as_list, (as_packed, as_list)
