@@ -334,10 +334,11 @@ def serve(
 def preload(config: Config) -> None:
     """Import what a worker imports to serve, so that workers forked after it need not.
 
-    The Redis client is among them when the configuration uses Redis: imported
-    in each worker instead, it would cost each its own copy of the modules
-    (redis-py brings OpenTelemetry's metrics SDK along), and a tenth of a second
-    of CPU on the way to the worker's first answer.
+    The Redis client is among them when the configuration names a Redis server
+    (every use of it, the cache, rate limits and the event spool, makes its client
+    with ``client_from_config``): imported in each worker instead, it would cost
+    each its own copy of the modules (redis-py brings OpenTelemetry's metrics SDK
+    along), and a tenth of a second of CPU on the way to the worker's first answer.
     """
     from aiohttp import web  # noqa: F401
 
@@ -347,12 +348,8 @@ def preload(config: Config) -> None:
     from cargohold.metrics.recorders import Metrics  # noqa: F401
     from cargohold.metrics.store import Store  # noqa: F401
 
-    if config.storage.cache.blobdescriptor == "redis":
-        from cargohold.storage.cache.redis import RedisBlobDescriptorCache  # noqa: F401
-    if config.ratelimit.enabled and config.ratelimit.redis:
-        from cargohold.ratelimit.redis import RedisBuckets  # noqa: F401
-    if config.notifications.spool.redis:
-        from cargohold.notifications.redisstream import RedisEventLog  # noqa: F401
+    if config.redis.addresses:
+        from cargohold.storage.cache.redis import client_from_config  # noqa: F401
 
 
 def run_worker(config: Config, fast_path: bool) -> None:
