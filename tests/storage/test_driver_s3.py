@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -636,9 +641,57 @@ async def test_loglevel_debug_logs_every_request(
     driver = S3Driver(**s3_parameters, loglevel="debugwithhttpbody")
     try:
         await driver.put_content("/logged", b"x")
-        await driver.list("/")
+        await driver.move("/logged", "/moved")
     finally:
         await driver.close()
     lean = [r.getMessage() for r in caplog.records if r.name == "cargohold.s3"]
     assert any(message.startswith("PutObject ") and ": 200 " in message for message in lean), lean
-    assert any(r.name.startswith("botocore") for r in caplog.records), "listings go by botocore"
+    assert any(r.name.startswith("botocore") for r in caplog.records), "copies go by botocore"
+
+
+# What a worker does before a push: check the bucket, stat, read, write and list. On a
+# path-style server none of it loads botocore's client or its S3 models (the start's tenth
+# of a second and twenty-odd MiB per process); the first copy does.
+_NO_CLIENT_UNTIL_A_COPY = """
+import asyncio, json, sys
+from cargohold.storage.driver.s3 import S3Driver
+
+LOADED = ("botocore.client", "aiobotocore.session", "botocore.loaders")
+
+async def main() -> dict[str, list[str]]:
+    driver = S3Driver(**json.loads(sys.argv[1]))
+    seen = {}
+    try:
+        await driver.check()
+        await driver.put_content("/a/b", b"content")
+        assert await driver.get_content("/a/b") == b"content"
+        assert (await driver.stat("/a")).is_dir
+        assert (await driver.stat("/")).is_dir
+        assert await driver.list("/a") == ["/a/b"]
+        seen["before"] = [name for name in LOADED if name in sys.modules]
+        await driver.move("/a/b", "/a/c")
+        seen["after"] = [name for name in LOADED if name in sys.modules]
+    finally:
+        await driver.close()
+    return seen
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+async def test_a_path_style_server_is_used_without_botocore_until_a_copy(
+    s3_parameters: dict[str, Any], tmp_path: Path
+) -> None:
+    environment = {**os.environ, "AWS_CONFIG_FILE": str(tmp_path / "none")}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _NO_CLIENT_UNTIL_A_COPY, json.dumps(s3_parameters)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["before"] == []
+    assert seen["after"] == ["botocore.client", "aiobotocore.session", "botocore.loaders"]

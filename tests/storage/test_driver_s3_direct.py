@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from botocore.retries.standard import ExponentialBackoff
 
 from cargohold.errors import PathNotFound, StorageUnavailable
-from cargohold.storage.driver import s3objects
+from cargohold.storage.driver import s3, s3objects
 from cargohold.storage.driver.s3 import S3Driver
 from tests.s3.operations import record_operations
 
@@ -62,10 +62,31 @@ async def botocore_request(driver: S3Driver, key: str) -> tuple[str, str]:
     return seen[0]
 
 
+#: Path-style S3-compatible servers: requests go where the configuration says, no client made.
+PATH_STYLE = [
+    {"regionendpoint": "http://127.0.0.1:8333", "forcepathstyle": True},
+    {"regionendpoint": "http://[::1]:8333", "forcepathstyle": True, "region": "eu-west-1"},
+    {"regionendpoint": "minio.internal:9000", "secure": False, "forcepathstyle": True},
+    {"regionendpoint": "http://MinIO.Internal:80", "forcepathstyle": True},
+    {"regionendpoint": "https://objects.example.com:443", "forcepathstyle": True},
+    {"regionendpoint": "https://s3.example.com/under/a/prefix/", "forcepathstyle": True},
+    {"regionendpoint": "https://s3.example.com", "forcepathstyle": True, "bucket": "dotted.name"},
+]
+
+
+@pytest.fixture
+def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Neither a shared config file nor AWS_* settings of retries, timeouts or CA bundles."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-such-config"))
+    for name in ("AWS_DEFAULTS_MODE", "AWS_MAX_ATTEMPTS", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_aws_files")
 @pytest.mark.parametrize(
     "configuration",
     [
-        {"regionendpoint": "http://127.0.0.1:8333", "forcepathstyle": True},
+        *PATH_STYLE,
         {"regionendpoint": "http://127.0.0.1:8333"},
         {"regionendpoint": "minio.internal:9000", "secure": False},
         {"regionendpoint": "https://s3.example.com/under/a/prefix", "region": "auto"},
@@ -92,6 +113,73 @@ async def test_requests_go_where_botocore_sends_them(configuration: dict[str, An
             url, scope = await botocore_request(driver, key)
             assert objects.origin + objects.path(key) == url
             assert f"{objects.region}/s3" == scope
+    finally:
+        await driver.close()
+
+
+@pytest.mark.usefixtures("no_aws_files")
+@pytest.mark.parametrize("attempts", [None, "5"])
+@pytest.mark.parametrize(
+    "configuration",
+    PATH_STYLE,
+    ids=lambda configuration: ",".join(f"{k}={v}" for k, v in configuration.items()),
+)
+async def test_a_path_style_server_is_reached_without_a_botocore_client(
+    configuration: dict[str, Any], attempts: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if attempts is not None:
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", attempts)
+    parameters = {"bucket": "cargohold-bucket", "accesskey": "AK", "secretkey": "SK"}
+    driver = S3Driver(**{**parameters, **configuration})
+    try:
+        objects = await driver._objects()
+        assert isinstance(objects, s3objects.HTTPObjects)
+        assert driver._client is None, "no client, no models"
+        located = driver._located()
+        assert located is not None
+        client = await driver._s3()
+        # The settings botocore would have given it: pool, timeouts, attempts, CA bundle.
+        assert located[1] == s3.BotocoreSettings.of(client, driver._session)
+        assert located[1].attempts == int(attempts or s3objects.ATTEMPTS)
+        probed = await s3objects.probe(client, driver.bucket)
+        assert probed is not None
+        (origin, prefix, signer), (probed_origin, probed_prefix, probed_signer) = located[0], probed
+        assert (origin, prefix) == (probed_origin, probed_prefix)
+        assert (signer.region, signer.service) == (probed_signer.region, probed_signer.service)
+    finally:
+        await driver.close()
+
+
+async def test_a_shared_config_file_has_botocore_make_the_client_and_say_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text("[default]\nmax_attempts = 7\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    monkeypatch.setattr(s3, "_SESSION", None)  # a session reads the file once
+    driver = S3Driver(**{"bucket": "b", "accesskey": "AK", "secretkey": "SK", **PATH_STYLE[0]})
+    try:
+        objects = await driver._objects()
+        assert isinstance(objects, s3objects.HTTPObjects)
+        assert driver._client is not None, "only botocore reads the file"
+        assert objects._attempts == 7
+    finally:
+        await driver.close()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "standard", "in-region", "cross-region"])
+async def test_a_defaults_mode_changes_nothing_the_path_style_server_is_reached_with(
+    mode: str, no_aws_files: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULTS_MODE", mode)
+    monkeypatch.setattr(s3, "_SESSION", None)  # a session reads the mode once
+    driver = S3Driver(**{"bucket": "b", "accesskey": "AK", "secretkey": "SK", **PATH_STYLE[0]})
+    try:
+        located = driver._located()
+        assert located is not None
+        # The driver's Config sets the timeouts; the mode would change only unset ones.
+        assert located[1] == s3.BotocoreSettings.of(await driver._s3(), driver._session)
     finally:
         await driver.close()
 

@@ -28,9 +28,14 @@ or above ``multipartcopythresholdsize`` parallel UploadPartCopy requests of
 ``multipartcopychunksize``; appending to committed content copies it into the
 upload the same way. ``list`` and ``walk`` read one level per delimiter listing.
 
-GetObject, HeadObject and PutObject, the requests of every pull and push, and
-the delimiter listings (ListObjectsV2) of ``list`` and ``walk`` go through
-``s3objects.py``, which sends them without botocore's per-call cost.
+GetObject, HeadObject and PutObject, the requests of every pull and push, the
+delimiter listings (ListObjectsV2) of ``list``, ``walk`` and ``stat``, and the
+start's HeadBucket go through ``s3objects.py``, which sends them without
+botocore's per-call cost. On a path-style S3-compatible server
+(``forcepathstyle``) that needs no botocore client at all, so a process loads
+the client and S3's models (a tenth of a second, twenty-odd MiB) only when a
+copy, a delete, a multipart upload or a presigned URL first needs them: a
+start, and a worker that only serves pulls, never do.
 ``delimited_lists`` is one ListObjectsV2 cut at any delimiter: on AWS the
 catalog lists every repository folder with it, cut at ``/_``; S3-compatible
 servers are walked a folder at a time (``DELIMITED_ON_COMPATIBLE`` says why).
@@ -51,6 +56,7 @@ import builtins
 import logging
 import os
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
@@ -59,10 +65,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+
+# Only botocore's exceptions at import: the client and its models (a tenth of a second
+# and twenty-odd MiB) are loaded when a request first needs them (``_s3``).
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from botocore.utils import get_environ_proxies
 
 from cargohold.errors import (
     ConfigError,
@@ -92,9 +98,11 @@ from cargohold.storage.driver.s3objects import (
     Download,
     Head,
     HTTPObjects,
+    Location,
     Objects,
     error_code,
     error_status,
+    path_style,
     probe,
     put_headers,
     sliced_body,
@@ -103,6 +111,8 @@ from cargohold.storage.driver.s3objects import (
 from cargohold.storage.driver.sigv4 import Credentials
 
 if TYPE_CHECKING:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
@@ -266,21 +276,31 @@ class S3Driver(StorageDriver):
         self._object_args = _object_args(encrypt, keyid, storageclass, objectacl)
         self.endpoint = _endpoint_url(regionendpoint, secure)
         region = region or "us-east-1"  # S3-compatible servers take any; signing needs one
+        self._region = region
+        self._pool = max(32, self.copy_concurrency)
+        #: A path-style S3-compatible server, signed with SigV4: where requests go needs no
+        #: endpoint rules (``path_style``), so the HTTP path needs no botocore client.
+        self._path_style = (
+            self.endpoint is not None
+            and forcepathstyle
+            and v4auth
+            and not (usedualstack or usefipsendpoint or accelerate)
+        )
         self._client_args: dict[str, Any] = {
             "region_name": region,
             "endpoint_url": self.endpoint,
             "use_ssl": secure,
             "verify": False if skipverify else None,
-            "config": _client_config(
-                region,
-                forcepathstyle=forcepathstyle,
-                v4auth=v4auth,
-                useragent=useragent,
-                usedualstack=usedualstack,
-                usefipsendpoint=usefipsendpoint,
-                accelerate=accelerate,
-                pool=max(32, self.copy_concurrency),
-            ),
+        }
+        # Made into an AioConfig with the client (``_s3``), to import aiobotocore only then.
+        self._config_args: dict[str, Any] = {
+            "forcepathstyle": forcepathstyle,
+            "v4auth": v4auth,
+            "useragent": useragent,
+            "usedualstack": usedualstack,
+            "usefipsendpoint": usefipsendpoint,
+            "accelerate": accelerate,
+            "pool": self._pool,
         }
         # None: botocore's standard chain (environment, shared files, instance role)
         self._credentials: Credentials | None = None
@@ -308,41 +328,63 @@ class S3Driver(StorageDriver):
                 if self._client is None:
                     stack = AsyncExitStack()
                     self._session = _shared_session()
-                    creator = self._session.create_client("s3", **self._client_args)
+                    config = _client_config(self._region, **self._config_args)
+                    creator = self._session.create_client("s3", **self._client_args, config=config)
                     self._client = await stack.enter_async_context(creator)
                     s3spans.instrument(self._client.meta.events)
                     self._exit_stack = stack
         return self._client
 
     async def _objects(self) -> Objects:
-        """GetObject, HeadObject, PutObject: over HTTP where botocore would sign them with SigV4."""
+        """GetObject, HeadObject, PutObject, ListObjectsV2, HeadBucket: over HTTP where botocore
+        would sign them with SigV4."""
         if self._objects_io is None:
-            client = await self._s3()
+            located = self._located()
+            client = None if located is not None else await self._s3()
             async with self._lock:
                 if self._objects_io is None:
-                    self._objects_io = await self._open_objects(client)
+                    self._objects_io = await self._open_objects(client, located)
         return self._objects_io
 
-    async def _open_objects(self, client: S3Client) -> Objects:
-        botocore = BotoObjects(client, self.bucket, self._object_args)
-        probed = await probe(client, self.bucket)
-        if probed is None:
-            return botocore  # not SigV4 (v4auth: false), or something probe does not know
-        origin, prefix, signer = probed
-        # Attributes botocore sets on its Config at run time (the stubs do not list them).
-        config: Any = client.meta.config
+    def _located(self) -> tuple[Location, BotocoreSettings] | None:
+        """Where requests go and with which settings, when that needs no botocore client: a
+        path-style S3-compatible server, and nothing in botocore's files to add."""
+        if not self._path_style or self.endpoint is None:
+            return None
+        settings = BotocoreSettings.implied(self._pool)
+        if settings is None:
+            return None
+        return path_style(self.endpoint, self.bucket, self._region), settings
+
+    async def _botocore_objects(self) -> Objects:
+        return BotoObjects(await self._s3(), self.bucket, self._object_args)
+
+    async def _open_objects(
+        self, client: S3Client | None, located: tuple[Location, BotocoreSettings] | None
+    ) -> Objects:
+        """The HTTP path: where ``located`` says, else where the ``client`` sends requests."""
+        if located is not None:
+            (origin, prefix, signer), settings = located
+        else:
+            assert client is not None
+            probed = await probe(client, self.bucket)
+            if probed is None:
+                # Not SigV4 (v4auth: false), or something probe does not know.
+                return BotoObjects(client, self.bucket, self._object_args)
+            origin, prefix, signer = probed
+            settings = BotocoreSettings.of(client, self._session)
         ssl_context: ssl.SSLContext | bool = False
         if origin.startswith("https:") and not self._skipverify:
-            ssl_context = await self.in_thread(verifying_context, self._ca_bundle())
+            ssl_context = await self.in_thread(verifying_context, settings.ca_bundle)
         connector = aiohttp.TCPConnector(
-            limit=config.max_pool_connections or 10,
+            limit=settings.pool,
             ssl=ssl_context,
             keepalive_timeout=KEEPALIVE,
         )
         session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
-                sock_connect=config.connect_timeout, sock_read=config.read_timeout
+                sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
             ),
             auto_decompress=False,
             skip_auto_headers=("Content-Type",),
@@ -355,19 +397,13 @@ class S3Driver(StorageDriver):
             prefix=prefix,
             signer=signer,
             credentials=self._credentials_source(),
-            attempts=(config.retries or {}).get("total_max_attempts") or ATTEMPTS,
+            attempts=settings.attempts,
             put_headers=put_headers(self._object_args),
             useragent=self._useragent,
-            proxy=get_environ_proxies(origin).get(urlsplit(origin).scheme),
-            botocore=botocore,
+            proxy=environment_proxy(origin),
+            botocore=self._botocore_objects,
             in_thread=self.in_thread,
         )
-
-    def _ca_bundle(self) -> str | bool:
-        """The CA bundle botocore would verify with: configured, REQUESTS_CA_BUNDLE, or its own."""
-        assert self._session is not None
-        configured = self._session.get_config_variable("ca_bundle")
-        return str(configured or os.environ.get("REQUESTS_CA_BUNDLE") or "") or True
 
     def _credentials_source(self) -> Callable[[], Awaitable[Credentials]]:
         """Credentials for each request: the configured keys, or the chain's, refreshed as due."""
@@ -377,10 +413,10 @@ class S3Driver(StorageDriver):
                 return fixed
 
             return configured
-        session = self._session
-        assert session is not None
 
         async def resolved() -> Credentials:
+            # The chain needs botocore's session, not the S3 client or its models.
+            session = self._session = self._session or _shared_session()
             chain = await session.get_credentials()  # resolved once, cached by the session
             if chain is None:
                 raise NoCredentialsError()
@@ -402,7 +438,7 @@ class S3Driver(StorageDriver):
         """Raise ``StorageUnavailable`` with one line when the bucket cannot be used."""
         where = f"bucket {self.bucket!r} at {self.endpoint or 'AWS'}"
         try:
-            await (await self._s3()).head_bucket(Bucket=self.bucket)
+            await (await self._objects()).bucket()
         except ClientError as exc:
             if error_code(exc) in _NOT_FOUND or error_code(exc) == "NoSuchBucket":
                 reason = f"{where} does not exist"
@@ -522,19 +558,15 @@ class S3Driver(StorageDriver):
         if path == "/":
             # The root is a directory even when empty, but the answer still comes from S3:
             # the storage health check stats it to learn whether S3 can be reached.
-            client = await self._s3()
             with self._errors(path):
-                await client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=self._prefix(path), MaxKeys=1
-                )
+                await (await self._objects()).list(self._prefix(path), "/", 1, None)
             return FileInfo(path, 0, _NO_TIME, is_dir=True)
         key = self._key(path)
         if head := await self._head(path, key):
             return FileInfo(path, head.size, head.modified, is_dir=False)
-        client = await self._s3()
         with self._errors(path):
-            below = await client.list_objects_v2(Bucket=self.bucket, Prefix=key + "/", MaxKeys=1)
-        if not below.get("Contents"):
+            below = await (await self._objects()).list(key + "/", "/", 1, None)
+        if not (below.objects or below.prefixes):
             raise PathNotFound(path, self.name)
         return FileInfo(path, 0, _NO_TIME, is_dir=True)
 
@@ -1074,15 +1106,73 @@ _SESSION: AioSession | None = None
 def _shared_session() -> AioSession:
     """One botocore session per process, kept: it caches the service models it loads.
 
-    ``serve`` checks the storage before it forks its workers, and that check
-    loads S3's models (a few megabytes of parsed JSON) into this session, so
-    the workers inherit them in pages they share instead of each parsing its
-    own copy.
+    Where ``serve``'s check of the storage needs a client (every configuration
+    but a path-style S3-compatible server), it loads S3's models (a few
+    megabytes of parsed JSON) into this session before the workers are forked,
+    and the workers share those pages instead of each parsing its own copy.
     """
+    from aiobotocore.session import get_session
+
     global _SESSION
     if _SESSION is None:
         _SESSION = get_session()
     return _SESSION
+
+
+#: The connect and read timeouts (seconds) of a botocore Config that does not set them. A
+#: client made with a Config takes them from it, whatever AWS_DEFAULTS_MODE says.
+BOTOCORE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BotocoreSettings:
+    """What the HTTP path takes from botocore's settings."""
+
+    pool: int
+    connect_timeout: float
+    read_timeout: float
+    #: Total attempts of a request.
+    attempts: int
+    #: The CA bundle to verify TLS with: a file, or True for botocore's own.
+    ca_bundle: str | bool
+
+    @classmethod
+    def of(cls, client: S3Client, session: AioSession | None) -> BotocoreSettings:
+        # Attributes botocore sets on its Config at run time (the stubs do not list them).
+        config: Any = client.meta.config
+        configured = session.get_config_variable("ca_bundle") if session is not None else None
+        return cls(
+            config.max_pool_connections or 10,
+            config.connect_timeout,
+            config.read_timeout,
+            (config.retries or {}).get("total_max_attempts") or ATTEMPTS,
+            str(configured or os.environ.get("REQUESTS_CA_BUNDLE") or "") or True,
+        )
+
+    @classmethod
+    def implied(cls, pool: int) -> BotocoreSettings | None:
+        """The settings botocore would make of the environment alone; None where the shared
+        config file could add to them (attempts, CA bundle), which only botocore reads."""
+        shared = os.environ.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
+        if os.path.exists(shared):
+            return None
+        attempts = os.environ.get("AWS_MAX_ATTEMPTS", str(ATTEMPTS))
+        if not attempts.isdigit():
+            return None  # botocore refuses it, with its own words
+        bundle = os.environ.get("AWS_CA_BUNDLE") or os.environ.get("REQUESTS_CA_BUNDLE")
+        return cls(pool, BOTOCORE_TIMEOUT, BOTOCORE_TIMEOUT, int(attempts), bundle or True)
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy that HTTP_PROXY, HTTPS_PROXY and NO_PROXY name for ``url``, as botocore
+    reads them."""
+    parts = urlsplit(url)
+    try:
+        if urllib.request.proxy_bypass(parts.netloc):
+            return None
+    except (TypeError, OSError):
+        pass  # an unresolvable NO_PROXY entry: botocore proxies then too
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _client_config(
@@ -1096,6 +1186,8 @@ def _client_config(
     accelerate: bool,
     pool: int,
 ) -> AioConfig:
+    from aiobotocore.config import AioConfig
+
     return AioConfig(
         region_name=region,
         signature_version="s3v4" if v4auth else "s3",

@@ -1,16 +1,23 @@
-"""GetObject, HeadObject, PutObject and ListObjectsV2 for the S3 driver, without botocore.
+"""The S3 driver's commonest requests, without botocore.
 
-The requests of every pull and push, GetObject, HeadObject and PutObject, and
-the listings of tags and of the catalog, ListObjectsV2, skip botocore: botocore
-spends about a millisecond of CPU on each call (event hooks, response parsing,
-endpoint rules), ten times what the HTTP request costs, and parsing a listing
-of a thousand names costs it ten more. They go over one aiohttp session of the
-driver's, signed by ``sigv4.py``, to where botocore would send them (asked
-once, see ``probe``), retried as botocore's standard mode retries, and their
-failures become the ``ClientError`` botocore would raise. Everything else
-(copies, deletes, multipart uploads, presigned URLs) stays on aiobotocore, and
-so do those four when the configuration asks for what only botocore does
-(``v4auth: false``) or the bucket turns out to be in another region.
+The requests of every pull and push, GetObject, HeadObject and PutObject, the
+listings of tags and of the catalog, ListObjectsV2, and the start's check of
+the bucket, HeadBucket, skip botocore: botocore spends about a millisecond of
+CPU on each call (event hooks, response parsing, endpoint rules), ten times
+what the HTTP request costs, and parsing a listing of a thousand names costs
+it ten more. They go over one aiohttp session of the driver's, signed by
+``sigv4.py``, to where botocore would send them, retried as botocore's
+standard mode retries, and their failures become the ``ClientError`` botocore
+would raise. Everything else (copies, deletes, multipart uploads, presigned
+URLs) stays on aiobotocore, and so do those five when the configuration asks
+for what only botocore does (``v4auth: false``) or the bucket turns out to be
+in another region.
+
+Where botocore would send them: for a path-style S3-compatible server
+(``regionendpoint`` with ``forcepathstyle``) that is the endpoint followed by
+the bucket (``path_style``), and neither botocore nor its models are loaded
+until a request needs them; anywhere else botocore's endpoint rules decide,
+asked once (``probe``).
 
 A GetObject body is handed on in the pieces its socket gave, ``RECEIVE``
 bytes at most, never joined into pieces of a size: a streamed pull relays
@@ -37,7 +44,6 @@ from xml.etree import ElementTree
 
 import aiohttp
 from botocore.exceptions import ClientError
-from botocore.httpsession import get_cert_path
 from yarl import URL
 
 from cargohold.storage.driver import s3spans
@@ -128,6 +134,11 @@ class Listed:
     next_token: str | None
 
 
+#: Where requests go: the origin (``scheme://host[:port]``), the path before a key, and
+#: the signer of the region they are signed for.
+Location = tuple[str, str, Signer]
+
+
 class Download(Protocol):
     """An object's content as it arrives (GetObject); ``close`` when done with it."""
 
@@ -166,6 +177,10 @@ class Objects(Protocol):
     ) -> Listed:
         """One page of the keys under ``prefix`` (after ``start_after``, if given); ``token``
         from the page before, if any."""
+        ...
+
+    async def bucket(self) -> None:
+        """Whether the bucket is there to be used (HeadBucket): raises if not."""
         ...
 
     async def close(self) -> None: ...
@@ -218,6 +233,9 @@ class BotoObjects:
             page.get("NextContinuationToken") if page.get("IsTruncated") else None,
         )
 
+    async def bucket(self) -> None:
+        await self._client.head_bucket(Bucket=self._bucket)
+
     async def close(self) -> None:
         pass  # the client is the driver's
 
@@ -240,15 +258,16 @@ class _WrongRegion(Exception):
 
 
 class HTTPObjects:
-    """GetObject, HeadObject and PutObject over one aiohttp session, signed here.
+    """GetObject, HeadObject, PutObject, ListObjectsV2 and HeadBucket over one aiohttp
+    session, signed here.
 
-    They go where botocore sends them (``probe``), with the headers botocore
+    They go where botocore sends them (``path_style``, ``probe``), with the headers botocore
     sends, and are retried as botocore's standard retry mode does (attempts,
     what is retried, backoff, retry quota); an error answer becomes the
     ``ClientError`` botocore would raise. An answer that botocore takes for a
-    wrong region hands the request to ``botocore``, which finds the bucket's
-    region and follows it there; once S3 names another region, every request
-    goes through ``botocore``.
+    wrong region hands the request to ``botocore`` (made when first asked for),
+    which finds the bucket's region and follows it there; once S3 names another
+    region, every request goes through ``botocore``.
     """
 
     def __init__(
@@ -263,7 +282,7 @@ class HTTPObjects:
         put_headers: Mapping[str, str],
         useragent: str,
         proxy: str | None,
-        botocore: BotoObjects,
+        botocore: Callable[[], Awaitable[Objects]],
         in_thread: InThread,
     ) -> None:
         self._in_thread = in_thread
@@ -288,7 +307,7 @@ class HTTPObjects:
                 return _HTTPDownload(await self._send("GetObject", "GET", key, headers))
             except _WrongRegion:
                 pass
-        return await self._botocore.get(key, offset)
+        return await (await self._botocore()).get(key, offset)
 
     async def head(self, key: str) -> Head:
         if not self._redirected:
@@ -303,7 +322,7 @@ class HTTPObjects:
                     _http_date(response.headers["Last-Modified"]),
                     _metadata(response.headers),
                 )
-        return await self._botocore.head(key)
+        return await (await self._botocore()).head(key)
 
     async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
         if not self._redirected:
@@ -316,7 +335,7 @@ class HTTPObjects:
             else:
                 response.release()
                 return
-        await self._botocore.put(key, content, metadata)
+        await (await self._botocore()).put(key, content, metadata)
 
     async def list(
         self,
@@ -349,7 +368,18 @@ class HTTPObjects:
                 finally:
                     response.release()
                 return listed(body)
-        return await self._botocore.list(prefix, delimiter, max_keys, token, start_after)
+        return await (await self._botocore()).list(prefix, delimiter, max_keys, token, start_after)
+
+    async def bucket(self) -> None:
+        if not self._redirected:
+            try:
+                response = await self._send("HeadBucket", "HEAD", "", {})
+            except _WrongRegion:
+                pass
+            else:
+                response.release()
+                return
+        await (await self._botocore()).bucket()
 
     async def close(self) -> None:
         await self._session.close()
@@ -551,7 +581,7 @@ def _receive_whole_chunks(response: aiohttp.ClientResponse) -> None:
         transport.max_size = RECEIVE
 
 
-async def probe(client: S3Client, bucket: str) -> tuple[str, str, Signer] | None:
+async def probe(client: S3Client, bucket: str) -> Location | None:
     """Where botocore sends a GetObject of ``bucket``, and for which region it signs.
 
     botocore's endpoint rules weigh ``regionendpoint``, ``region``,
@@ -623,9 +653,25 @@ def host_header(origin: str) -> str:
     return host if parts.port in (None, default) else f"{host}:{parts.port}"
 
 
+def path_style(endpoint: str, bucket: str, region: str) -> Location:
+    """Where botocore sends a path-style request to the S3-compatible server at ``endpoint``:
+    the origin, the path before the key, and a signer (``probe``'s answer, without botocore).
+
+    The endpoint's own path, if any, comes before the bucket; its host and port
+    stay as written, as botocore keeps them (``host_header`` is what is signed).
+    """
+    parts = urlsplit(endpoint)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    prefix = f"{parts.path.rstrip('/')}/{uri_encode(bucket)}/"
+    return origin, prefix, Signer(region)
+
+
 def verifying_context(ca_bundle: str | bool) -> ssl.SSLContext:
-    cafile = ca_bundle if isinstance(ca_bundle, str) else get_cert_path(True)
-    return ssl.create_default_context(cafile=cafile)
+    if isinstance(ca_bundle, str):
+        return ssl.create_default_context(cafile=ca_bundle)
+    from botocore.httpsession import get_cert_path  # botocore's own bundle, as it verifies
+
+    return ssl.create_default_context(cafile=get_cert_path(True))
 
 
 def put_headers(object_args: Mapping[str, Any]) -> dict[str, str]:
