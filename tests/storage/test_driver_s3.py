@@ -649,11 +649,12 @@ async def test_loglevel_debug_logs_every_request(
     assert any(r.name.startswith("botocore") for r in caplog.records), "copies go by botocore"
 
 
-# What a worker does before a push: check the bucket, stat, read, write and list. On a
-# path-style server none of it loads botocore's client or its S3 models (the start's tenth
-# of a second and twenty-odd MiB per process); the first copy does.
+# What a worker does before a push: check the bucket, stat, read, write, list and redirect
+# a pull. On a path-style server none of it loads botocore's client or its S3 models (the
+# start's tenth of a second and twenty-odd MiB per process); the first copy does.
 _NO_CLIENT_UNTIL_A_COPY = """
 import asyncio, json, sys
+import aiohttp
 from cargohold.storage.driver.s3 import S3Driver
 
 LOADED = ("botocore.client", "aiobotocore.session", "botocore.loaders")
@@ -668,6 +669,9 @@ async def main() -> dict[str, list[str]]:
         assert (await driver.stat("/a")).is_dir
         assert (await driver.stat("/")).is_dir
         assert await driver.list("/a") == ["/a/b"]
+        url = await driver.redirect_url("/a/b")
+        async with aiohttp.ClientSession() as http, http.get(url) as reply:
+            assert reply.status == 200 and await reply.read() == b"content", reply.status
         seen["before"] = [name for name in LOADED if name in sys.modules]
         await driver.move("/a/b", "/a/c")
         seen["after"] = [name for name in LOADED if name in sys.modules]

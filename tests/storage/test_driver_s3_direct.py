@@ -15,16 +15,19 @@ import re
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+import botocore.auth as botocore_auth
 import pytest
 from aiohttp import web
 from botocore.exceptions import ClientError
 from botocore.retries.standard import ExponentialBackoff
 
 from cargohold.errors import PathNotFound, StorageUnavailable
-from cargohold.storage.driver import s3, s3objects
+from cargohold.storage.driver import s3, s3objects, sigv4
 from cargohold.storage.driver.s3 import S3Driver
 from tests.s3.operations import record_operations
 
@@ -180,6 +183,47 @@ async def test_a_defaults_mode_changes_nothing_the_path_style_server_is_reached_
         assert located is not None
         # The driver's Config sets the timeouts; the mode would change only unset ones.
         assert located[1] == s3.BotocoreSettings.of(await driver._s3(), driver._session)
+    finally:
+        await driver.close()
+
+
+@pytest.mark.usefixtures("no_aws_files")
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("token", [None, "session/token+="])
+@pytest.mark.parametrize(
+    "configuration",
+    [
+        *PATH_STYLE,
+        {"regionendpoint": "http://127.0.0.1:8333"},
+        {"regionendpoint": "minio.internal:9000", "secure": False},
+        {"regionendpoint": "https://s3.example.com/under/a/prefix", "region": "auto"},
+        {"region": "us-east-1"},
+        {"region": "eu-west-1"},
+    ],
+    ids=lambda configuration: ",".join(f"{k}={v}" for k, v in configuration.items()),
+)
+async def test_presigned_urls_are_the_ones_botocore_makes(
+    configuration: dict[str, Any],
+    token: str | None,
+    method: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = datetime(2026, 12, 5, 8, 30, 15, tzinfo=UTC)
+    monkeypatch.setattr(botocore_auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
+    monkeypatch.setattr(sigv4.time, "time", now.timestamp)
+    parameters = {"bucket": "cargohold-bucket", "accesskey": "AK", "secretkey": "SK"}
+    driver = S3Driver(**{**parameters, "sessiontoken": token or "", **configuration})
+    try:
+        objects = await driver._objects()
+        assert isinstance(objects, s3objects.HTTPObjects)
+        urls = [urlsplit(await objects.presign(key, method, 1200)) for key in KEYS]
+        if configuration in PATH_STYLE:
+            assert driver._client is None, "presigned without botocore"
+        botocore_objects = s3objects.BotoObjects(await driver._s3(), driver.bucket, {})
+        for key, ours in zip(KEYS, urls, strict=True):
+            theirs = urlsplit(await botocore_objects.presign(key, method, 1200))
+            assert ours._replace(query="") == theirs._replace(query="")
+            assert sorted(parse_qsl(ours.query)) == sorted(parse_qsl(theirs.query))
     finally:
         await driver.close()
 

@@ -110,6 +110,19 @@ def test_aws_examples_with_a_query(params: dict[str, str], query: str, signature
     )
 
 
+def test_aws_example_presigned_url() -> None:
+    """AWS's example of a presigned GET ("Authenticating Requests: Using Query Parameters")."""
+    query = Signer("us-east-1").presign(
+        "GET", "/test.txt", EXAMPLE_HOST, EXAMPLE, 86400, when=EXAMPLE_TIME
+    )
+    assert query == (
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+        "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+    )
+
+
 def test_aws_example_signing_key() -> None:
     key = Signer("us-east-1", "iam").signing_key(
         "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20120215"

@@ -34,8 +34,8 @@ start's HeadBucket go through ``s3objects.py``, which sends them without
 botocore's per-call cost. On a path-style S3-compatible server
 (``forcepathstyle``) that needs no botocore client at all, so a process loads
 the client and S3's models (a tenth of a second, twenty-odd MiB) only when a
-copy, a delete, a multipart upload or a presigned URL first needs them: a
-start, and a worker that only serves pulls, never do.
+copy, a delete or a multipart upload first needs them: a start, and a worker
+that only serves pulls, redirected or not, never do.
 ``delimited_lists`` is one ListObjectsV2 cut at any delimiter: on AWS the
 catalog lists every repository folder with it, cut at ``/_``; S3-compatible
 servers are walked a folder at a time (``DELIMITED_ON_COMPATIBLE`` says why).
@@ -403,6 +403,7 @@ class S3Driver(StorageDriver):
             proxy=environment_proxy(origin),
             botocore=self._botocore_objects,
             in_thread=self.in_thread,
+            presigns=self.endpoint is not None,
         )
 
     def _credentials_source(self) -> Callable[[], Awaitable[Credentials]]:
@@ -835,16 +836,12 @@ class S3Driver(StorageDriver):
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
         """A presigned GET or HEAD URL valid for ``redirect_expiry`` seconds."""
         self._file_path(path)
-        operation = {"GET": "get_object", "HEAD": "head_object"}.get(method.upper())
-        if operation is None:
+        method = method.upper()
+        if method not in ("GET", "HEAD"):
             return None
-        client = await self._s3()
         with self._errors(path):
-            return await client.generate_presigned_url(
-                operation,
-                Params={"Bucket": self.bucket, "Key": self._key(path)},
-                ExpiresIn=int(self.redirect_expiry),
-            )
+            objects = await self._objects()
+            return await objects.presign(self._key(path), method, int(self.redirect_expiry))
 
 
 class _S3Writer(FileWriter):

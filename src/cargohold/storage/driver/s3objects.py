@@ -8,10 +8,12 @@ what the HTTP request costs, and parsing a listing of a thousand names costs
 it ten more. They go over one aiohttp session of the driver's, signed by
 ``sigv4.py``, to where botocore would send them, retried as botocore's
 standard mode retries, and their failures become the ``ClientError`` botocore
-would raise. Everything else (copies, deletes, multipart uploads, presigned
-URLs) stays on aiobotocore, and so do those five when the configuration asks
-for what only botocore does (``v4auth: false``) or the bucket turns out to be
-in another region.
+would raise. Presigned URLs for a configured ``regionendpoint`` are signed
+here too. Everything else (copies, deletes, multipart uploads, presigned URLs
+for AWS's own endpoints, which botocore presigns for the global one) stays on
+aiobotocore, and so does all of it when the configuration asks for what only
+botocore does (``v4auth: false``) or the bucket turns out to be in another
+region.
 
 Where botocore would send them: for a path-style S3-compatible server
 (``regionendpoint`` with ``forcepathstyle``) that is the endpoint followed by
@@ -183,6 +185,10 @@ class Objects(Protocol):
         """Whether the bucket is there to be used (HeadBucket): raises if not."""
         ...
 
+    async def presign(self, key: str, method: str, expires: int) -> str:
+        """A URL that GETs or HEADs the object for ``expires`` seconds, signed with SigV4."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -236,6 +242,12 @@ class BotoObjects:
     async def bucket(self) -> None:
         await self._client.head_bucket(Bucket=self._bucket)
 
+    async def presign(self, key: str, method: str, expires: int) -> str:
+        operation = {"GET": "get_object", "HEAD": "head_object"}[method]
+        return await self._client.generate_presigned_url(
+            operation, Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires
+        )
+
     async def close(self) -> None:
         pass  # the client is the driver's
 
@@ -284,6 +296,7 @@ class HTTPObjects:
         proxy: str | None,
         botocore: Callable[[], Awaitable[Objects]],
         in_thread: InThread,
+        presigns: bool,
     ) -> None:
         self._in_thread = in_thread
         self._session = session
@@ -297,6 +310,9 @@ class HTTPObjects:
         self._unsigned = {"user-agent": useragent, "accept-encoding": "identity"}
         self._proxy = proxy
         self._botocore = botocore
+        # Whether presigned URLs go where requests go. To AWS's own endpoints botocore
+        # presigns for the global one (bucket.s3.amazonaws.com): it presigns those itself.
+        self._presigns = presigns
         self._redirected = False
         self._quota = _RetryQuota()
 
@@ -380,6 +396,14 @@ class HTTPObjects:
                 response.release()
                 return
         await (await self._botocore()).bucket()
+
+    async def presign(self, key: str, method: str, expires: int) -> str:
+        if self._redirected or not self._presigns:
+            return await (await self._botocore()).presign(key, method, expires)
+        path = self.path(key)
+        credentials = await self._credentials()
+        query = self._signer.presign(method, path, self._host, credentials, expires)
+        return f"{self._origin}{path}?{query}"
 
     async def close(self) -> None:
         await self._session.close()

@@ -1,4 +1,4 @@
-"""AWS Signature Version 4 for S3 requests sent in the Authorization header.
+"""AWS Signature Version 4 for S3 requests: in the Authorization header, or presigned.
 
 What AWS documents ("Authenticating Requests: Using the Authorization Header",
 S3 API reference), in the order it is computed:
@@ -19,6 +19,10 @@ S3 API reference), in the order it is computed:
 
 Every header handed to ``Signer.sign`` is signed; leave out the ones a proxy may
 rewrite (``User-Agent``). ``Content-Length`` need not be signed.
+
+A presigned URL (``Signer.presign``) carries the same signature in its query
+instead: the ``X-Amz-*`` parameters are part of the canonical query string,
+only ``host`` is signed, and the payload hash is ``UNSIGNED-PAYLOAD``.
 """
 
 from __future__ import annotations
@@ -111,18 +115,57 @@ class Signer:
                 payload_hash,
             )
         )
-        day = stamp[:8]
-        scope = f"{day}/{self.region}/{self.service}/aws4_request"
-        string_to_sign = "\n".join(
-            (ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
-        )
-        key = self.signing_key(credentials.secret_key, day)
-        signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         signed["authorization"] = (
-            f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
-            f"SignedHeaders={signed_names}, Signature={signature}"
+            f"{ALGORITHM} Credential={credentials.access_key}/{self.scope(stamp)}, "
+            f"SignedHeaders={signed_names}, "
+            f"Signature={self._signature(canonical, stamp, credentials.secret_key)}"
         )
         return signed
+
+    def presign(
+        self,
+        method: str,
+        path: str,
+        host: str,
+        credentials: Credentials,
+        expires: int,
+        *,
+        when: float | None = None,
+    ) -> str:
+        """The query string of a presigned URL (``X-Amz-*``, signature last) for ``path``
+        (URI-encoded, as sent) on ``host``, valid ``expires`` seconds from ``when``.
+
+        Only ``host`` is signed, and the payload is not: whoever holds the URL
+        sends the request (AWS's "Authenticating Requests: Using Query Parameters").
+        """
+        stamp = amz_date(time.time() if when is None else when)
+        params = {
+            "X-Amz-Algorithm": ALGORITHM,
+            "X-Amz-Credential": f"{credentials.access_key}/{self.scope(stamp)}",
+            "X-Amz-Date": stamp,
+            "X-Amz-Expires": str(expires),
+            "X-Amz-SignedHeaders": "host",
+        }
+        if credentials.token:
+            params["X-Amz-Security-Token"] = credentials.token
+        query = canonical_query(params)
+        canonical = "\n".join(
+            (method, path or "/", query, f"host:{host}\n", "host", UNSIGNED_PAYLOAD)
+        )
+        return (
+            f"{query}&X-Amz-Signature={self._signature(canonical, stamp, credentials.secret_key)}"
+        )
+
+    def scope(self, stamp: str) -> str:
+        """The credential scope of a request signed at ``stamp`` (``x-amz-date``)."""
+        return f"{stamp[:8]}/{self.region}/{self.service}/aws4_request"
+
+    def _signature(self, canonical: str, stamp: str, secret: str) -> str:
+        string_to_sign = "\n".join(
+            (ALGORITHM, stamp, self.scope(stamp), hashlib.sha256(canonical.encode()).hexdigest())
+        )
+        key = self.signing_key(secret, stamp[:8])
+        return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
     def signing_key(self, secret: str, day: str) -> bytes:
         """The key for ``day`` (``yyyymmdd``); derived once per secret and day."""
