@@ -76,6 +76,14 @@ PATH_STYLE = [
     {"regionendpoint": "https://s3.example.com", "forcepathstyle": True, "bucket": "dotted.name"},
 ]
 
+#: S3-compatible servers where botocore's endpoint rules choose the addressing style.
+COMPATIBLE = [
+    {"regionendpoint": "http://127.0.0.1:8333"},
+    {"regionendpoint": "minio.internal:9000", "secure": False},
+    {"regionendpoint": "https://s3.example.com/under/a/prefix", "region": "auto"},
+    {"regionendpoint": "https://objects.example.com:443"},
+]
+
 
 @pytest.fixture
 def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -90,10 +98,7 @@ def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     "configuration",
     [
         *PATH_STYLE,
-        {"regionendpoint": "http://127.0.0.1:8333"},
-        {"regionendpoint": "minio.internal:9000", "secure": False},
-        {"regionendpoint": "https://s3.example.com/under/a/prefix", "region": "auto"},
-        {"regionendpoint": "https://objects.example.com:443"},
+        *COMPATIBLE,
         {"region": "us-east-1"},
         {"region": "us-west-2"},
         {"region": "eu-central-1", "forcepathstyle": True},
@@ -192,14 +197,7 @@ async def test_a_defaults_mode_changes_nothing_the_path_style_server_is_reached_
 @pytest.mark.parametrize("token", [None, "session/token+="])
 @pytest.mark.parametrize(
     "configuration",
-    [
-        *PATH_STYLE,
-        {"regionendpoint": "http://127.0.0.1:8333"},
-        {"regionendpoint": "minio.internal:9000", "secure": False},
-        {"regionendpoint": "https://s3.example.com/under/a/prefix", "region": "auto"},
-        {"region": "us-east-1"},
-        {"region": "eu-west-1"},
-    ],
+    [*PATH_STYLE, *COMPATIBLE, {"region": "us-east-1"}, {"region": "eu-west-1"}],
     ids=lambda configuration: ",".join(f"{k}={v}" for k, v in configuration.items()),
 )
 async def test_presigned_urls_are_the_ones_botocore_makes(
