@@ -750,3 +750,33 @@ async def test_tls_is_verified_as_botocore_verifies_it(
         else:
             assert isinstance(outcome, Exception)
             assert "certificate" in str(outcome).lower() or "ssl" in str(outcome).lower()
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {},
+        {"HTTP_PROXY": "http://proxy.internal:3128"},
+        {"https_proxy": "http://secure-proxy:3128", "http_proxy": "http://plain-proxy:3128"},
+        {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "minio.internal"},
+        {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": ".internal,127.0.0.1"},
+        {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "*"},
+        {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "other.example"},
+    ],
+    ids=lambda environment: ",".join(f"{k}={v}" for k, v in environment.items()) or "none",
+)
+@pytest.mark.parametrize(
+    "url", ["http://minio.internal:9000", "https://minio.internal", "http://127.0.0.1:8333"]
+)
+def test_the_proxy_is_the_one_botocore_takes_from_the_environment(
+    environment: dict[str, str], url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.utils import get_environ_proxies
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    expected = get_environ_proxies(url).get(urlsplit(url).scheme)
+    assert s3.environment_proxy(url) == expected
