@@ -254,6 +254,31 @@ def test_workers_that_die_right_after_starting_stop_the_server(tmp_path: Path) -
             assert b"right after starting" in server.stderr.read()
     finally:
         stop(server)
+        if server.stderr is not None:
+            server.stderr.close()
+
+
+# The supervisor's own SIGTERM handler is installed when it forks; the child pauses right
+# after the fork, the way a loaded machine may leave it unscheduled, and is sent SIGTERM then.
+_SIGNALLED_AT_ONCE = """
+import os, signal, time
+from cargohold import supervisor
+
+os.register_at_fork(after_in_child=lambda: time.sleep(0.3))
+signal.signal(signal.SIGTERM, lambda signum, frame: None)
+pid = supervisor._fork_worker(lambda: time.sleep(30))
+os.kill(pid, signal.SIGTERM)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_worker_sent_sigterm_before_it_has_its_own_handlers_still_stops() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNALLED_AT_ONCE], capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(-15)], "ended by the SIGTERM, not by finishing its work"
 
 
 # -- where it listens, and how many workers ------------------------------------------------

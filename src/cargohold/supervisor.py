@@ -26,14 +26,23 @@ from types import FrameType
 MIN_LIFETIME = 5.0
 
 
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _fork_worker(work: Callable[[], None]) -> int:
+    # Held back across the fork: until the new worker has its own handlers, a SIGTERM the
+    # supervisor sends it would run the supervisor's handler, inherited, and be lost there
+    # (the worker then served on while the supervisor waited for it to stop).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
     pid = os.fork()
     if pid != 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return pid
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one sent meanwhile stops it now
         work()
         status = 0
     except BaseException:
