@@ -26,7 +26,8 @@ from types import FrameType
 MIN_LIFETIME = 5.0
 
 
-_STOPS = {signal.SIGINT, signal.SIGTERM}
+#: The signals that stop the server: the supervisor forwards them, each worker handles them.
+_STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _fork_worker(work: Callable[[], None]) -> int:
@@ -40,8 +41,8 @@ def _fork_worker(work: Callable[[], None]) -> int:
         return pid
     status = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in _STOPS:
+            signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one sent meanwhile stops it now
         work()
         status = 0
@@ -74,8 +75,8 @@ def supervise(workers: int, work: Callable[[], None]) -> int:
             except ProcessLookupError:
                 continue  # it died on its own meanwhile
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    for signum in _STOPS:
+        signal.signal(signum, stop)
     for _ in range(workers):
         started[_fork_worker(work)] = time.monotonic()
     status = 0
