@@ -6,9 +6,9 @@
 Clients, each in a worker process of its own (process CPU time counts only it,
 the Rust runtime's threads included):
 
-- ``driver``: cargohold's ``S3Driver`` itself. GET/PUT/HEAD go through
-  ``s3objects.HTTPObjects`` (aiohttp, signed by ``sigv4.py``); LIST, multipart
-  upload and presigning through aiobotocore.
+- ``driver``: cargohold's ``S3Driver`` itself. Every request goes through
+  ``s3objects.HTTPObjects`` (aiohttp, signed by ``sigv4.py``), and so does
+  presigning.
 - ``aiobotocore``: a plain aiobotocore client configured as the driver's
   (what GET/PUT/HEAD would cost if ``sigv4.py`` went and aiobotocore stayed).
 - ``obstore``: ``obstore.store.S3Store`` (Rust ``object_store`` under Python).

@@ -1,8 +1,8 @@
 """Watching the S3 operations an ``S3Driver`` sends, on both of its paths.
 
-GetObject, HeadObject and PutObject go straight over HTTP (``HTTPObjects``);
-everything else, and those three when the configuration needs it, goes
-through aiobotocore. A test that counts or interrupts operations sees both.
+Every operation goes straight over HTTP (``HTTPObjects``), or through
+aiobotocore when the configuration needs it. A test that counts or interrupts
+operations sees both.
 """
 
 from __future__ import annotations

@@ -377,11 +377,13 @@ def compared(seen: Seen) -> tuple[str, str, dict[str, str], bytes, str]:
 
 
 async def put(objects: s3objects.Objects) -> None:
-    await objects.put("root/a b+~:é/data", b"payload", {"cargohold-upload-id": "u~1"})
+    await objects.put("root/a b+~:é/data", [b"payload"], {"cargohold-upload-id": "u~1"})
 
 
 async def put_large(objects: s3objects.Objects) -> None:
-    await objects.put("root/large", bytes(range(256)) * 8193, {})
+    await objects.put(
+        "root/large", [bytes(range(256)) * 4096, memoryview(bytes(range(256)) * 4097)], {}
+    )
 
 
 async def get(objects: s3objects.Objects) -> bytes:

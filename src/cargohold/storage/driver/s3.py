@@ -1,4 +1,4 @@
-"""A driver on an S3 bucket (AWS or any S3-compatible server), on aiobotocore.
+"""A driver on an S3 bucket (AWS or any S3-compatible server).
 
 Layout, as Distribution's s3 driver has it: the file at ``/a/b`` is the object
 with key ``<rootdirectory>/a/b`` (no leading ``/``). S3 has no directories: a
@@ -20,7 +20,9 @@ uncommitted writer's content lives in storage as two pieces:
 parts back; it trusts the pending bytes only when they start where the parts
 end, so a process that died between uploading a part and rewriting the pending
 object leaves a consistent prefix, never duplicated bytes. A writer holds at
-most one part (``chunksize``) in memory. The pending name contains ``~``,
+most one part (``chunksize``) in memory, in the pieces it was written in: the
+part is sent from them, never joined into a buffer of its size, which glibc
+would keep after it. The pending name contains ``~``,
 which no valid driver path can, so ``list`` and ``walk`` hide it.
 
 Bytes never travel through the driver to be copied: ``move`` is a CopyObject,
@@ -28,14 +30,12 @@ or above ``multipartcopythresholdsize`` parallel UploadPartCopy requests of
 ``multipartcopychunksize``; appending to committed content copies it into the
 upload the same way. ``list`` and ``walk`` read one level per delimiter listing.
 
-GetObject, HeadObject and PutObject, the requests of every pull and push, the
-delimiter listings (ListObjectsV2) of ``list``, ``walk`` and ``stat``, and the
-start's HeadBucket go through ``s3objects.py``, which sends them without
-botocore's per-call cost. On a path-style S3-compatible server
-(``forcepathstyle``) that needs no botocore client at all, so a process loads
-the client and S3's models (a tenth of a second, twenty-odd MiB) only when a
-copy, a delete or a multipart upload first needs them: a start, and a worker
-that only serves pulls, redirected or not, never do.
+Every request goes through ``s3objects.py``, which sends it without
+botocore's per-call cost (``Objects``). On a path-style S3-compatible server
+(``forcepathstyle``) that needs no botocore client at all, so no process
+loads the client or S3's models (a tenth of a second, twenty-odd MiB); where
+botocore's endpoint rules decide, its client is made once to ask them, and
+``v4auth: false`` keeps everything on it.
 ``delimited_lists`` is one ListObjectsV2 cut at any delimiter: on AWS the
 catalog lists every repository folder with it, cut at ``/_``; S3-compatible
 servers are walked a folder at a time (``DELIMITED_ON_COMPATIBLE`` says why).
@@ -100,12 +100,13 @@ from cargohold.storage.driver.s3objects import (
     HTTPObjects,
     Location,
     Objects,
+    Part,
+    Pieces,
     error_code,
     error_status,
     path_style,
     probe,
     put_headers,
-    sliced_body,
     verifying_context,
 )
 from cargohold.storage.driver.sigv4 import Credentials
@@ -114,7 +115,6 @@ if TYPE_CHECKING:
     from aiobotocore.config import AioConfig
     from aiobotocore.session import AioSession
     from types_aiobotocore_s3 import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 MiB = 1 << 20
 #: S3's smallest part, except for the last part of an upload.
@@ -199,13 +199,6 @@ async def _bounded(jobs: Iterable[Callable[[], Awaitable[None]]], limit: int) ->
         async with asyncio.TaskGroup() as group:
             for _ in range(min(limit, len(pending))):
                 group.create_task(worker())
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    number: int
-    etag: str
-    size: int
 
 
 class S3Driver(StorageDriver):
@@ -336,8 +329,7 @@ class S3Driver(StorageDriver):
         return self._client
 
     async def _objects(self) -> Objects:
-        """GetObject, HeadObject, PutObject, ListObjectsV2, HeadBucket: over HTTP where botocore
-        would sign them with SigV4."""
+        """The driver's requests: over HTTP where botocore would sign them with SigV4."""
         if self._objects_io is None:
             located = self._located()
             client = None if located is not None else await self._s3()
@@ -393,6 +385,7 @@ class S3Driver(StorageDriver):
         )
         return HTTPObjects(
             session=session,
+            bucket=self.bucket,
             origin=origin,
             prefix=prefix,
             signer=signer,
@@ -505,13 +498,13 @@ class S3Driver(StorageDriver):
                 download.close()
 
     async def _put_content(self, path: str, content: bytes) -> None:
-        await self._put(path, self._key(path), content)
+        await self._put(path, self._key(path), [content])
 
     async def _put(
         self,
         path: str,
         key: str,
-        content: bytes | bytearray,
+        content: Pieces,
         metadata: dict[str, str] | None = None,
     ) -> None:
         with self._errors(path):
@@ -658,60 +651,41 @@ class S3Driver(StorageDriver):
         if source == dest:
             return  # copying then deleting would lose the file
         if size <= self.copy_threshold:
-            client = await self._s3()
             with self._errors(source):
-                await client.copy_object(
-                    Bucket=self.bucket,
-                    Key=self._key(dest),
-                    CopySource={"Bucket": self.bucket, "Key": self._key(source)},
-                    **self._object_args,
-                )
+                await (await self._objects()).copy(self._key(source), self._key(dest))
         else:
             await self._multipart_copy(source, dest, size)
         await self._delete_keys(source, [self._key(source)])
 
     async def _multipart_copy(self, source: str, dest: str, size: int) -> None:
         """Copy a large object server-side, in parallel ranges (UploadPartCopy)."""
-        client, dest_key = await self._s3(), self._key(dest)
+        objects, dest_key = await self._objects(), self._key(dest)
         with self._errors(dest):
-            upload = await client.create_multipart_upload(
-                Bucket=self.bucket, Key=dest_key, **self._object_args
-            )
-        upload_id = upload["UploadId"]
+            upload_id = await objects.start_upload(dest_key)
         try:
             parts = await self._copy_parts(source, dest_key, upload_id, size, first_number=1)
             with self._errors(dest):
-                await client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=dest_key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": _completed(parts)},
-                )
+                await objects.complete_upload(dest_key, upload_id, parts)
         except BaseException:
             await self._abort(dest, dest_key, upload_id)
             raise
 
     async def _copy_parts(
         self, source: str, dest_key: str, upload_id: str, size: int, first_number: int
-    ) -> builtins.list[_Part]:
+    ) -> builtins.list[Part]:
         """Copy all of ``source`` into parts of an upload; returns them in order."""
-        client, source_key = await self._s3(), self._key(source)
+        objects, source_key = await self._objects(), self._key(source)
         ranges = _copy_ranges(size, self.copy_chunksize)
-        parts: list[_Part | None] = [None] * len(ranges)
+        parts: list[Part | None] = [None] * len(ranges)
 
         def job(index: int, first: int, last: int) -> Callable[[], Awaitable[None]]:
             async def copy() -> None:
+                number = first_number + index
                 with self._errors(source):
-                    result = await client.upload_part_copy(
-                        Bucket=self.bucket,
-                        Key=dest_key,
-                        UploadId=upload_id,
-                        PartNumber=first_number + index,
-                        CopySource={"Bucket": self.bucket, "Key": source_key},
-                        CopySourceRange=f"bytes={first}-{last}",
+                    etag = await objects.copy_part(
+                        source_key, dest_key, upload_id, number, first, last
                     )
-                etag = result["CopyPartResult"]["ETag"]
-                parts[index] = _Part(first_number + index, etag, last - first + 1)
+                parts[index] = Part(number, etag, last - first + 1)
 
             return copy
 
@@ -762,50 +736,40 @@ class S3Driver(StorageDriver):
         await _bounded(map(job, batches), DELETE_CONCURRENCY)
 
     async def _keys_below(self, path: str) -> builtins.list[str]:
-        client, prefix = await self._s3(), self._key(path) + "/"
+        prefix = self._key(path) + "/"
         keys: list[str] = []
+        token: str | None = None
         with self._errors(path):
-            pages = client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_MAX}
-            )
-            async for page in pages:
-                keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return keys
+            objects = await self._objects()
+            while True:
+                page = await objects.list(prefix, "", LIST_MAX, token)
+                keys.extend(key for key, _, _ in page.objects)
+                if page.next_token is None:
+                    return keys
+                token = page.next_token
 
     async def _delete_keys(self, path: str, keys: builtins.list[str]) -> None:
-        client = await self._s3()
         for start in range(0, len(keys), LIST_MAX):
-            batch = keys[start : start + LIST_MAX]
             with self._errors(path):
-                result = await client.delete_objects(
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-                )
-            if errors := result.get("Errors"):
-                first = errors[0]
-                detail = f"cannot delete {first.get('Key')}: {first.get('Code')}"
-                raise StorageUnavailable(path, self.name, detail)
+                failed = await (await self._objects()).delete(keys[start : start + LIST_MAX])
+            if failed:
+                key, code = failed[0]
+                raise StorageUnavailable(path, self.name, f"cannot delete {key}: {code}")
 
     async def _uploads(self, path: str, key: str, subtree: bool) -> builtins.list[tuple[str, str]]:
         """(key, upload id) of the multipart uploads in progress at ``key`` (and below it)."""
-        client = await self._s3()
-        found: list[tuple[str, str]] = []
         with self._errors(path):
-            pages = client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=key
-            )
-            async for page in pages:
-                for upload in page.get("Uploads", []):
-                    upload_key = upload.get("Key", "")
-                    if upload_key == key or (subtree and upload_key.startswith(key + "/")):
-                        found.append((upload_key, upload.get("UploadId", "")))
-        return found
+            uploads = await (await self._objects()).uploads(key)
+        return [
+            (upload_key, upload_id)
+            for upload_key, upload_id in uploads
+            if upload_key == key or (subtree and upload_key.startswith(key + "/"))
+        ]
 
     async def _abort(self, path: str, key: str, upload_id: str) -> None:
-        client = await self._s3()
         try:
             with self._errors(path):
-                await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                await (await self._objects()).abort_upload(key, upload_id)
         except PathNotFound:
             pass  # already completed or aborted
 
@@ -852,8 +816,11 @@ class _S3Writer(FileWriter):
         self._path = path
         self._key = key
         self._upload_id: str | None = None
-        self._parts: list[_Part] = []
-        self._buffer = bytearray()  # the bytes after the parts; less than one part
+        self._parts: list[Part] = []
+        # The bytes after the parts, less than one part, in the pieces they were written in:
+        # sent as they are, never joined or copied into a buffer of a part's size.
+        self._pieces: list[bytes | memoryview] = []
+        self._buffered = 0
         self._size = 0
         self._committed_size = 0  # committed content resumed but not yet copied into the upload
         self._saved = False  # storage holds everything written so far
@@ -885,7 +852,7 @@ class _S3Writer(FileWriter):
                     return False
                 raise
             try:
-                tail = await download.read()
+                tail: list[bytes | memoryview] = [piece async for piece in _pieces_of(download)]
             finally:
                 download.close()
         metadata = download.metadata
@@ -894,7 +861,8 @@ class _S3Writer(FileWriter):
         self._parts = await self._list_parts() if self._upload_id else []
         stored = sum(part.size for part in self._parts)
         if stored == offset:
-            self._buffer, self._saved = bytearray(tail), True
+            self._pieces, self._saved = tail, True
+            self._buffered = sum(map(len, tail))
         elif stored > offset:
             # A part holding the tail was uploaded, then the process died before
             # rewriting the pending object: the tail is already in the parts.
@@ -902,31 +870,24 @@ class _S3Writer(FileWriter):
         else:
             # The upload lost parts (aborted elsewhere): only the empty prefix is sure.
             self._upload_id, self._parts, self._saved = None, [], False
-        self._size = sum(part.size for part in self._parts) + len(self._buffer)
+        self._size = sum(part.size for part in self._parts) + self._buffered
         return True
 
-    async def _list_parts(self) -> list[_Part]:
+    async def _list_parts(self) -> list[Part]:
         assert self._upload_id is not None
-        client, driver = await self._driver._s3(), self._driver
-        parts: list[_Part] = []
+        driver = self._driver
         try:
             with driver._errors(self._path):
-                pages = client.get_paginator("list_parts").paginate(
-                    Bucket=driver.bucket, Key=self._key, UploadId=self._upload_id
-                )
-                async for page in pages:
-                    for part in page.get("Parts", []):
-                        parts.append(_Part(part["PartNumber"], part["ETag"], part["Size"]))
+                return await (await driver._objects()).parts(self._key, self._upload_id)
         except PathNotFound:
             return []  # NoSuchUpload: handled as lost parts by the caller
-        return sorted(parts, key=lambda part: part.number)
 
     async def _continue_committed(self) -> None:
         """Before appending to committed content, make it the start of this upload."""
         size, self._committed_size = self._committed_size, 0
         if size < MIN_PART:
-            # Too small to be a part: it becomes the buffer (less than one part).
-            self._buffer = bytearray(await self._driver._get_content(self._path))
+            # Too small to be a part: it becomes what is buffered (less than one part).
+            self._pieces, self._buffered = [await self._driver._get_content(self._path)], size
             return
         await self._start_upload()
         assert self._upload_id is not None
@@ -946,12 +907,14 @@ class _S3Writer(FileWriter):
             if self._committed_size:
                 await self._continue_committed()
             self._saved = False
-            view = memoryview(data).cast("B")
+            # Kept until its part is sent: a caller may reuse a buffer it hands in, not bytes.
+            view = memoryview(data if isinstance(data, bytes) else bytes(data)).cast("B")
             while view:
-                room = self._driver.chunksize - len(self._buffer)
-                self._buffer += view[:room]
+                room = self._driver.chunksize - self._buffered
+                self._pieces.append(view[:room])
+                self._buffered += len(self._pieces[-1])
                 view = view[room:]
-                if len(self._buffer) >= self._driver.chunksize:
+                if self._buffered >= self._driver.chunksize:
                     await self._upload_part()
         except BaseException:
             # What is buffered no longer matches what was stored: keep the last
@@ -962,41 +925,33 @@ class _S3Writer(FileWriter):
         return len(data)
 
     async def _start_upload(self) -> None:
-        client, driver = await self._driver._s3(), self._driver
+        driver = self._driver
         with driver._errors(self._path):
-            upload = await client.create_multipart_upload(
-                Bucket=driver.bucket, Key=self._key, **driver._object_args
-            )
-        self._upload_id = upload["UploadId"]
+            self._upload_id = await (await driver._objects()).start_upload(self._key)
 
     async def _upload_part(self) -> None:
-        """Send the whole buffer as the next part."""
+        """Send everything buffered as the next part."""
         if self._upload_id is None:
             await self._start_upload()
         assert self._upload_id is not None
-        client, driver = await self._driver._s3(), self._driver
-        # The body is a copy, so the buffer goes at once: one part in memory.
-        body, size, self._buffer = sliced_body(self._buffer), len(self._buffer), bytearray()
+        driver = self._driver
+        pieces, size = self._pieces, self._buffered
+        self._pieces, self._buffered = [], 0
         number = len(self._parts) + 1
         with driver._errors(self._path):
-            result = await client.upload_part(
-                Bucket=driver.bucket,
-                Key=self._key,
-                UploadId=self._upload_id,
-                PartNumber=number,
-                Body=body,
-            )
-        self._parts.append(_Part(number, result["ETag"], size))
+            objects = await driver._objects()
+            etag = await objects.upload_part(self._key, self._upload_id, number, pieces)
+        self._parts.append(Part(number, etag, size))
 
     async def _save(self) -> None:
         """Store what is buffered so that another writer can resume it."""
-        if len(self._buffer) >= MIN_PART:
+        if self._buffered >= MIN_PART:
             await self._upload_part()
         metadata = {
             _UPLOAD_ID: self._upload_id or "",
             _OFFSET: str(sum(part.size for part in self._parts)),
         }
-        await self._driver._put(self._path, _pending_key(self._key), self._buffer, metadata)
+        await self._driver._put(self._path, _pending_key(self._key), self._pieces, metadata)
         self._saved = True
 
     # -- finishing ------------------------------------------------------------------------
@@ -1009,7 +964,7 @@ class _S3Writer(FileWriter):
         if self._committed_size:
             pass  # resumed committed content and appended nothing: it is in place
         elif self._upload_id is None or not self._parts:
-            await driver._put(self._path, self._key, self._buffer)
+            await driver._put(self._path, self._key, self._pieces)
         else:
             await self._complete()
         self._done = True
@@ -1017,17 +972,13 @@ class _S3Writer(FileWriter):
         await self._abort_all()  # uploads that died before saving their state
 
     async def _complete(self) -> None:
-        if self._buffer:
+        if self._buffered:
             await self._upload_part()  # the last part may be small
         assert self._upload_id is not None
-        client, driver = await self._driver._s3(), self._driver
+        driver = self._driver
         with driver._errors(self._path):
-            await client.complete_multipart_upload(
-                Bucket=driver.bucket,
-                Key=self._key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": _completed(self._parts)},
-            )
+            objects = await driver._objects()
+            await objects.complete_upload(self._key, self._upload_id, self._parts)
         self._upload_id = None
 
     async def cancel(self) -> None:
@@ -1049,13 +1000,15 @@ class _S3Writer(FileWriter):
             await self._save()
 
 
+async def _pieces_of(download: Download) -> AsyncIterator[bytes]:
+    """The content in the pieces it arrives in."""
+    while piece := await download.read(RECEIVE):
+        yield piece
+
+
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield  # pragma: no cover - makes this an async generator
-
-
-def _completed(parts: list[_Part]) -> list[CompletedPartTypeDef]:
-    return [{"PartNumber": part.number, "ETag": part.etag} for part in parts]
 
 
 def _directory_markers(key: str, keys: builtins.list[str]) -> builtins.list[str]:

@@ -1,34 +1,37 @@
-"""The S3 driver's commonest requests, without botocore.
+"""The S3 driver's requests, without botocore.
 
-The requests of every pull and push, GetObject, HeadObject and PutObject, the
-listings of tags and of the catalog, ListObjectsV2, and the start's check of
-the bucket, HeadBucket, skip botocore: botocore spends about a millisecond of
-CPU on each call (event hooks, response parsing, endpoint rules), ten times
-what the HTTP request costs, and parsing a listing of a thousand names costs
-it ten more. They go over one aiohttp session of the driver's, signed by
-``sigv4.py``, to where botocore would send them, retried as botocore's
-standard mode retries, and their failures become the ``ClientError`` botocore
-would raise. Presigned URLs for a configured ``regionendpoint`` are signed
-here too. Everything else (copies, deletes, multipart uploads, presigned URLs
-for AWS's own endpoints, which botocore presigns for the global one) stays on
-aiobotocore, and so does all of it when the configuration asks for what only
-botocore does (``v4auth: false``) or the bucket turns out to be in another
-region.
+Every request the driver makes (GetObject, HeadObject and PutObject, the
+listings, copies, deletes and the requests of a multipart upload) can skip
+botocore: botocore spends about a millisecond of CPU on each call (event
+hooks, response parsing, endpoint rules), ten times what the HTTP request
+costs, and parsing a listing of a thousand names costs it ten more; and a
+process that loads it holds S3's models, twenty-odd MiB. They go over one
+aiohttp session of the driver's, signed by ``sigv4.py``, to where botocore
+would send them, with the headers and bodies botocore sends, retried as
+botocore's standard mode retries, and their failures become the
+``ClientError`` botocore would raise. Presigned URLs for a configured
+``regionendpoint`` are signed here too. Presigned URLs for AWS's own
+endpoints (which botocore presigns for the global one) stay on aiobotocore,
+and so does everything when the configuration asks for what only botocore
+does (``v4auth: false``) or the bucket turns out to be in another region.
 
 Where botocore would send them: for a path-style S3-compatible server
 (``regionendpoint`` with ``forcepathstyle``) that is the endpoint followed by
-the bucket (``path_style``), and neither botocore nor its models are loaded
-until a request needs them; anywhere else botocore's endpoint rules decide,
-asked once (``probe``).
+the bucket (``path_style``), and neither botocore nor its models are ever
+loaded; anywhere else botocore's endpoint rules decide, asked once (``probe``).
 
 A GetObject body is handed on in the pieces its socket gave, ``RECEIVE``
 bytes at most, never joined into pieces of a size: a streamed pull relays
-them to its client as they are.
+them to its client as they are. A body sent is ``Pieces`` too, sent one
+after another and never joined: a writer's part is the pieces it was
+written in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import builtins
 import hashlib
 import http.client
 import io
@@ -36,13 +39,15 @@ import logging
 import random
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from urllib.parse import unquote_plus, urlsplit
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 import aiohttp
 from botocore.exceptions import ClientError
@@ -61,8 +66,13 @@ from cargohold.storage.driver.sigv4 import (
 #: The lean path's requests, at debug (``storage.s3.loglevel``).
 log = logging.getLogger("cargohold.s3")
 
+#: A body as the pieces it came in, sent one after another, never joined.
+Pieces = Sequence[bytes | bytearray | memoryview]
+
+_T = TypeVar("_T")
+
 #: Runs a blocking call on the driver's threads (``StorageDriver.in_thread``).
-InThread = Callable[[Callable[[bytes | bytearray], str], bytes | bytearray], Awaitable[str]]
+InThread = Callable[[Callable[[Pieces], str], Pieces], Awaitable[str]]
 
 if TYPE_CHECKING:
     from botocore.awsrequest import AWSPreparedRequest
@@ -108,6 +118,11 @@ _THROTTLED_CODES = frozenset(
     }
 )
 TRANSPORT_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+#: The namespace of S3's XML, in the bodies sent.
+_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
+#: Query parameters without a value that name what a request is about.
+_SUBRESOURCES = frozenset({"uploads", "delete"})
+_UPLOADS = {"uploads": ""}
 _PROBE_KEY = "~cargohold-probe"  # never stored: the probe is never sent
 _CREDENTIAL_SCOPE = re.compile(
     r"AWS4-HMAC-SHA256 Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request"
@@ -134,6 +149,15 @@ class Listed:
     prefixes: list[str]
     #: Where the next page starts; None on the last page.
     next_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of a multipart upload, as ListParts and CompleteMultipartUpload name it."""
+
+    number: int
+    etag: str
+    size: int
 
 
 #: Where requests go: the origin (``scheme://host[:port]``), the path before a key, and
@@ -165,8 +189,46 @@ class Objects(Protocol):
 
     async def head(self, key: str) -> Head: ...
 
-    async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
+    async def put(self, key: str, content: Pieces, metadata: Mapping[str, str]) -> None:
         """Create or replace the object, with the driver's object arguments."""
+        ...
+
+    async def copy(self, source: str, key: str) -> None:
+        """Copy the object at ``source`` to ``key`` (CopyObject), with the object arguments."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> builtins.list[tuple[str, str]]:
+        """Delete up to 1000 keys at once (DeleteObjects, quiet): (key, error code) of each
+        that S3 could not delete; a key that is not there counts as deleted."""
+        ...
+
+    async def start_upload(self, key: str) -> str:
+        """A new multipart upload at ``key``, with the object arguments: its upload id."""
+        ...
+
+    async def upload_part(self, key: str, upload_id: str, number: int, content: Pieces) -> str:
+        """Part ``number`` of the upload: its ETag."""
+        ...
+
+    async def copy_part(
+        self, source: str, key: str, upload_id: str, number: int, first: int, last: int
+    ) -> str:
+        """Part ``number`` of the upload, copied from bytes ``first``-``last`` (inclusive) of
+        ``source`` (UploadPartCopy): its ETag."""
+        ...
+
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
+        """The object at ``key`` becomes the upload's ``parts``, in order."""
+        ...
+
+    async def abort_upload(self, key: str, upload_id: str) -> None: ...
+
+    async def parts(self, key: str, upload_id: str) -> builtins.list[Part]:
+        """Every part of the upload (ListParts, all pages), by number."""
+        ...
+
+    async def uploads(self, prefix: str) -> builtins.list[tuple[str, str]]:
+        """(key, upload id) of every upload in progress under ``prefix`` (all pages)."""
         ...
 
     async def list(
@@ -193,7 +255,7 @@ class Objects(Protocol):
 
 
 class BotoObjects:
-    """The three operations on aiobotocore: where the HTTP path does not go."""
+    """The operations on aiobotocore: where the HTTP path does not go."""
 
     def __init__(self, client: S3Client, bucket: str, object_args: dict[str, Any]) -> None:
         self._client = client
@@ -210,14 +272,91 @@ class BotoObjects:
         metadata = {name.lower(): value for name, value in response.get("Metadata", {}).items()}
         return Head(response["ContentLength"], response["LastModified"], metadata)
 
-    async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
+    async def put(self, key: str, content: Pieces, metadata: Mapping[str, str]) -> None:
         await self._client.put_object(
             Bucket=self._bucket,
             Key=key,
-            Body=sliced_body(content),
+            Body=sliced_body(b"".join(content)),
             Metadata=dict(metadata),
             **self._object_args,
         )
+
+    async def copy(self, source: str, key: str) -> None:
+        await self._client.copy_object(
+            Bucket=self._bucket,
+            Key=key,
+            CopySource={"Bucket": self._bucket, "Key": source},
+            **self._object_args,
+        )
+
+    async def delete(self, keys: Sequence[str]) -> builtins.list[tuple[str, str]]:
+        result = await self._client.delete_objects(
+            Bucket=self._bucket,
+            Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+        )
+        return [(error.get("Key", ""), error.get("Code", "")) for error in result.get("Errors", [])]
+
+    async def start_upload(self, key: str) -> str:
+        upload = await self._client.create_multipart_upload(
+            Bucket=self._bucket, Key=key, **self._object_args
+        )
+        return upload["UploadId"]
+
+    async def upload_part(self, key: str, upload_id: str, number: int, content: Pieces) -> str:
+        result = await self._client.upload_part(
+            Bucket=self._bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=sliced_body(b"".join(content)),
+        )
+        return result["ETag"]
+
+    async def copy_part(
+        self, source: str, key: str, upload_id: str, number: int, first: int, last: int
+    ) -> str:
+        result = await self._client.upload_part_copy(
+            Bucket=self._bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": self._bucket, "Key": source},
+            CopySourceRange=f"bytes={first}-{last}",
+        )
+        return result["CopyPartResult"]["ETag"]
+
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
+        await self._client.complete_multipart_upload(
+            Bucket=self._bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": part.number, "ETag": part.etag} for part in parts]
+            },
+        )
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        await self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
+
+    async def parts(self, key: str, upload_id: str) -> builtins.list[Part]:
+        found: builtins.list[Part] = []
+        pages = self._client.get_paginator("list_parts").paginate(
+            Bucket=self._bucket, Key=key, UploadId=upload_id
+        )
+        async for page in pages:
+            for part in page.get("Parts", []):
+                found.append(Part(part["PartNumber"], part["ETag"], part["Size"]))
+        return sorted(found, key=lambda part: part.number)
+
+    async def uploads(self, prefix: str) -> builtins.list[tuple[str, str]]:
+        found: builtins.list[tuple[str, str]] = []
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self._bucket, Prefix=prefix
+        )
+        async for page in pages:
+            for upload in page.get("Uploads", []):
+                found.append((upload.get("Key", ""), upload.get("UploadId", "")))
+        return found
 
     async def list(
         self,
@@ -230,8 +369,10 @@ class BotoObjects:
         more: dict[str, Any] = {"ContinuationToken": token} if token else {}
         if start_after:
             more["StartAfter"] = start_after
+        if delimiter:
+            more["Delimiter"] = delimiter
         page = await self._client.list_objects_v2(
-            Bucket=self._bucket, Prefix=prefix, Delimiter=delimiter, MaxKeys=max_keys, **more
+            Bucket=self._bucket, Prefix=prefix, MaxKeys=max_keys, **more
         )
         return Listed(
             [(o["Key"], o["Size"], o["LastModified"]) for o in page.get("Contents", [])],
@@ -270,8 +411,7 @@ class _WrongRegion(Exception):
 
 
 class HTTPObjects:
-    """GetObject, HeadObject, PutObject, ListObjectsV2 and HeadBucket over one aiohttp
-    session, signed here.
+    """Every operation of ``Objects`` over one aiohttp session, signed here.
 
     They go where botocore sends them (``path_style``, ``probe``), with the headers botocore
     sends, and are retried as botocore's standard retry mode does (attempts,
@@ -286,6 +426,7 @@ class HTTPObjects:
         self,
         *,
         session: aiohttp.ClientSession,
+        bucket: str,
         origin: str,
         prefix: str,
         signer: Signer,
@@ -300,6 +441,7 @@ class HTTPObjects:
     ) -> None:
         self._in_thread = in_thread
         self._session = session
+        self._bucket = bucket
         self._origin = origin  # scheme://host[:port]
         self._prefix = prefix  # the path before the key: "/" or "/<bucket>/"
         self._host = host_header(origin)
@@ -317,41 +459,31 @@ class HTTPObjects:
         self._quota = _RetryQuota()
 
     async def get(self, key: str, offset: int = 0) -> Download:
-        if not self._redirected:
+        async def http() -> Download:
             headers = {"range": f"bytes={offset}-"} if offset else {}
-            try:
-                return _HTTPDownload(await self._send("GetObject", "GET", key, headers))
-            except _WrongRegion:
-                pass
-        return await (await self._botocore()).get(key, offset)
+            return _HTTPDownload(await self._send("GetObject", "GET", key, headers))
+
+        return await self._either(http, lambda objects: objects.get(key, offset))
 
     async def head(self, key: str) -> Head:
-        if not self._redirected:
-            try:
-                response = await self._send("HeadObject", "HEAD", key, {})
-            except _WrongRegion:
-                pass
-            else:
-                response.release()
-                return Head(
-                    int(response.headers["Content-Length"]),
-                    _http_date(response.headers["Last-Modified"]),
-                    _metadata(response.headers),
-                )
-        return await (await self._botocore()).head(key)
+        async def http() -> Head:
+            response = await self._send("HeadObject", "HEAD", key, {})
+            response.release()
+            return Head(
+                int(response.headers["Content-Length"]),
+                _http_date(response.headers["Last-Modified"]),
+                _metadata(response.headers),
+            )
 
-    async def put(self, key: str, content: bytes | bytearray, metadata: Mapping[str, str]) -> None:
-        if not self._redirected:
+        return await self._either(http, lambda objects: objects.head(key))
+
+    async def put(self, key: str, content: Pieces, metadata: Mapping[str, str]) -> None:
+        async def http() -> None:
             headers = dict(self._put_headers)
             headers.update((_META + name, value) for name, value in metadata.items())
-            try:
-                response = await self._send("PutObject", "PUT", key, headers, content)
-            except _WrongRegion:
-                pass
-            else:
-                response.release()
-                return
-        await (await self._botocore()).put(key, content, metadata)
+            (await self._send("PutObject", "PUT", key, headers, content)).release()
+
+        await self._either(http, lambda objects: objects.put(key, content, metadata))
 
     async def list(
         self,
@@ -361,41 +493,166 @@ class HTTPObjects:
         token: str | None,
         start_after: str | None = None,
     ) -> Listed:
-        if not self._redirected:
+        async def http() -> Listed:
             query = {
                 "list-type": "2",
                 "prefix": prefix,
-                "delimiter": delimiter,
                 "max-keys": str(max_keys),
                 # As botocore asks: keys travel URL-encoded, so that any byte survives XML.
                 "encoding-type": "url",
             }
+            if delimiter:
+                query["delimiter"] = delimiter
             if token:
                 query["continuation-token"] = token
             if start_after:
                 query["start-after"] = start_after
-            try:
-                response = await self._send("ListObjectsV2", "GET", "", {}, query=query)
-            except _WrongRegion:
-                pass
-            else:
-                try:
-                    body = await response.read()
-                finally:
-                    response.release()
-                return listed(body)
-        return await (await self._botocore()).list(prefix, delimiter, max_keys, token, start_after)
+            return listed(await self._xml("ListObjectsV2", "GET", "", {}, query=query))
+
+        return await self._either(
+            http, lambda objects: objects.list(prefix, delimiter, max_keys, token, start_after)
+        )
 
     async def bucket(self) -> None:
+        async def http() -> None:
+            (await self._send("HeadBucket", "HEAD", "", {})).release()
+
+        await self._either(http, lambda objects: objects.bucket())
+
+    async def copy(self, source: str, key: str) -> None:
+        async def http() -> None:
+            headers = {**self._put_headers, "x-amz-copy-source": self._copy_source(source)}
+            await self._xml("CopyObject", "PUT", key, headers)
+
+        await self._either(http, lambda objects: objects.copy(source, key))
+
+    async def delete(self, keys: Sequence[str]) -> builtins.list[tuple[str, str]]:
+        async def http() -> builtins.list[tuple[str, str]]:
+            objects = "".join(f"<Object><Key>{escape(key)}</Key></Object>" for key in keys)
+            body = f'<Delete xmlns="{_XMLNS}">{objects}<Quiet>true</Quiet></Delete>'.encode()
+            # S3 demands a checksum of a DeleteObjects: botocore sends a CRC32.
+            checksum = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+            headers = {"x-amz-checksum-crc32": checksum, "x-amz-sdk-checksum-algorithm": "CRC32"}
+            query = {"delete": ""}
+            root, ns = _parsed(await self._xml("DeleteObjects", "POST", "", headers, [body], query))
+            return [
+                (error.findtext(f"{ns}Key") or "", error.findtext(f"{ns}Code") or "")
+                for error in root.iterfind(f"{ns}Error")
+            ]
+
+        return await self._either(http, lambda objects: objects.delete(keys))
+
+    async def start_upload(self, key: str) -> str:
+        async def http() -> str:
+            headers = dict(self._put_headers)
+            body = await self._xml("CreateMultipartUpload", "POST", key, headers, query=_UPLOADS)
+            root, ns = _parsed(body)
+            return root.findtext(f"{ns}UploadId") or ""
+
+        return await self._either(http, lambda objects: objects.start_upload(key))
+
+    async def upload_part(self, key: str, upload_id: str, number: int, content: Pieces) -> str:
+        async def http() -> str:
+            query = {"partNumber": str(number), "uploadId": upload_id}
+            response = await self._send("UploadPart", "PUT", key, {}, content, query=query)
+            response.release()
+            return response.headers.get("ETag", "")
+
+        return await self._either(
+            http, lambda objects: objects.upload_part(key, upload_id, number, content)
+        )
+
+    async def copy_part(
+        self, source: str, key: str, upload_id: str, number: int, first: int, last: int
+    ) -> str:
+        async def http() -> str:
+            headers = {
+                "x-amz-copy-source": self._copy_source(source),
+                "x-amz-copy-source-range": f"bytes={first}-{last}",
+            }
+            query = {"partNumber": str(number), "uploadId": upload_id}
+            body = await self._xml("UploadPartCopy", "PUT", key, headers, query=query)
+            root, ns = _parsed(body)
+            return root.findtext(f"{ns}ETag") or ""
+
+        return await self._either(
+            http, lambda objects: objects.copy_part(source, key, upload_id, number, first, last)
+        )
+
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
+        async def http() -> None:
+            named = "".join(
+                f"<Part><PartNumber>{part.number}</PartNumber><ETag>{escape(part.etag)}</ETag></Part>"
+                for part in parts
+            )
+            body = f'<CompleteMultipartUpload xmlns="{_XMLNS}">{named}</CompleteMultipartUpload>'
+            query = {"uploadId": upload_id}
+            await self._xml("CompleteMultipartUpload", "POST", key, {}, [body.encode()], query)
+
+        await self._either(http, lambda objects: objects.complete_upload(key, upload_id, parts))
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        async def http() -> None:
+            query = {"uploadId": upload_id}
+            (await self._send("AbortMultipartUpload", "DELETE", key, {}, query=query)).release()
+
+        await self._either(http, lambda objects: objects.abort_upload(key, upload_id))
+
+    async def parts(self, key: str, upload_id: str) -> builtins.list[Part]:
+        async def http() -> builtins.list[Part]:
+            found: builtins.list[Part] = []
+            query = {"uploadId": upload_id}
+            while True:
+                root, ns = _parsed(await self._xml("ListParts", "GET", key, {}, query=query))
+                found.extend(
+                    Part(
+                        int(part.findtext(f"{ns}PartNumber") or 0),
+                        part.findtext(f"{ns}ETag") or "",
+                        int(part.findtext(f"{ns}Size") or 0),
+                    )
+                    for part in root.iterfind(f"{ns}Part")
+                )
+                marker = root.findtext(f"{ns}NextPartNumberMarker")
+                if not _truncated(root, ns) or not marker:
+                    return sorted(found, key=lambda part: part.number)
+                query = {"uploadId": upload_id, "part-number-marker": marker}
+
+        return await self._either(http, lambda objects: objects.parts(key, upload_id))
+
+    async def uploads(self, prefix: str) -> builtins.list[tuple[str, str]]:
+        async def http() -> builtins.list[tuple[str, str]]:
+            found: builtins.list[tuple[str, str]] = []
+            query = {**_UPLOADS, "prefix": prefix}
+            while True:
+                body = await self._xml("ListMultipartUploads", "GET", "", {}, query=query)
+                root, ns = _parsed(body)
+                found.extend(
+                    (upload.findtext(f"{ns}Key") or "", upload.findtext(f"{ns}UploadId") or "")
+                    for upload in root.iterfind(f"{ns}Upload")
+                )
+                key_marker = root.findtext(f"{ns}NextKeyMarker")
+                if not _truncated(root, ns) or not key_marker:
+                    return found
+                query = {**_UPLOADS, "prefix": prefix, "key-marker": key_marker}
+                if id_marker := root.findtext(f"{ns}NextUploadIdMarker"):
+                    query["upload-id-marker"] = id_marker
+
+        return await self._either(http, lambda objects: objects.uploads(prefix))
+
+    async def _either(
+        self, http: Callable[[], Awaitable[_T]], botocore: Callable[[Objects], Awaitable[_T]]
+    ) -> _T:
+        """Over HTTP, unless the bucket is elsewhere: then through botocore, which follows."""
         if not self._redirected:
             try:
-                response = await self._send("HeadBucket", "HEAD", "", {})
+                return await http()
             except _WrongRegion:
                 pass
-            else:
-                response.release()
-                return
-        await (await self._botocore()).bucket()
+        return await botocore(await self._botocore())
+
+    def _copy_source(self, source: str) -> str:
+        """``x-amz-copy-source``: the bucket and the key, encoded as botocore encodes them."""
+        return f"{self._bucket}/{uri_encode(source, keep_slash=True)}"
 
     async def presign(self, key: str, method: str, expires: int) -> str:
         if self._redirected or not self._presigns:
@@ -423,11 +680,26 @@ class HTTPObjects:
     def region(self) -> str:
         return self._signer.region
 
-    async def _sha256(self, content: bytes | bytearray) -> str:
-        if len(content) <= _INLINE_BODY:
-            return hashlib.sha256(content).hexdigest()
+    async def _sha256(self, content: Pieces) -> str:
+        if _size(content) <= _INLINE_BODY:
+            return _hex_sha256(content)
         # hashlib lets go of the GIL: a large body does not stall the loop while it is hashed.
         return await self._in_thread(_hex_sha256, content)
+
+    async def _xml(
+        self,
+        operation: str,
+        method: str,
+        key: str,
+        headers: dict[str, str],
+        content: Pieces | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """The body of a successful answer that S3 writes in XML."""
+        response = await self._send(
+            operation, method, key, headers, content, query=query, read=True
+        )
+        return await response.read()  # read already, as the answer was checked
 
     async def _send(
         self,
@@ -435,16 +707,25 @@ class HTTPObjects:
         method: str,
         key: str,
         headers: dict[str, str],
-        content: bytes | bytearray | None = None,
+        content: Pieces | None = None,
         *,
         query: Mapping[str, str] | None = None,
+        read: bool = False,
     ) -> aiohttp.ClientResponse:
-        """A successful response, its body unread; the caller releases it."""
+        """A successful response, its body unread unless ``read``; the caller releases it.
+
+        ``read``: the body is read and checked, as botocore checks the answer of
+        an operation that has no streamed output. S3 may answer 200 and say in
+        the body that it failed (a CopyObject or a CompleteMultipartUpload that
+        failed after it started answering), or the body may break off: either
+        is a 500 then, and retried.
+        """
         span = s3spans.start(operation, method)
+        args = (operation, method, key, headers, content, query, read)
         if span is None:
-            return await self._attempts_of(operation, method, key, headers, content, query)
+            return await self._attempts_of(*args)
         try:
-            response = await self._attempts_of(operation, method, key, headers, content, query)
+            response = await self._attempts_of(*args)
         except BaseException as exc:
             status = None
             if isinstance(exc, ClientError):
@@ -460,15 +741,20 @@ class HTTPObjects:
         method: str,
         key: str,
         headers: dict[str, str],
-        content: bytes | bytearray | None,
+        content: Pieces | None,
         query: Mapping[str, str] | None,
+        read: bool,
     ) -> aiohttp.ClientResponse:
         path = self.path(key)
         canonical = canonical_query(query) if query else ""
         # Sent as signed: the canonical query string is a valid, fully encoded one.
-        url = URL(self._origin + path + (f"?{canonical}" if canonical else ""), encoded=True)
+        sent = f"?{_sent_query(canonical)}" if canonical else ""
+        url = URL(self._origin + path + sent, encoded=True)
         headers["host"] = self._host
         payload_hash = EMPTY_SHA256 if content is None else await self._sha256(content)
+        unsigned = dict(self._unsigned)
+        if content is not None:
+            unsigned["content-length"] = str(_size(content))
         attempt = drawn = 0  # drawn: from the retry quota, by the last retry
         while True:
             attempt += 1
@@ -476,7 +762,7 @@ class HTTPObjects:
             signed = self._signer.sign(
                 method, path, headers, credentials, query=canonical, payload_hash=payload_hash
             )
-            signed.update(self._unsigned)
+            signed.update(unsigned)
             try:
                 response = await self._session.request(
                     method,
@@ -486,6 +772,7 @@ class HTTPObjects:
                     proxy=self._proxy,
                     allow_redirects=False,
                 )
+                body = await response.read() if read and response.status < 300 else None
             except TRANSPORT_FAILURES as exc:
                 log.debug("%s %s: %s (attempt %d)", operation, path, exc, attempt)
                 timeout = isinstance(exc, asyncio.TimeoutError)
@@ -495,10 +782,13 @@ class HTTPObjects:
                 await asyncio.sleep(backoff(attempt))
                 continue
             log.debug("%s %s: %d (attempt %d)", operation, path, response.status, attempt)
-            if response.status < 300:
+            if response.status < 300 and (body is None or not _failed_in_body(body)):
                 self._quota.succeeded(drawn)
                 return response
-            error = await _error(operation, method, response)
+            if body is not None:
+                error = _error_of(operation, 500, response.headers, body)
+            else:
+                error = await _error(operation, method, response)
             if _maybe_wrong_region(error):
                 self._redirected = _elsewhere(error, self._signer.region)
                 raise _WrongRegion
@@ -506,7 +796,7 @@ class HTTPObjects:
             retryable = (
                 code in _THROTTLED_CODES
                 or code in _TRANSIENT_CODES
-                or response.status in _TRANSIENT_STATUS
+                or error_status(error) in _TRANSIENT_STATUS
             )
             drawn = self._quota.error
             if not (retryable and self._retry(attempt, drawn)):
@@ -710,15 +1000,71 @@ def put_headers(object_args: Mapping[str, Any]) -> dict[str, str]:
     return {names[name]: str(value) for name, value in object_args.items()}
 
 
-def _payload(content: bytes | bytearray | None) -> bytes | bytearray | io.BytesIO | None:
-    """A request body for aiohttp, new for each attempt (aiohttp closes a file it sent)."""
-    if content is None or len(content) <= _INLINE_BODY:
-        return content
-    return sliced_body(content)
+def _payload(
+    content: Pieces | None,
+) -> bytes | bytearray | memoryview | AsyncIterator[memoryview] | None:
+    """A request body for aiohttp, new for each attempt (a sent body is used up).
+
+    A large one goes in slices of at most ``_INLINE_BODY``, between other
+    tasks: aiohttp writes raw bytes in one go, warning that this stalls the
+    event loop, and the socket transport copies whatever the socket does not
+    take at once.
+    """
+    if content is None:
+        return None
+    if len(content) == 1 and _size(content) <= _INLINE_BODY:
+        return content[0]
+    if _size(content) <= _INLINE_BODY:
+        return b"".join(content)
+    return _slices(content)
 
 
-def _hex_sha256(content: bytes | bytearray) -> str:
-    return hashlib.sha256(content).hexdigest()
+async def _slices(content: Pieces) -> AsyncIterator[memoryview]:
+    for piece in content:
+        view = memoryview(piece).cast("B")
+        for at in range(0, len(view), _INLINE_BODY):
+            yield view[at : at + _INLINE_BODY]
+
+
+def _size(content: Pieces) -> int:
+    return sum(memoryview(piece).nbytes for piece in content)
+
+
+def _hex_sha256(content: Pieces) -> str:
+    digest = hashlib.sha256()
+    for piece in content:
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def _sent_query(canonical: str) -> str:
+    """The query as botocore sends it: a subresource without a value (``?uploads``,
+    ``?delete``) bare, where the canonical query string has ``uploads=``."""
+    return "&".join(
+        pair[:-1] if pair[:-1] in _SUBRESOURCES and pair.endswith("=") else pair
+        for pair in canonical.split("&")
+    )
+
+
+def _failed_in_body(body: bytes) -> bool:
+    """Whether a 200 answer's body says the request failed, or breaks off (botocore's test)."""
+    if not body:
+        return False
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return True
+    return root.tag == "Error"
+
+
+def _parsed(body: bytes) -> tuple[ElementTree.Element, str]:
+    """The root of an XML answer, and the namespace its names are in (``{...}`` or ``""``)."""
+    root = ElementTree.fromstring(body)
+    return root, root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+
+
+def _truncated(root: ElementTree.Element, namespace: str) -> bool:
+    return (root.findtext(f"{namespace}IsTruncated") or "").lower() == "true"
 
 
 def backoff(attempt: int) -> float:
@@ -746,11 +1092,15 @@ def _elsewhere(error: ClientError, region: str) -> bool:
 
 async def _error(operation: str, method: str, response: aiohttp.ClientResponse) -> ClientError:
     """The ``ClientError`` botocore makes of an error answer; reads and releases the response."""
-    status = response.status
     try:
         body = b"" if method == "HEAD" else await response.read()
     finally:
         response.release()
+    return _error_of(operation, response.status, response.headers, body)
+
+
+def _error_of(operation: str, status: int, headers: Mapping[str, str], body: bytes) -> ClientError:
+    """The ``ClientError`` botocore makes of an answer of ``status`` with ``body``."""
     fields = {"Code": str(status), "Message": http.client.responses.get(status, "")}
     if body and not (status >= 500 and body.lstrip().startswith(b"<html>")):
         try:
@@ -769,9 +1119,9 @@ async def _error(operation: str, method: str, response: aiohttp.ClientResponse) 
         "Error": cast("_ClientErrorResponseError", fields),  # botocore keeps every field
         "ResponseMetadata": {
             "HTTPStatusCode": status,
-            "HTTPHeaders": {name.lower(): value for name, value in response.headers.items()},
-            "RequestId": response.headers.get("x-amz-request-id", ""),
-            "HostId": response.headers.get("x-amz-id-2", ""),
+            "HTTPHeaders": {name.lower(): value for name, value in headers.items()},
+            "RequestId": headers.get("x-amz-request-id", ""),
+            "HostId": headers.get("x-amz-id-2", ""),
             "RetryAttempts": 0,
         },
     }
@@ -780,8 +1130,7 @@ async def _error(operation: str, method: str, response: aiohttp.ClientResponse) 
 
 def listed(body: bytes) -> Listed:
     """A ListObjectsV2 answer's page, its keys decoded if S3 URL-encoded them."""
-    root = ElementTree.fromstring(body)
-    namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    root, namespace = _parsed(body)
     decode = (root.findtext(f"{namespace}EncodingType") or "").lower() == "url"
 
     def key(text: str | None) -> str:
@@ -799,8 +1148,9 @@ def listed(body: bytes) -> Listed:
         key(item.findtext(f"{namespace}Prefix"))
         for item in root.iterfind(f"{namespace}CommonPrefixes")
     ]
-    truncated = (root.findtext(f"{namespace}IsTruncated") or "").lower() == "true"
-    token = root.findtext(f"{namespace}NextContinuationToken") if truncated else None
+    token = (
+        root.findtext(f"{namespace}NextContinuationToken") if _truncated(root, namespace) else None
+    )
     return Listed(objects, prefixes, token or None)
 
 
