@@ -20,9 +20,9 @@ uncommitted writer's content lives in storage as two pieces:
 parts back; it trusts the pending bytes only when they start where the parts
 end, so a process that died between uploading a part and rewriting the pending
 object leaves a consistent prefix, never duplicated bytes. A writer holds at
-most one part (``chunksize``) in memory, in the pieces it was written in: the
-part is sent from them, never joined into a buffer of its size, which glibc
-would keep after it. The pending name contains ``~``,
+most one part (``chunksize``) in memory, in a mapping of its own that goes
+back to the kernel once the part is sent (``_PartBuffer``). The pending name
+contains ``~``,
 which no valid driver path can, so ``list`` and ``walk`` hide it.
 
 Bytes never travel through the driver to be copied: ``move`` is a CopyObject,
@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import mmap
 import os
 import ssl
 import urllib.request
@@ -817,10 +818,7 @@ class _S3Writer(FileWriter):
         self._key = key
         self._upload_id: str | None = None
         self._parts: list[Part] = []
-        # The bytes after the parts, less than one part, in the pieces they were written in:
-        # sent as they are, never joined or copied into a buffer of a part's size.
-        self._pieces: list[bytes | memoryview] = []
-        self._buffered = 0
+        self._buffer = _PartBuffer(driver.chunksize)  # the bytes after the parts
         self._size = 0
         self._committed_size = 0  # committed content resumed but not yet copied into the upload
         self._saved = False  # storage holds everything written so far
@@ -852,7 +850,8 @@ class _S3Writer(FileWriter):
                     return False
                 raise
             try:
-                tail: list[bytes | memoryview] = [piece async for piece in _pieces_of(download)]
+                async for piece in _pieces_of(download):
+                    self._buffer.append(memoryview(piece))
             finally:
                 download.close()
         metadata = download.metadata
@@ -861,16 +860,17 @@ class _S3Writer(FileWriter):
         self._parts = await self._list_parts() if self._upload_id else []
         stored = sum(part.size for part in self._parts)
         if stored == offset:
-            self._pieces, self._saved = tail, True
-            self._buffered = sum(map(len, tail))
+            self._saved = True
         elif stored > offset:
             # A part holding the tail was uploaded, then the process died before
             # rewriting the pending object: the tail is already in the parts.
+            self._buffer.take()
             self._saved = False
         else:
             # The upload lost parts (aborted elsewhere): only the empty prefix is sure.
             self._upload_id, self._parts, self._saved = None, [], False
-        self._size = sum(part.size for part in self._parts) + self._buffered
+            self._buffer.take()
+        self._size = sum(part.size for part in self._parts) + self._buffer.size
         return True
 
     async def _list_parts(self) -> list[Part]:
@@ -887,7 +887,7 @@ class _S3Writer(FileWriter):
         size, self._committed_size = self._committed_size, 0
         if size < MIN_PART:
             # Too small to be a part: it becomes what is buffered (less than one part).
-            self._pieces, self._buffered = [await self._driver._get_content(self._path)], size
+            self._buffer.append(memoryview(await self._driver._get_content(self._path)))
             return
         await self._start_upload()
         assert self._upload_id is not None
@@ -907,14 +907,10 @@ class _S3Writer(FileWriter):
             if self._committed_size:
                 await self._continue_committed()
             self._saved = False
-            # Kept until its part is sent: a caller may reuse a buffer it hands in, not bytes.
-            view = memoryview(data if isinstance(data, bytes) else bytes(data)).cast("B")
+            view = memoryview(data).cast("B")
             while view:
-                room = self._driver.chunksize - self._buffered
-                self._pieces.append(view[:room])
-                self._buffered += len(self._pieces[-1])
-                view = view[room:]
-                if self._buffered >= self._driver.chunksize:
+                view = self._buffer.append(view)
+                if self._buffer.full:
                     await self._upload_part()
         except BaseException:
             # What is buffered no longer matches what was stored: keep the last
@@ -935,8 +931,7 @@ class _S3Writer(FileWriter):
             await self._start_upload()
         assert self._upload_id is not None
         driver = self._driver
-        pieces, size = self._pieces, self._buffered
-        self._pieces, self._buffered = [], 0
+        pieces, size = self._buffer.take()
         number = len(self._parts) + 1
         with driver._errors(self._path):
             objects = await driver._objects()
@@ -945,13 +940,14 @@ class _S3Writer(FileWriter):
 
     async def _save(self) -> None:
         """Store what is buffered so that another writer can resume it."""
-        if self._buffered >= MIN_PART:
+        if self._buffer.size >= MIN_PART:
             await self._upload_part()
         metadata = {
             _UPLOAD_ID: self._upload_id or "",
             _OFFSET: str(sum(part.size for part in self._parts)),
         }
-        await self._driver._put(self._path, _pending_key(self._key), self._pieces, metadata)
+        pending = _pending_key(self._key)
+        await self._driver._put(self._path, pending, self._buffer.pieces(), metadata)
         self._saved = True
 
     # -- finishing ------------------------------------------------------------------------
@@ -964,7 +960,7 @@ class _S3Writer(FileWriter):
         if self._committed_size:
             pass  # resumed committed content and appended nothing: it is in place
         elif self._upload_id is None or not self._parts:
-            await driver._put(self._path, self._key, self._pieces)
+            await driver._put(self._path, self._key, self._buffer.pieces())
         else:
             await self._complete()
         self._done = True
@@ -972,7 +968,7 @@ class _S3Writer(FileWriter):
         await self._abort_all()  # uploads that died before saving their state
 
     async def _complete(self) -> None:
-        if self._buffered:
+        if self._buffer.size:
             await self._upload_part()  # the last part may be small
         assert self._upload_id is not None
         driver = self._driver
@@ -998,6 +994,52 @@ class _S3Writer(FileWriter):
         self._done = True
         if not self._saved and not self._broken:
             await self._save()
+
+
+class _PartBuffer:
+    """A part's bytes as they are written, in an anonymous mapping of the part's size.
+
+    Its pages come from the kernel as they are first written and go back to it
+    once the part is sent and its mapping dropped. Kept as the pieces they were
+    written in, or in a bytearray, a part's bytes stayed in glibc's heap after
+    it was sent: a worker that had pushed held 16 MiB more for good, and
+    another 3 MiB while it pushed. Copying them here costs a pass over the
+    bytes, a hundredth of the time a part takes to send.
+    """
+
+    __slots__ = ("_capacity", "_map", "size")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._map: mmap.mmap | None = None
+        self.size = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self._capacity
+
+    def append(self, view: memoryview) -> memoryview:
+        """Add what fits of ``view``; returns the rest."""
+        if not view:
+            return view
+        if self._map is None:
+            self._map = mmap.mmap(-1, self._capacity)
+        taken = min(self._capacity - self.size, len(view))
+        self._map[self.size : self.size + taken] = view[:taken]
+        self.size += taken
+        return view[taken:]
+
+    def pieces(self) -> Pieces:
+        """What is buffered, as a body: a view of the mapping, no copy."""
+        if self._map is None or not self.size:
+            return []
+        return [memoryview(self._map)[: self.size]]
+
+    def take(self) -> tuple[Pieces, int]:
+        """What is buffered and its size, emptying the buffer: the mapping goes with the body."""
+        taken = self.pieces(), self.size
+        self._map, self.size = None, 0
+        return taken
 
 
 async def _pieces_of(download: Download) -> AsyncIterator[bytes]:
