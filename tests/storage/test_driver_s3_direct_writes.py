@@ -25,6 +25,7 @@ from tests.storage.test_driver_s3_direct import (
     Seen,
     backoffs,
     both_ways,
+    driver_on,
     error_of,
     s3_error,
     scripted,
@@ -368,3 +369,21 @@ async def test_the_body_of_a_large_part_is_sent_in_slices_never_joined() -> None
     # Each slice is a view of the piece it came from: no byte was copied.
     assert all(piece.obj is first for piece in slices[:3])
     assert slices[3].obj is second.obj
+
+
+async def test_once_the_bucket_is_found_elsewhere_writes_go_through_botocore(
+    scripted: ScriptedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    driver = driver_on(scripted.url)
+    objects = await driver._objects()
+    elsewhere = Answer(
+        301, s3_error("PermanentRedirect", "elsewhere"), {"x-amz-bucket-region": "eu-west-1"}
+    )
+    scripted.script[:] = [elsewhere, COPIED, STARTED, Answer(200, xml(f"<DeleteResult {NS}/>"))]
+    await objects.copy(SOURCE, KEY)
+    assert await objects.start_upload(KEY) == UPLOAD_ID
+    assert await objects.delete([KEY]) == []
+    by_botocore = ["Botocore" in seen.headers["user-agent"] for seen in scripted.seen]
+    assert by_botocore == [False, True, True, True], "the first answer, then botocore for all"
+    await driver.close()
