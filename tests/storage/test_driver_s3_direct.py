@@ -492,13 +492,21 @@ async def test_error_answers_become_botocores_client_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert await client_errors(scripted, operation, answer)
+
+
+async def client_errors(
+    scripted: ScriptedS3, operation: Callable[[s3objects.Objects], Awaitable[Any]], answer: Answer
+) -> bool:
+    """Whether ``answer`` becomes the same ``ClientError`` both ways (attempts set to 1)."""
 
     async def failing(objects: s3objects.Objects) -> Any:
         scripted.script[:] = [answer]
         return await operation(objects)
 
     outcomes = await both_ways(scripted.url, failing)
-    assert error_of(outcomes["direct"]) == error_of(outcomes["botocore"])
+    assert error_of(outcomes["direct"])[2] == answer.status
+    return error_of(outcomes["direct"]) == error_of(outcomes["botocore"])
 
 
 @pytest.mark.parametrize(
@@ -558,6 +566,22 @@ async def test_failures_are_retried_as_botocore_retries_them(
         monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
     else:
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", attempts)
+    outcomes, requests = await counted_both_ways(scripted, operation, script)
+    assert requests["HTTPObjects"] == requests["BotoObjects"], requests
+    if isinstance(outcomes["botocore"], Exception):
+        assert error_of(outcomes["direct"]) == error_of(outcomes["botocore"])
+    else:
+        assert outcomes["direct"] == outcomes["botocore"]
+    assert backoffs.direct == backoffs.botocore == list(range(1, requests["HTTPObjects"]))
+
+
+async def counted_both_ways(
+    scripted: ScriptedS3,
+    operation: Callable[[s3objects.Objects], Awaitable[Any]],
+    script: list[Answer],
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """What ``operation`` returns or raises each way, answered by ``script`` each time, and how
+    many requests each way sent (by ``Objects`` class)."""
     requests: dict[str, int] = {}
 
     async def counted(objects: s3objects.Objects) -> Any:
@@ -568,13 +592,7 @@ async def test_failures_are_retried_as_botocore_retries_them(
         finally:
             requests[type(objects).__name__] = len(scripted.seen) - before
 
-    outcomes = await both_ways(scripted.url, counted)
-    assert requests["HTTPObjects"] == requests["BotoObjects"], requests
-    if isinstance(outcomes["botocore"], Exception):
-        assert error_of(outcomes["direct"]) == error_of(outcomes["botocore"])
-    else:
-        assert outcomes["direct"] == outcomes["botocore"]
-    assert backoffs.direct == backoffs.botocore == list(range(1, requests["HTTPObjects"]))
+    return await both_ways(scripted.url, counted), requests
 
 
 async def test_a_dropped_connection_is_retried_as_botocore_retries_it(

@@ -19,12 +19,15 @@ import pytest
 from cargohold.storage.driver import s3objects
 from tests.storage.test_driver_s3_direct import (
     COMPARED,
+    ERRORS,
     Answer,
     Backoffs,
     ScriptedS3,
     Seen,
     backoffs,
     both_ways,
+    client_errors,
+    counted_both_ways,
     driver_on,
     error_of,
     s3_error,
@@ -314,17 +317,8 @@ async def test_a_200_that_failed_is_retried_as_botocore_retries_it(
     recovers: bool,
     backoffs: Backoffs,
 ) -> None:
-    requests: dict[str, int] = {}
-
-    async def counted(objects: s3objects.Objects) -> Any:
-        scripted.script[:] = [failure, success] if recovers else [failure] * 3
-        before = len(scripted.seen)
-        try:
-            return await operation(objects)
-        finally:
-            requests[type(objects).__name__] = len(scripted.seen) - before
-
-    outcomes = await both_ways(scripted.url, counted)
+    script = [failure, success] if recovers else [failure] * 3
+    outcomes, requests = await counted_both_ways(scripted, operation, script)
     assert requests["HTTPObjects"] == requests["BotoObjects"] == (2 if recovers else 3)
     if recovers:
         assert outcomes["direct"] == outcomes["botocore"]
@@ -338,25 +332,20 @@ async def test_a_200_that_failed_is_retried_as_botocore_retries_it(
 @pytest.mark.parametrize(
     ("operation", "answer"),
     [
-        (copy, Answer(404, s3_error("NoSuchKey", "gone"))),
+        (copy, ERRORS["no-such-key"]),
+        (copy, ERRORS["slow-down"]),
         (abort_upload, Answer(404, s3_error("NoSuchUpload", "gone"))),
         (parts, Answer(404, s3_error("NoSuchUpload", "gone"))),
-        (delete, Answer(403, s3_error("AccessDenied", "no"))),
+        (delete, ERRORS["access-denied"]),
+        (complete_upload, ERRORS["garbage-500"]),
     ],
-    ids=["copy", "abort_upload", "parts", "delete"],
+    ids=["copy-missing", "copy-slow-down", "abort_upload", "parts", "delete", "complete"],
 )
 async def test_their_error_answers_become_botocores_client_errors(
     scripted: ScriptedS3, operation: Operation, answer: Answer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-
-    async def failing(objects: s3objects.Objects) -> Any:
-        scripted.script[:] = [answer]
-        return await operation(objects)
-
-    outcomes = await both_ways(scripted.url, failing)
-    assert error_of(outcomes["direct"]) == error_of(outcomes["botocore"])
-    assert error_of(outcomes["direct"])[2] == answer.status
+    assert await client_errors(scripted, operation, answer)
 
 
 async def test_the_body_of_a_large_part_is_sent_in_slices_never_joined() -> None:
