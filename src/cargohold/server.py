@@ -45,6 +45,7 @@ from cargohold.api.tls import server_context
 from cargohold.auth import check_config as check_auth
 from cargohold.config import Config
 from cargohold.errors import ConfigError, StorageUnavailable
+from cargohold.heaptrim import keep_trimmed
 from cargohold.log import Recurring, add_fields
 from cargohold.metrics import METRICS_DIR, METRICS_DIR_MADE, remove_metrics_dir
 from cargohold.storage.driver import create_driver
@@ -198,6 +199,7 @@ async def _serve(
     listener = Listener.configured(app, config.http, fast_path=use_fast_path)
     _survive_exhaustion(asyncio.get_running_loop())
     debug: web.AppRunner | None = None
+    trimming: asyncio.Task[None] | None = None
     try:
         await listener.start(sock)
         if config.http.debug.addr:
@@ -213,12 +215,15 @@ async def _serve(
         # was off for the start (``cli.serve``); from here on it runs.
         gc.freeze()
         gc.enable()
+        trimming = asyncio.create_task(keep_trimmed())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
+        if trimming is not None:
+            trimming.cancel()
         if debug is not None:
             await debug.cleanup()
         await listener.close()
