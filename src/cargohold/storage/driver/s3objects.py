@@ -507,7 +507,7 @@ class HTTPObjects:
                 query["continuation-token"] = token
             if start_after:
                 query["start-after"] = start_after
-            return listed(await self._xml("ListObjectsV2", "GET", "", {}, query=query))
+            return listed(*await self._xml("ListObjectsV2", "GET", "", {}, query=query))
 
         return await self._either(
             http, lambda objects: objects.list(prefix, delimiter, max_keys, token, start_after)
@@ -534,7 +534,7 @@ class HTTPObjects:
             checksum = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
             headers = {"x-amz-checksum-crc32": checksum, "x-amz-sdk-checksum-algorithm": "CRC32"}
             query = {"delete": ""}
-            root, ns = _parsed(await self._xml("DeleteObjects", "POST", "", headers, [body], query))
+            root, ns = await self._xml("DeleteObjects", "POST", "", headers, [body], query)
             return [
                 (error.findtext(f"{ns}Key") or "", error.findtext(f"{ns}Code") or "")
                 for error in root.iterfind(f"{ns}Error")
@@ -545,8 +545,9 @@ class HTTPObjects:
     async def start_upload(self, key: str) -> str:
         async def http() -> str:
             headers = dict(self._put_headers)
-            body = await self._xml("CreateMultipartUpload", "POST", key, headers, query=_UPLOADS)
-            root, ns = _parsed(body)
+            root, ns = await self._xml(
+                "CreateMultipartUpload", "POST", key, headers, query=_UPLOADS
+            )
             return root.findtext(f"{ns}UploadId") or ""
 
         return await self._either(http, lambda objects: objects.start_upload(key))
@@ -571,8 +572,7 @@ class HTTPObjects:
                 "x-amz-copy-source-range": f"bytes={first}-{last}",
             }
             query = {"partNumber": str(number), "uploadId": upload_id}
-            body = await self._xml("UploadPartCopy", "PUT", key, headers, query=query)
-            root, ns = _parsed(body)
+            root, ns = await self._xml("UploadPartCopy", "PUT", key, headers, query=query)
             return root.findtext(f"{ns}ETag") or ""
 
         return await self._either(
@@ -603,7 +603,7 @@ class HTTPObjects:
             found: builtins.list[Part] = []
             query = {"uploadId": upload_id}
             while True:
-                root, ns = _parsed(await self._xml("ListParts", "GET", key, {}, query=query))
+                root, ns = await self._xml("ListParts", "GET", key, {}, query=query)
                 found.extend(
                     Part(
                         int(part.findtext(f"{ns}PartNumber") or 0),
@@ -624,8 +624,7 @@ class HTTPObjects:
             found: builtins.list[tuple[str, str]] = []
             query = {**_UPLOADS, "prefix": prefix}
             while True:
-                body = await self._xml("ListMultipartUploads", "GET", "", {}, query=query)
-                root, ns = _parsed(body)
+                root, ns = await self._xml("ListMultipartUploads", "GET", "", {}, query=query)
                 found.extend(
                     (upload.findtext(f"{ns}Key") or "", upload.findtext(f"{ns}UploadId") or "")
                     for upload in root.iterfind(f"{ns}Upload")
@@ -694,12 +693,12 @@ class HTTPObjects:
         headers: dict[str, str],
         content: Pieces | None = None,
         query: Mapping[str, str] | None = None,
-    ) -> bytes:
-        """The body of a successful answer that S3 writes in XML."""
-        response = await self._send(
-            operation, method, key, headers, content, query=query, read=True
-        )
-        return await response.read()  # read already, as the answer was checked
+    ) -> tuple[ElementTree.Element, str]:
+        """A successful answer that S3 writes in XML: its root and namespace (``_parsed``),
+        parsed once, where ``_send`` checked it."""
+        answer: builtins.list[tuple[ElementTree.Element, str]] = []
+        await self._send(operation, method, key, headers, content, query=query, parsed=answer)
+        return answer[0]
 
     async def _send(
         self,
@@ -710,18 +709,19 @@ class HTTPObjects:
         content: Pieces | None = None,
         *,
         query: Mapping[str, str] | None = None,
-        read: bool = False,
+        parsed: builtins.list[tuple[ElementTree.Element, str]] | None = None,
     ) -> aiohttp.ClientResponse:
-        """A successful response, its body unread unless ``read``; the caller releases it.
+        """A successful response, its body unread unless ``parsed``; the caller releases it.
 
-        ``read``: the body is read and checked, as botocore checks the answer of
-        an operation that has no streamed output. S3 may answer 200 and say in
-        the body that it failed (a CopyObject or a CompleteMultipartUpload that
-        failed after it started answering), or the body may break off: either
-        is a 500 then, and retried.
+        ``parsed``: the body is read, parsed as XML and checked, as botocore
+        checks the answer of an operation that has no streamed output, and its
+        root and namespace are appended. S3 may answer 200 and say in the body
+        that it failed (a CopyObject or a CompleteMultipartUpload that failed
+        after it started answering), or the body may break off: either is a 500
+        then, and retried.
         """
         span = s3spans.start(operation, method)
-        args = (operation, method, key, headers, content, query, read)
+        args = (operation, method, key, headers, content, query, parsed)
         if span is None:
             return await self._attempts_of(*args)
         try:
@@ -743,7 +743,7 @@ class HTTPObjects:
         headers: dict[str, str],
         content: Pieces | None,
         query: Mapping[str, str] | None,
-        read: bool,
+        parsed: builtins.list[tuple[ElementTree.Element, str]] | None,
     ) -> aiohttp.ClientResponse:
         path = self.path(key)
         canonical = canonical_query(query) if query else ""
@@ -772,7 +772,9 @@ class HTTPObjects:
                     proxy=self._proxy,
                     allow_redirects=False,
                 )
-                body = await response.read() if read and response.status < 300 else None
+                body = (
+                    await response.read() if parsed is not None and response.status < 300 else None
+                )
             except TRANSPORT_FAILURES as exc:
                 log.debug("%s %s: %s (attempt %d)", operation, path, exc, attempt)
                 timeout = isinstance(exc, asyncio.TimeoutError)
@@ -782,8 +784,11 @@ class HTTPObjects:
                 await asyncio.sleep(backoff(attempt))
                 continue
             log.debug("%s %s: %d (attempt %d)", operation, path, response.status, attempt)
-            if response.status < 300 and (body is None or not _failed_in_body(body)):
+            answer = None if body is None else _answer_of(body)
+            if response.status < 300 and (body is None or answer is not None):
                 self._quota.succeeded(drawn)
+                if parsed is not None and answer is not None:
+                    parsed.append(answer)
                 return response
             if body is not None:
                 error = _error_of(operation, 500, response.headers, body)
@@ -1046,15 +1051,14 @@ def _sent_query(canonical: str) -> str:
     )
 
 
-def _failed_in_body(body: bytes) -> bool:
-    """Whether a 200 answer's body says the request failed, or breaks off (botocore's test)."""
-    if not body:
-        return False
+def _answer_of(body: bytes) -> tuple[ElementTree.Element, str] | None:
+    """A 200 answer's body parsed (``_parsed``); None where it says the request failed or
+    breaks off (botocore's test). An empty body is an empty answer."""
     try:
-        root = ElementTree.fromstring(body)
+        root, namespace = _parsed(body or b"<Empty/>")
     except ElementTree.ParseError:
-        return True
-    return root.tag == "Error"
+        return None
+    return None if root.tag == "Error" else (root, namespace)
 
 
 def _parsed(body: bytes) -> tuple[ElementTree.Element, str]:
@@ -1128,9 +1132,8 @@ def _error_of(operation: str, status: int, headers: Mapping[str, str], body: byt
     return ClientError(parsed, operation)
 
 
-def listed(body: bytes) -> Listed:
-    """A ListObjectsV2 answer's page, its keys decoded if S3 URL-encoded them."""
-    root, namespace = _parsed(body)
+def listed(root: ElementTree.Element, namespace: str) -> Listed:
+    """A ListObjectsV2 answer's page (``_parsed``), its keys decoded if S3 URL-encoded them."""
     decode = (root.findtext(f"{namespace}EncodingType") or "").lower() == "url"
 
     def key(text: str | None) -> str:
