@@ -292,6 +292,9 @@ async def test_a_store_killed_while_a_blob_streams_cuts_the_connection(
     assert len(received) < len(data)
     assert received == data[: len(received)], "only the blob's own bytes, no error reply"
     no_tracebacks(caplog)
+    assert [r.name for r in caplog.records if "failed while sending it" in r.getMessage()] == [
+        "cargohold.api"
+    ]
 
 
 async def test_content_gone_from_under_a_cached_descriptor_is_a_404_not_a_broken_200(

@@ -4,7 +4,8 @@
 never passes through memory whole: small blobs on a local disk are read
 inline (cheaper than any hand-off), larger ones are copied to the socket by a
 thread or sent by the kernel (``filesend.py``), object stores answer with a
-redirect, and anything else streams in bounded chunks.
+redirect or have the kernel pass their answer on (``relay.py``), and anything
+else streams in bounded chunks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from cargohold.api import relay
 from cargohold.api.context import Api
 from cargohold.api.events import DELETE, PULL, Event
 from cargohold.api.filesend import LocalFileResponse
@@ -108,9 +110,13 @@ async def get_blob(
     response.content_length = length
     await response.prepare(request)
     try:
-        async for chunk in chunks:
-            await response.write(chunk)
-    except (StorageDriverError, RegistryError) as exc:
+        taken = relay.take(request, chunks, length)
+        if taken is not None:
+            await relay.send(request, taken)
+        else:
+            async for chunk in chunks:
+                await response.write(chunk)
+    except (StorageDriverError, RegistryError, relay.StoreFailed) as exc:
         # Part of the body is out: no error reply can follow (one returned now would be
         # written inside the body, on a connection the client keeps waiting on for the
         # missing bytes). Cutting the connection shows the client a short body.

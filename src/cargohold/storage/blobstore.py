@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import DEFAULT_ALGORITHM, Digest, digest_of
 from cargohold.errors import BlobUnknown, DigestInvalid, PathNotFound
 from cargohold.registry import BlobSource
+from cargohold.socketbody import InSocket, Relayable
 from cargohold.storage.cache import BlobDescriptorCache
 from cargohold.storage.driver.base import FileInfo, ImmediateFiles, StorageDriver
 from cargohold.storage.middleware import BlobRedirects, DriverRedirects
@@ -100,7 +101,7 @@ class GlobalBlobStore:
         except PathNotFound:
             await self.forget(digest)
             raise BlobUnknown(digest) from None
-        return stream if length is None else _limit(stream, length)
+        return stream if length is None else _limited(stream, length)
 
     async def put(
         self, content: bytes, media_type: str = OCTET_STREAM, algorithm: str = DEFAULT_ALGORITHM
@@ -213,7 +214,15 @@ def content_now(files: ImmediateFiles, digest: Digest, offset: int, length: int)
     return data[offset:] if offset else data
 
 
-async def _limit(stream: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+def _limited(stream: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """At most ``length`` bytes of ``stream``, from its socket if it gives that up."""
+    chunks = _limit(stream, length)
+    if isinstance(stream, InSocket):
+        return Relayable(chunks, lambda most: stream.socket_body(min(most, length)))
+    return chunks
+
+
+async def _limit(stream: AsyncIterator[bytes], length: int) -> AsyncGenerator[bytes, None]:
     """At most ``length`` bytes of ``stream``."""
     remaining = length
     try:

@@ -60,7 +60,7 @@ import json
 import os
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +78,8 @@ from cargohold.errors import (
     StorageDriverError,
     StorageUnavailable,
 )
+from cargohold.socketbody import Relayable
+from cargohold.storage.driver import httpsocket
 from cargohold.storage.driver.base import (
     Descend,
     FileInfo,
@@ -484,11 +486,14 @@ class GCSDriver(StorageDriver):
         response = await self._media(path, self._key(path), offset)
         if response is None:
             return _nothing()
-        return self._chunks(path, response, chunk_size)
+        return Relayable(
+            self._chunks(path, response, chunk_size),
+            lambda most: httpsocket.socket_body(response, most),
+        )
 
     async def _chunks(
         self, path: str, response: aiohttp.ClientResponse, chunk_size: int
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Exactly ``chunk_size`` bytes per chunk (the last may be shorter)."""
         try:
             while True:

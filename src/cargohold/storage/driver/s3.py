@@ -58,7 +58,7 @@ import mmap
 import os
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,6 +78,7 @@ from cargohold.errors import (
     StorageDriverError,
     StorageUnavailable,
 )
+from cargohold.socketbody import Relayable
 from cargohold.storage.driver import s3spans
 from cargohold.storage.driver.base import (
     BatchDeletes,
@@ -526,9 +527,11 @@ class S3Driver(StorageDriver):
                 if offset != size:
                     raise InvalidOffset(path, self.name, offset, f"beyond the size {size}") from exc
                 return _nothing()
-        return self._chunks(path, download, chunk_size)
+        return Relayable(self._chunks(path, download, chunk_size), download.socket_body)
 
-    async def _chunks(self, path: str, body: Download, chunk_size: int) -> AsyncIterator[bytes]:
+    async def _chunks(
+        self, path: str, body: Download, chunk_size: int
+    ) -> AsyncGenerator[bytes, None]:
         """The content as it arrives, at most ``chunk_size`` bytes per chunk."""
         try:
             while True:

@@ -53,7 +53,8 @@ import aiohttp
 from botocore.exceptions import ClientError
 from yarl import URL
 
-from cargohold.storage.driver import s3spans
+from cargohold.socketbody import SocketBody
+from cargohold.storage.driver import httpsocket, s3spans
 from cargohold.storage.driver.base import READ_CHUNK
 from cargohold.storage.driver.sigv4 import (
     EMPTY_SHA256,
@@ -176,6 +177,11 @@ class Download(Protocol):
     async def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes, as they arrive (all that is left when negative); ``b""`` at
         the end."""
+        ...
+
+    def socket_body(self, most: int) -> SocketBody | None:
+        """The rest of the content with the socket it arrives on, before any read; or None
+        (``socketbody.InSocket``)."""
         ...
 
     def close(self) -> None: ...
@@ -401,6 +407,9 @@ class _BotoDownload:
     async def read(self, size: int = -1) -> bytes:
         piece: bytes = await self._body.read(size if size >= 0 else None)
         return piece
+
+    def socket_body(self, most: int) -> SocketBody | None:
+        return None  # botocore's body reads its socket itself
 
     def close(self) -> None:
         self._body.close()
@@ -854,6 +863,7 @@ class _HTTPDownload:
         self._response = response
         #: The rest of a piece larger than the last read asked for.
         self._left = b""
+        self._read = False
         _receive_whole_chunks(response)
 
     @property
@@ -861,6 +871,7 @@ class _HTTPDownload:
         return _metadata(self._response.headers)
 
     async def read(self, size: int = -1) -> bytes:
+        self._read = True
         if size < 0:
             left, self._left = self._left, b""
             return left + await self._response.read()  # and gives the connection back
@@ -870,6 +881,9 @@ class _HTTPDownload:
             return piece
         self._left = piece[size:]
         return piece[:size]
+
+    def socket_body(self, most: int) -> SocketBody | None:
+        return None if self._read else httpsocket.socket_body(self._response, most)
 
     async def _piece(self) -> bytes:
         """The next piece as received; ``b""`` at the end."""

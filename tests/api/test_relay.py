@@ -1,0 +1,154 @@
+"""``relay.send`` moves a body from a store's socket to the client's, and ends cleanly either way.
+
+The store here is a scripted TCP peer: it sends the bytes it is told to, then
+closes, or goes quiet. The handler sends a reply's status line and headers,
+then relays ``head`` and the socket's bytes; whatever happens it closes the
+body (its descriptor, and the store's connection through ``release``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from cargohold.api import relay
+from cargohold.socketbody import SocketBody
+
+MiB = 1 << 20
+HEAD = b"held by the process first;"
+REST = os.urandom(4 * MiB + 3)
+
+
+@dataclass
+class Store:
+    """A peer that writes ``send`` bytes to whoever connects, then closes or goes quiet."""
+
+    send: bytes = b""
+    quiet: bool = False
+    port: int = 0
+    #: The handler's outcomes: "sent", or the failure's type and message.
+    outcomes: list[str] = field(default_factory=list)
+    released: int = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.send)
+        await writer.drain()
+        if self.quiet:
+            await reader.read()  # until the registry gives up and closes
+        writer.close()
+
+    def release(self) -> None:
+        self.released += 1
+
+
+async def handler_of(
+    store: Store, declared: int
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        sock = socket.create_connection(("127.0.0.1", store.port))
+        sock.setblocking(False)
+        body = SocketBody(HEAD, os.dup(sock.fileno()), declared, 0.5, store.release)
+        sock.close()
+        response = web.StreamResponse()
+        response.content_length = len(HEAD) + declared
+        await response.prepare(request)
+        try:
+            await relay.send(request, body)
+        except relay.StoreFailed as exc:
+            store.outcomes.append(f"StoreFailed: {exc}")
+            return response
+        store.outcomes.append("sent")
+        await response.write_eof()
+        return response
+
+    return handle
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Callable[[Store, int], Awaitable[int]]]:
+    """Starts a store and a registry relaying ``declared`` bytes from it; the registry's port."""
+    cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    async def start(store: Store, declared: int) -> int:
+        server = await asyncio.start_server(store.serve, "127.0.0.1", 0)
+        store.port = server.sockets[0].getsockname()[1]
+        app = web.Application()
+        app.router.add_get("/blob", await handler_of(store, declared))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+
+        async def stop() -> None:
+            await runner.cleanup()
+            server.close()
+
+        cleanups.append(stop)
+        return int(runner.addresses[0][1])
+
+    yield start
+    for cleanup in cleanups:
+        await cleanup()
+
+
+async def get(port: int) -> tuple[bytes, bytes, float]:
+    """The status line and headers, every byte after them until the registry closes, and
+    the seconds that took."""
+    began = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /blob HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    async with asyncio.timeout(10):
+        body = await reader.read()
+    writer.close()
+    return head, body, time.monotonic() - began
+
+
+async def test_the_held_bytes_go_first_then_the_sockets(
+    started: Callable[[Store, int], Awaitable[int]],
+) -> None:
+    store = Store(send=REST)
+    head, body, _ = await get(await started(store, len(REST)))
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert f"Content-Length: {len(HEAD) + len(REST)}".encode() in head
+    assert body == HEAD + REST
+    assert (store.outcomes, store.released) == (["sent"], 1)
+
+
+async def test_no_more_is_read_from_the_store_than_the_body_has_left(
+    started: Callable[[Store, int], Awaitable[int]],
+) -> None:
+    # Bytes after the body on the store's connection belong to no one: they stay unsent.
+    store = Store(send=REST + b"the next answer")
+    _, body, _ = await get(await started(store, len(REST)))
+    assert body == HEAD + REST
+    assert store.outcomes == ["sent"]
+
+
+async def test_a_store_that_ends_early_cuts_the_clients_connection(
+    started: Callable[[Store, int], Awaitable[int]],
+) -> None:
+    store = Store(send=REST[: 2 * MiB])
+    _, body, _ = await get(await started(store, len(REST)))
+    assert body == HEAD + REST[: 2 * MiB]  # short of its Content-Length, and nothing else
+    assert store.outcomes == [
+        f"StoreFailed: the object store's answer ended {len(REST) - 2 * MiB} bytes early"
+    ]
+    assert store.released == 1
+
+
+async def test_a_store_gone_quiet_is_given_up_after_its_read_timeout(
+    started: Callable[[Store, int], Awaitable[int]],
+) -> None:
+    store = Store(send=REST[:MiB], quiet=True)
+    _, body, seconds = await get(await started(store, len(REST)))
+    assert body == HEAD + REST[:MiB]
+    assert store.outcomes == ["StoreFailed: the object store sent nothing in time"]
+    assert 0.5 <= seconds < 5
+    assert store.released == 1
