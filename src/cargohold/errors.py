@@ -97,6 +97,10 @@ class Unsupported(StorageDriverError):
     """The driver does not implement this operation."""
 
 
+class FileChanged(StorageDriverError):
+    """A file was no longer the version an operation was asked to act on."""
+
+
 class StorageUnavailable(StorageDriverError):
     """The backend failed: an I/O error, a network error, a refused request."""
 

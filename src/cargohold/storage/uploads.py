@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING
 
 from cargohold.descriptor import OCTET_STREAM, Descriptor
 from cargohold.digest import Digest, Digester
-from cargohold.errors import BlobUploadUnknown, DigestInvalid, PathNotFound, SizeInvalid
+from cargohold.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    FileChanged,
+    PathNotFound,
+    SizeInvalid,
+)
 from cargohold.storage.driver.base import FileWriter
 from cargohold.storage.paths import BlobData, UploadData, UploadDir, UploadStartedAt, path_for
 
@@ -138,22 +145,29 @@ class BlobUpload:
         store, driver = self._store, self._store.blobs.driver
         await self._writer.commit()
         await self._writer.close()
-        private = f"{path_for(UploadDir(store.name, self._id))}/commit-{secrets.token_hex(8)}"
+        guarded = driver.guarded_moves
         try:
-            try:
-                await driver.move(path_for(UploadData(store.name, self._id)), private)
-            except PathNotFound:
-                raise BlobUploadUnknown("the upload was finished or cancelled meanwhile") from None
-            # The upload is this commit's now, whatever the verification finds: without its
-            # startedat no other request resumes it (one would open the data's path afresh, an
-            # empty file, and answer for an upload that is gone). Right after the move: on a
-            # local disk neither call waits, so no resume on this event loop comes between.
-            with suppress(PathNotFound):
-                await driver.delete(path_for(UploadStartedAt(store.name, self._id)))
-            actual_size = (await driver.stat(private)).size
+            if guarded is None:
+                content, version = await self._claimed(), None
+            else:
+                content = path_for(UploadData(store.name, self._id))
+                # The upload is this commit's from here: without its startedat no other
+                # request resumes it. One that resumed it before may still write; the move
+                # into the blobs below happens only if the content is still the version
+                # verified, so no copy of it is needed first (on an object store a move is
+                # a copy of the whole content).
+                with suppress(PathNotFound):
+                    await driver.delete(path_for(UploadStartedAt(store.name, self._id)))
+                try:
+                    version = await guarded.version(content)
+                except PathNotFound:
+                    raise BlobUploadUnknown(
+                        "the upload was finished or cancelled meanwhile"
+                    ) from None
+            actual_size = (await driver.stat(content)).size if version is None else version.size
             if size is not None and size != actual_size:
                 raise SizeInvalid(f"declared size {size} but received {actual_size} bytes")
-            actual = await self._digest(private, actual_size, expected.algorithm)
+            actual = await self._digest(content, actual_size, expected.algorithm)
             if actual != expected:
                 raise DigestInvalid(
                     f"provided digest {expected} did not match uploaded content {actual}",
@@ -162,11 +176,37 @@ class BlobUpload:
             descriptor = Descriptor(OCTET_STREAM, expected, actual_size)
             # Content that exists already is not written again: commit is idempotent.
             if not await store.blobs.exists(expected):
-                await driver.move(private, path_for(BlobData(expected)))
+                blob = path_for(BlobData(expected))
+                if guarded is None or version is None:
+                    await driver.move(content, blob)
+                else:
+                    try:
+                        await guarded.move_unchanged(content, blob, version)
+                    except FileChanged:
+                        raise BlobUploadInvalid(
+                            "the upload's content changed while it was committed"
+                        ) from None
             await store.link(descriptor)
             return descriptor
         finally:
             await self._remove()
+
+    async def _claimed(self) -> str:
+        """The upload's content moved to a path of this commit's own, and the upload made
+        impossible to resume: where the content is now."""
+        store, driver = self._store, self._store.blobs.driver
+        private = f"{path_for(UploadDir(store.name, self._id))}/commit-{secrets.token_hex(8)}"
+        try:
+            await driver.move(path_for(UploadData(store.name, self._id)), private)
+        except PathNotFound:
+            raise BlobUploadUnknown("the upload was finished or cancelled meanwhile") from None
+        # The upload is this commit's now, whatever the verification finds: without its
+        # startedat no other request resumes it (one would open the data's path afresh, an
+        # empty file, and answer for an upload that is gone). Right after the move: on a
+        # local disk neither call waits, so no resume on this event loop comes between.
+        with suppress(PathNotFound):
+            await driver.delete(path_for(UploadStartedAt(store.name, self._id)))
+        return private
 
     async def _digest(self, path: str, size: int, algorithm: str) -> Digest:
         digester = self._digester

@@ -50,6 +50,9 @@ capability, never for the driver's class:
 - ``delimited_lists`` (``DelimitedLists``): everything below a folder in one
   pass, cut at a delimiter (S3's ListObjectsV2): a whole tree's worth of
   folders in a request, where ``list`` reads one folder per request.
+- ``guarded_moves`` (``GuardedMoves``): a file moves only while it is still
+  the version the caller saw (S3's copy preconditions), so a move that costs a
+  copy of the content needs no private copy first to be safe from a late writer.
 
 Blocking calls (fsync, recursive deletes, copies) run on the threads of the
 registry that uses the driver (``use_threads``), or, for a driver used on its
@@ -160,6 +163,28 @@ class ExclusiveCreates(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class FileVersion:
+    """One version of a file's content, as a guarded move names it."""
+
+    #: The backend's name for this version of the content (S3's ETag).
+    tag: str
+    size: int
+
+
+class GuardedMoves(Protocol):
+    """A driver that moves a file only while it is still the version the caller saw."""
+
+    async def version(self, path: str) -> FileVersion:
+        """The file's version now; ``PathNotFound`` when there is no file."""
+        ...
+
+    async def move_unchanged(self, source: str, dest: str, version: FileVersion) -> None:
+        """``move``, if ``source`` is still ``version`` all the while its content is read;
+        otherwise ``FileChanged``, with nothing at ``dest`` written and ``source`` kept."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class DelimitedPage:
     """One page of a delimited listing (``DelimitedLists.list_delimited``)."""
 
@@ -250,6 +275,38 @@ class _CheckedDeletes:
             return await self._delete(checked)
         with driver.watch.action(driver.name, "DeleteFiles", checked[0]):
             return await self._delete(checked)
+
+
+class _CheckedMoves:
+    """A driver's guarded moves made as its public API makes every call."""
+
+    __slots__ = ("_driver", "_move", "_version")
+
+    def __init__(
+        self,
+        driver: StorageDriver,
+        version: Callable[[str], Awaitable[FileVersion]],
+        move: Callable[[str, str, FileVersion], Awaitable[None]],
+    ) -> None:
+        self._driver = driver
+        self._version = version
+        self._move = move
+
+    async def version(self, path: str) -> FileVersion:
+        driver = self._driver
+        path = driver._file_path(path)
+        if driver.watch is None:
+            return await self._version(path)
+        with driver.watch.action(driver.name, "Stat", path):
+            return await self._version(path)
+
+    async def move_unchanged(self, source: str, dest: str, version: FileVersion) -> None:
+        driver = self._driver
+        source, dest = driver._file_path(source), driver._file_path(dest)
+        if driver.watch is None:
+            return await self._move(source, dest, version)
+        with driver.watch.action(driver.name, "Move", source):
+            return await self._move(source, dest, version)
 
 
 class _CheckedListings:
@@ -375,6 +432,19 @@ class StorageDriver(ABC):
     @property
     def delimited_lists(self) -> DelimitedLists | None:
         return None
+
+    @property
+    def guarded_moves(self) -> GuardedMoves | None:
+        return None
+
+    def _checked_moves(
+        self,
+        version: Callable[[str], Awaitable[FileVersion]],
+        move: Callable[[str, str, FileVersion], Awaitable[None]],
+    ) -> GuardedMoves:
+        """``guarded_moves`` for a driver whose ``version`` and ``move_unchanged`` are these,
+        which then get valid file paths and are watched (as ``Stat`` and ``Move``)."""
+        return _CheckedMoves(self, version, move)
 
     def _checked_listings(
         self, list_delimited: Callable[[str, str, str, str, str | None], Awaitable[DelimitedPage]]

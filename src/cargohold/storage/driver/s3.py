@@ -73,6 +73,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from cargohold.errors import (
     ConfigError,
+    FileChanged,
     InvalidOffset,
     PathNotFound,
     StorageDriverError,
@@ -86,7 +87,9 @@ from cargohold.storage.driver.base import (
     DelimitedPage,
     Descend,
     FileInfo,
+    FileVersion,
     FileWriter,
+    GuardedMoves,
     RedirectURLs,
     StorageDriver,
     join,
@@ -460,6 +463,8 @@ class S3Driver(StorageDriver):
         code, status = error_code(exc), error_status(exc)
         if code in _NOT_FOUND:
             return PathNotFound(path, self.name)
+        if code == "PreconditionFailed":
+            return FileChanged(path, self.name, "it changed while it was copied")
         if code == "NoSuchBucket":
             return StorageUnavailable(path, self.name, f"bucket {self.bucket!r} does not exist")
         if code in _DENIED:
@@ -651,23 +656,44 @@ class S3Driver(StorageDriver):
         head = await self._head(source, self._key(source))
         if head is None:
             raise PathNotFound(source, self.name)
-        size = head.size
+        await self._copy_then_delete(source, dest, head.size, "")
+
+    @property
+    def guarded_moves(self) -> GuardedMoves:
+        return self._checked_moves(self._version, self._move_unchanged)
+
+    async def _version(self, path: str) -> FileVersion:
+        head = await self._head(path, self._key(path))
+        if head is None:
+            raise PathNotFound(path, self.name)
+        return FileVersion(head.etag, head.size)
+
+    async def _move_unchanged(self, source: str, dest: str, version: FileVersion) -> None:
+        if not version.tag:
+            raise FileChanged(source, self.name, "the object store gave no ETag to copy it by")
+        await self._copy_then_delete(source, dest, version.size, version.tag)
+
+    async def _copy_then_delete(self, source: str, dest: str, size: int, if_match: str) -> None:
+        """Copy ``size`` bytes server-side (only while the ETag is ``if_match``, if given),
+        then delete the source."""
         if source == dest:
             return  # copying then deleting would lose the file
         if size <= self.copy_threshold:
             with self._errors(source):
-                await (await self._objects()).copy(self._key(source), self._key(dest))
+                await (await self._objects()).copy(self._key(source), self._key(dest), if_match)
         else:
-            await self._multipart_copy(source, dest, size)
+            await self._multipart_copy(source, dest, size, if_match)
         await self._delete_keys(source, [self._key(source)])
 
-    async def _multipart_copy(self, source: str, dest: str, size: int) -> None:
+    async def _multipart_copy(self, source: str, dest: str, size: int, if_match: str) -> None:
         """Copy a large object server-side, in parallel ranges (UploadPartCopy)."""
         objects, dest_key = await self._objects(), self._key(dest)
         with self._errors(dest):
             upload_id = await objects.start_upload(dest_key)
         try:
-            parts = await self._copy_parts(source, dest_key, upload_id, size, first_number=1)
+            parts = await self._copy_parts(
+                source, dest_key, upload_id, size, first_number=1, if_match=if_match
+            )
             with self._errors(dest):
                 await objects.complete_upload(dest_key, upload_id, parts)
         except BaseException:
@@ -675,7 +701,13 @@ class S3Driver(StorageDriver):
             raise
 
     async def _copy_parts(
-        self, source: str, dest_key: str, upload_id: str, size: int, first_number: int
+        self,
+        source: str,
+        dest_key: str,
+        upload_id: str,
+        size: int,
+        first_number: int,
+        if_match: str = "",
     ) -> builtins.list[Part]:
         """Copy all of ``source`` into parts of an upload; returns them in order."""
         objects, source_key = await self._objects(), self._key(source)
@@ -687,7 +719,7 @@ class S3Driver(StorageDriver):
                 number = first_number + index
                 with self._errors(source):
                     etag = await objects.copy_part(
-                        source_key, dest_key, upload_id, number, first, last
+                        source_key, dest_key, upload_id, number, first, last, if_match
                     )
                 parts[index] = Part(number, etag, last - first + 1)
 

@@ -138,6 +138,8 @@ class Head:
     modified: datetime
     #: The object's user metadata (``x-amz-meta-*``), by lower-case name.
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: The ETag, quotes included, as a copy's ``x-amz-copy-source-if-match`` takes it.
+    etag: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +201,9 @@ class Objects(Protocol):
         """Create or replace the object, with the driver's object arguments."""
         ...
 
-    async def copy(self, source: str, key: str) -> None:
-        """Copy the object at ``source`` to ``key`` (CopyObject), with the object arguments."""
+    async def copy(self, source: str, key: str, if_match: str = "") -> None:
+        """Copy the object at ``source`` to ``key`` (CopyObject), with the object arguments;
+        with ``if_match``, only while ``source``'s ETag is that (``PreconditionFailed``)."""
         ...
 
     async def delete(self, keys: Sequence[str]) -> builtins.list[tuple[str, str]]:
@@ -217,10 +220,17 @@ class Objects(Protocol):
         ...
 
     async def copy_part(
-        self, source: str, key: str, upload_id: str, number: int, first: int, last: int
+        self,
+        source: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        first: int,
+        last: int,
+        if_match: str = "",
     ) -> str:
         """Part ``number`` of the upload, copied from bytes ``first``-``last`` (inclusive) of
-        ``source`` (UploadPartCopy): its ETag."""
+        ``source`` (UploadPartCopy), only while its ETag is ``if_match`` if given: its ETag."""
         ...
 
     async def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
@@ -276,7 +286,9 @@ class BotoObjects:
     async def head(self, key: str) -> Head:
         response = await self._client.head_object(Bucket=self._bucket, Key=key)
         metadata = {name.lower(): value for name, value in response.get("Metadata", {}).items()}
-        return Head(response["ContentLength"], response["LastModified"], metadata)
+        return Head(
+            response["ContentLength"], response["LastModified"], metadata, response.get("ETag", "")
+        )
 
     async def put(self, key: str, content: Pieces, metadata: Mapping[str, str]) -> None:
         await self._client.put_object(
@@ -287,11 +299,12 @@ class BotoObjects:
             **self._object_args,
         )
 
-    async def copy(self, source: str, key: str) -> None:
+    async def copy(self, source: str, key: str, if_match: str = "") -> None:
         await self._client.copy_object(
             Bucket=self._bucket,
             Key=key,
             CopySource={"Bucket": self._bucket, "Key": source},
+            **_if_match(if_match),
             **self._object_args,
         )
 
@@ -319,7 +332,14 @@ class BotoObjects:
         return result["ETag"]
 
     async def copy_part(
-        self, source: str, key: str, upload_id: str, number: int, first: int, last: int
+        self,
+        source: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        first: int,
+        last: int,
+        if_match: str = "",
     ) -> str:
         result = await self._client.upload_part_copy(
             Bucket=self._bucket,
@@ -328,6 +348,7 @@ class BotoObjects:
             PartNumber=number,
             CopySource={"Bucket": self._bucket, "Key": source},
             CopySourceRange=f"bytes={first}-{last}",
+            **_if_match(if_match),
         )
         return result["CopyPartResult"]["ETag"]
 
@@ -482,6 +503,7 @@ class HTTPObjects:
                 int(response.headers["Content-Length"]),
                 _http_date(response.headers["Last-Modified"]),
                 _metadata(response.headers),
+                response.headers.get("ETag", ""),
             )
 
         return await self._either(http, lambda objects: objects.head(key))
@@ -528,12 +550,14 @@ class HTTPObjects:
 
         await self._either(http, lambda objects: objects.bucket())
 
-    async def copy(self, source: str, key: str) -> None:
+    async def copy(self, source: str, key: str, if_match: str = "") -> None:
         async def http() -> None:
             headers = {**self._put_headers, "x-amz-copy-source": self._copy_source(source)}
+            if if_match:
+                headers["x-amz-copy-source-if-match"] = if_match
             await self._xml("CopyObject", "PUT", key, headers)
 
-        await self._either(http, lambda objects: objects.copy(source, key))
+        await self._either(http, lambda objects: objects.copy(source, key, if_match))
 
     async def delete(self, keys: Sequence[str]) -> builtins.list[tuple[str, str]]:
         async def http() -> builtins.list[tuple[str, str]]:
@@ -573,19 +597,31 @@ class HTTPObjects:
         )
 
     async def copy_part(
-        self, source: str, key: str, upload_id: str, number: int, first: int, last: int
+        self,
+        source: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        first: int,
+        last: int,
+        if_match: str = "",
     ) -> str:
         async def http() -> str:
             headers = {
                 "x-amz-copy-source": self._copy_source(source),
                 "x-amz-copy-source-range": f"bytes={first}-{last}",
             }
+            if if_match:
+                headers["x-amz-copy-source-if-match"] = if_match
             query = {"partNumber": str(number), "uploadId": upload_id}
             root, ns = await self._xml("UploadPartCopy", "PUT", key, headers, query=query)
             return root.findtext(f"{ns}ETag") or ""
 
         return await self._either(
-            http, lambda objects: objects.copy_part(source, key, upload_id, number, first, last)
+            http,
+            lambda objects: objects.copy_part(
+                source, key, upload_id, number, first, last, if_match
+            ),
         )
 
     async def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
@@ -844,6 +880,11 @@ class _RetryQuota:
     def succeeded(self, drawn: int) -> None:
         """A request succeeded: it gives back what its last retry drew, or 1 if not retried."""
         self._available = min(self._capacity, self._available + (drawn or 1))
+
+
+def _if_match(etag: str) -> dict[str, Any]:
+    """botocore's argument for ``x-amz-copy-source-if-match``, when there is a condition."""
+    return {"CopySourceIfMatch": etag} if etag else {}
 
 
 def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
