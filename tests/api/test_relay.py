@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
+from tests.auth.pki import Authority
 
 from cargohold.api import relay
-from cargohold.socketbody import SocketBody
+from cargohold.socketbody import Relayable, SocketBody
 
 MiB = 1 << 20
 HEAD = b"held by the process first;"
@@ -152,3 +156,47 @@ async def test_a_store_gone_quiet_is_given_up_after_its_read_timeout(
     assert store.outcomes == ["StoreFailed: the object store sent nothing in time"]
     assert 0.5 <= seconds < 5
     assert store.released == 1
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_over_tls_a_bodys_socket_is_never_asked_for(tmp_path: Path, tls: bool) -> None:
+    # Bytes spliced into a TLS connection's socket would bypass its encryption.
+    asked: list[int] = []
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield REST
+
+    def take(most: int) -> SocketBody | None:
+        asked.append(most)
+        return None  # and the stream goes on as chunks
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        stream = Relayable(chunks(), take)
+        assert relay.take(request, stream, len(REST)) is None
+        response = web.StreamResponse()
+        response.content_length = len(REST)
+        await response.prepare(request)
+        async for chunk in stream:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    authority = Authority("relay test CA")
+    certificate, key = authority.issue("127.0.0.1", ip="127.0.0.1").write(tmp_path, "server")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(certificate, key)
+    app = web.Application()
+    app.router.add_get("/blob", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context if tls else None).start()
+    client_context = ssl.create_default_context(cafile=str(authority.write(tmp_path / "ca.crt")))
+    try:
+        scheme = "https" if tls else "http"
+        async with aiohttp.ClientSession() as session:
+            url = f"{scheme}://127.0.0.1:{runner.addresses[0][1]}/blob"
+            async with session.get(url, ssl=client_context if tls else None) as reply:
+                assert (reply.status, await reply.read()) == (200, REST)
+    finally:
+        await runner.cleanup()
+    assert asked == ([] if tls else [len(REST)])
