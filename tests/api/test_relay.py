@@ -9,6 +9,7 @@ body (its descriptor, and the store's connection through ``release``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import ssl
@@ -65,8 +66,8 @@ async def handler_of(
         await response.prepare(request)
         try:
             await relay.send(request, body)
-        except relay.StoreFailed as exc:
-            store.outcomes.append(f"StoreFailed: {exc}")
+        except relay.RelayFailed as exc:
+            store.outcomes.append(f"RelayFailed: {exc}")
             return response
         store.outcomes.append("sent")
         await response.write_eof()
@@ -142,7 +143,7 @@ async def test_a_store_that_ends_early_cuts_the_clients_connection(
     _, body, _ = await get(await started(store, len(REST)))
     assert body == HEAD + REST[: 2 * MiB]  # short of its Content-Length, and nothing else
     assert store.outcomes == [
-        f"StoreFailed: the object store's answer ended {len(REST) - 2 * MiB} bytes early"
+        f"RelayFailed: the object store's answer ended {len(REST) - 2 * MiB} bytes early"
     ]
     assert store.released == 1
 
@@ -153,7 +154,7 @@ async def test_a_store_gone_quiet_is_given_up_after_its_read_timeout(
     store = Store(send=REST[:MiB], quiet=True)
     _, body, seconds = await get(await started(store, len(REST)))
     assert body == HEAD + REST[:MiB]
-    assert store.outcomes == ["StoreFailed: the object store sent nothing in time"]
+    assert store.outcomes == ["RelayFailed: the object store sent nothing in time"]
     assert 0.5 <= seconds < 5
     assert store.released == 1
 
@@ -200,3 +201,18 @@ async def test_over_tls_a_bodys_socket_is_never_asked_for(tmp_path: Path, tls: b
     finally:
         await runner.cleanup()
     assert asked == ([] if tls else [len(REST)])
+
+
+async def test_a_process_out_of_descriptors_cuts_the_connection_and_says_why(
+    started: Callable[[Store, int], Awaitable[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_more(flags: int) -> tuple[int, int]:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "pipe2", no_more)
+    store = Store(send=REST)
+    head, body, _ = await get(await started(store, len(REST)))
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body == b""  # nothing of the body, and the connection closed
+    assert store.outcomes == ["RelayFailed: no descriptor for the relay: Too many open files"]
+    assert store.released == 1

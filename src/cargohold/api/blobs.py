@@ -116,7 +116,7 @@ async def get_blob(
         else:
             async for chunk in chunks:
                 await response.write(chunk)
-    except (StorageDriverError, RegistryError, relay.StoreFailed) as exc:
+    except (StorageDriverError, RegistryError, relay.RelayFailed) as exc:
         # Part of the body is out: no error reply can follow (one returned now would be
         # written inside the body, on a connection the client keeps waiting on for the
         # missing bytes). Cutting the connection shows the client a short body.

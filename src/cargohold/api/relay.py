@@ -42,8 +42,9 @@ _FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
-class StoreFailed(Exception):
-    """The store's socket ended, failed or went quiet before the body was through."""
+class RelayFailed(Exception):
+    """The body could not be passed on: the store's socket ended, failed or went quiet
+    before it was through, or the process had no descriptor left for the relay."""
 
 
 def take(request: web.BaseRequest, chunks: AsyncIterator[bytes], length: int) -> SocketBody | None:
@@ -67,9 +68,10 @@ def take(request: web.BaseRequest, chunks: AsyncIterator[bytes], length: int) ->
 async def send(request: web.BaseRequest, body: SocketBody) -> None:
     """Move ``body`` to the client's socket; closes it whatever happens.
 
-    Raises ``StoreFailed`` when the store's side fails, ``ConnectionResetError`` when
-    the client's does (it went away, or took nothing for ``STALL_TIMEOUT``); either way
-    part of the body may be out, and the connection is closed.
+    Raises ``RelayFailed`` when the store's side (or the process) fails, and
+    ``ConnectionResetError`` when the client's does (it went away, or took nothing for
+    ``STALL_TIMEOUT``); either way part of the body may be out, and the connection is
+    closed.
     """
     transport: Any = request.transport
     client_fd = -1
@@ -78,8 +80,11 @@ async def send(request: web.BaseRequest, body: SocketBody) -> None:
         assert transport is not None
         assert _SPLICE is not None
         transport.pause_reading()
-        client_fd = os.dup(transport.get_extra_info("socket").fileno())
-        pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            client_fd = os.dup(transport.get_extra_info("socket").fileno())
+            pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise RelayFailed(f"no descriptor for the relay: {exc.strerror}") from exc
         with contextlib.suppress(OSError):  # a smaller pipe only means more calls
             fcntl.fcntl(pipe[1], _F_SETPIPE_SZ, PIPE_SIZE)
         await _write_all(client_fd, body.head)
@@ -110,12 +115,12 @@ async def _splice_all(
                 async with asyncio.timeout(body.read_timeout):
                     await _ready(body.fd, reading=True)
             except TimeoutError:
-                raise StoreFailed("the object store sent nothing in time") from None
+                raise RelayFailed("the object store sent nothing in time") from None
             continue
         except OSError as exc:
-            raise StoreFailed(f"reading the object store's answer: {exc}") from exc
+            raise RelayFailed(f"reading the object store's answer: {exc}") from exc
         if not moved:
-            raise StoreFailed(f"the object store's answer ended {remaining} bytes early")
+            raise RelayFailed(f"the object store's answer ended {remaining} bytes early")
         remaining -= moved
         while moved:
             try:

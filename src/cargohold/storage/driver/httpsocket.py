@@ -32,12 +32,15 @@ def socket_body(response: aiohttp.ClientResponse, most: int) -> SocketBody | Non
     content = response.content
     if content.exception() is not None or length - content.total_bytes < MINIMUM:
         return None
+    try:
+        fd = os.dup(sock.fileno())
+    except OSError:  # out of descriptors: the body is read the ordinary way
+        return None
     # What the reader holds goes first; reading it may let the connection read again, so
     # reading stops after (and with it the timeout on the socket: the taker keeps its own).
     head = content.read_nowait(-1)
     protocol.pause_reading()
     in_socket = length - content.total_bytes
-    fd = os.dup(sock.fileno())
     head = head[:most]
     return SocketBody(
         head, fd, min(in_socket, most - len(head)), protocol.read_timeout, response.close
