@@ -38,7 +38,7 @@ from cargohold.errors import (
     PathNotFound,
     SizeInvalid,
 )
-from cargohold.storage.driver.base import FileWriter
+from cargohold.storage.driver.base import FileVersion, FileWriter
 from cargohold.storage.paths import BlobData, UploadData, UploadDir, UploadStartedAt, path_for
 
 if TYPE_CHECKING:
@@ -145,25 +145,8 @@ class BlobUpload:
         store, driver = self._store, self._store.blobs.driver
         await self._writer.commit()
         await self._writer.close()
-        guarded = driver.guarded_moves
         try:
-            if guarded is None:
-                content, version = await self._claimed(), None
-            else:
-                content = path_for(UploadData(store.name, self._id))
-                # The upload is this commit's from here: without its startedat no other
-                # request resumes it. One that resumed it before may still write; the move
-                # into the blobs below happens only if the content is still the version
-                # verified, so no copy of it is needed first (on an object store a move is
-                # a copy of the whole content).
-                with suppress(PathNotFound):
-                    await driver.delete(path_for(UploadStartedAt(store.name, self._id)))
-                try:
-                    version = await guarded.version(content)
-                except PathNotFound:
-                    raise BlobUploadUnknown(
-                        "the upload was finished or cancelled meanwhile"
-                    ) from None
+            content, version = await self._claimed()
             actual_size = (await driver.stat(content)).size if version is None else version.size
             if size is not None and size != actual_size:
                 raise SizeInvalid(f"declared size {size} but received {actual_size} bytes")
@@ -176,37 +159,56 @@ class BlobUpload:
             descriptor = Descriptor(OCTET_STREAM, expected, actual_size)
             # Content that exists already is not written again: commit is idempotent.
             if not await store.blobs.exists(expected):
-                blob = path_for(BlobData(expected))
-                if guarded is None or version is None:
-                    await driver.move(content, blob)
-                else:
-                    try:
-                        await guarded.move_unchanged(content, blob, version)
-                    except FileChanged:
-                        raise BlobUploadInvalid(
-                            "the upload's content changed while it was committed"
-                        ) from None
+                await self._move_in(content, path_for(BlobData(expected)), version)
             await store.link(descriptor)
             return descriptor
         finally:
             await self._remove()
 
-    async def _claimed(self) -> str:
-        """The upload's content moved to a path of this commit's own, and the upload made
-        impossible to resume: where the content is now."""
+    async def _claimed(self) -> tuple[str, FileVersion | None]:
+        """Make the upload this commit's own, whatever the verification finds: where its
+        content is now, and the version it must still be when it moves into the blobs.
+
+        A request that resumed the upload before must not change what is verified. On
+        a driver with guarded moves the content stays where it is and its version is
+        taken: the move into the blobs happens only while it is still that version (on
+        an object store a move is a copy of the whole content, so this saves one).
+        Elsewhere the content moves to a path of the commit's own (a rename on a local
+        disk), where no writer of the upload reaches it.
+        """
         store, driver = self._store, self._store.blobs.driver
-        private = f"{path_for(UploadDir(store.name, self._id))}/commit-{secrets.token_hex(8)}"
+        guarded = driver.guarded_moves
+        content, version = path_for(UploadData(store.name, self._id)), None
         try:
-            await driver.move(path_for(UploadData(store.name, self._id)), private)
+            if guarded is None:
+                private = (
+                    f"{path_for(UploadDir(store.name, self._id))}/commit-{secrets.token_hex(8)}"
+                )
+                await driver.move(content, private)
+                content = private
+            else:
+                version = await guarded.version(content)
         except PathNotFound:
             raise BlobUploadUnknown("the upload was finished or cancelled meanwhile") from None
-        # The upload is this commit's now, whatever the verification finds: without its
-        # startedat no other request resumes it (one would open the data's path afresh, an
-        # empty file, and answer for an upload that is gone). Right after the move: on a
-        # local disk neither call waits, so no resume on this event loop comes between.
+        # Without its startedat no other request resumes the upload (one would open the
+        # data's path afresh, an empty file, and answer for an upload that is gone). Right
+        # after the move: on a local disk neither call waits, so no resume on this event
+        # loop comes between.
         with suppress(PathNotFound):
             await driver.delete(path_for(UploadStartedAt(store.name, self._id)))
-        return private
+        return content, version
+
+    async def _move_in(self, content: str, blob: str, version: FileVersion | None) -> None:
+        """Move the claimed content to ``blob``; with a version, only while it is still it."""
+        driver = self._store.blobs.driver
+        guarded = driver.guarded_moves
+        if version is None or guarded is None:
+            await driver.move(content, blob)
+            return
+        try:
+            await guarded.move_unchanged(content, blob, version)
+        except FileChanged:
+            raise BlobUploadInvalid("the upload's content changed while it was committed") from None
 
     async def _digest(self, path: str, size: int, algorithm: str) -> Digest:
         digester = self._digester
