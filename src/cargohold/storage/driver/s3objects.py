@@ -552,9 +552,7 @@ class HTTPObjects:
 
     async def copy(self, source: str, key: str, if_match: str = "") -> None:
         async def http() -> None:
-            headers = {**self._put_headers, "x-amz-copy-source": self._copy_source(source)}
-            if if_match:
-                headers["x-amz-copy-source-if-match"] = if_match
+            headers = {**self._put_headers, **self._copy_headers(source, if_match)}
             await self._xml("CopyObject", "PUT", key, headers)
 
         await self._either(http, lambda objects: objects.copy(source, key, if_match))
@@ -608,11 +606,9 @@ class HTTPObjects:
     ) -> str:
         async def http() -> str:
             headers = {
-                "x-amz-copy-source": self._copy_source(source),
+                **self._copy_headers(source, if_match),
                 "x-amz-copy-source-range": f"bytes={first}-{last}",
             }
-            if if_match:
-                headers["x-amz-copy-source-if-match"] = if_match
             query = {"partNumber": str(number), "uploadId": upload_id}
             root, ns = await self._xml("UploadPartCopy", "PUT", key, headers, query=query)
             return root.findtext(f"{ns}ETag") or ""
@@ -694,9 +690,13 @@ class HTTPObjects:
                 pass
         return await botocore(await self._botocore())
 
-    def _copy_source(self, source: str) -> str:
-        """``x-amz-copy-source``: the bucket and the key, encoded as botocore encodes them."""
-        return f"{self._bucket}/{uri_encode(source, keep_slash=True)}"
+    def _copy_headers(self, source: str, if_match: str) -> dict[str, str]:
+        """``x-amz-copy-source`` (the bucket and the key, encoded as botocore encodes them),
+        and with ``if_match`` the ETag the source must still have."""
+        headers = {"x-amz-copy-source": f"{self._bucket}/{uri_encode(source, keep_slash=True)}"}
+        if if_match:
+            headers["x-amz-copy-source-if-match"] = if_match
+        return headers
 
     async def presign(self, key: str, method: str, expires: int) -> str:
         if self._redirected or not self._presigns:
