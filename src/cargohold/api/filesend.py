@@ -71,6 +71,15 @@ def _copy(file_fd: int, socket_fd: int, offset: int, length: int) -> None:
         remaining -= got
 
 
+def plain_socket(transport: asyncio.BaseTransport | None) -> socket.socket | None:
+    """The connection's socket, when bytes written to it reach the client as they are: not
+    over TLS, which aiohttp encrypts."""
+    if transport is None or transport.get_extra_info("sslcontext"):
+        return None
+    sock: socket.socket | None = transport.get_extra_info("socket")
+    return sock
+
+
 class LocalFileResponse(web.StreamResponse):
     """A byte range of a local file as the body of the reply."""
 
@@ -108,9 +117,9 @@ class LocalFileResponse(web.StreamResponse):
     ) -> None:
         sender = self._sender
         transport = request.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
+        sock = plain_socket(transport)
         loop = asyncio.get_running_loop()
-        if transport is None or sock is None or transport.get_extra_info("sslcontext"):
+        if transport is None or sock is None:
             await self._send_through_writer(file)  # TLS, or no socket: aiohttp encrypts
         elif sender.active or transport.get_write_buffer_size():
             # Another transfer has the thread, or bytes wait in the buffer: sendfile

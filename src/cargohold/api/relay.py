@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cargohold.api.filesend import STALL_TIMEOUT
+from cargohold.api.filesend import STALL_TIMEOUT, plain_socket
 from cargohold.socketbody import MINIMUM, InSocket, SocketBody
 
 #: What a pipe between the sockets holds: what one ``splice`` from the store can move.
@@ -57,8 +57,7 @@ def take(request: web.BaseRequest, chunks: AsyncIterator[bytes], length: int) ->
         or not isinstance(chunks, InSocket)
         or transport is None
         or transport.is_closing()
-        or transport.get_extra_info("sslcontext")
-        or transport.get_extra_info("socket") is None
+        or plain_socket(transport) is None
         or transport.get_write_buffer_size()
     ):
         return None
