@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: serve test check lint typecheck pytest debs bench campaigns fuzz crash clean
+.PHONY: serve test check lint typecheck pytest debs bench campaigns fuzz crash power-cut clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,7 +52,8 @@ bench: $(STAMP) debs
 	$(BIN)/python -m bench $(ARGS)
 
 ## Long campaigns, minutes each: garbage collection under a minute of pushes (filesystem, S3),
-## the stateful fuzzer's campaign (as make fuzz) and the crash campaign (as make crash).
+## the stateful fuzzer's campaign (as make fuzz), the crash campaign (as make crash) and the
+## power cuts (as make power-cut).
 campaigns: $(STAMP) debs
 	$(BIN)/pytest -m campaign
 
@@ -65,6 +66,11 @@ fuzz: $(STAMP)
 ## and collection, on the filesystem and on S3 with Redis, each restart checked; figures printed.
 crash: $(STAMP) debs
 	$(BIN)/pytest -m campaign -s tests/reliability/test_crash_campaign.py
+
+## Power cuts: POWER_CUTS (5 by default) of each kind under a registry whose root is an ext4
+## filesystem on a loop device, every acknowledged write looked for after each; needs root.
+power-cut: $(STAMP)
+	$(BIN)/pytest -m campaign -s tests/reliability/test_power_cut.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache
