@@ -7,14 +7,16 @@ the new one, never a torn one. The temporary name contains ``~``, which no
 valid driver path can, so it never collides with real content and
 ``list``/``walk`` hide it.
 
-A name is made durable before the call that made it returns (``put_content``,
-``create``, ``move`` to another folder, a new writer's ``close`` or
-``commit``), which a power cut needs where a killed process does not: every
-folder that gained a name is fsynced (the target's, and when folders were
-made on the way, every one above it), concurrent calls sharing one trip to a
-thread (``_FolderSyncs``, a group commit). Removals are not synced: a name
-that comes back after a power cut is one a retried delete or a collection
-removes.
+A name is durable before the call that made it returns, which a power cut
+needs where a killed process does not: after its renames, ``put_content``
+fsyncs the folder each file is in, in the same trip to a thread as the files'
+fsyncs; so do ``create``, ``move`` to another folder, and a writer's first
+``close`` or ``commit`` of a file it made. Folders made on the way are not
+fsynced one by one: a journaled filesystem (ext4, XFS) commits metadata in
+order, so the fsync of the deepest folder carries the ``mkdir`` calls before
+it, and ext4 without a journal syncs a new folder's parents with it.
+Removals are not synced: a name that comes back after a power cut is one a
+retried delete or a collection removes.
 
 A ``FileWriter`` (an upload's data) appends to the file at its path itself,
 as Distribution's filesystem driver does, so a Go registry sharing the root
@@ -104,33 +106,6 @@ class FilesystemDriver(StorageDriver):
     def __init__(self, rootdirectory: str, maxthreads: int = 100) -> None:
         self.root = os.path.abspath(rootdirectory)
         self.thread_limit = maxthreads
-        self._folder_syncs = _FolderSyncs(self)
-
-    def _folders(self, targets: Sequence[str], made: Sequence[str]) -> set[str]:
-        """The folders to fsync for the names of ``targets`` (full paths) to last, with the
-        folders ``made`` on the way to them."""
-        folders = {os.path.dirname(target) for target in targets}
-        if made:
-            # Every folder above too, up to the root: one above the first we made may be
-            # new as well, made by a concurrent request (or process) not done syncing it.
-            # A walk stops where another target's walk goes on.
-            for target in targets:
-                folder = os.path.dirname(target)
-                while len(folder) > len(self.root):
-                    folder = os.path.dirname(folder)
-                    if folder in folders:
-                        break
-                    folders.add(folder)
-        return folders
-
-    async def _keep_names(self, path: str, targets: Sequence[str], made: Sequence[str]) -> None:
-        """Make the names of ``targets`` durable, and of the folders ``made`` on the way."""
-        folders = self._folders(targets, made)
-        if not folders:
-            return
-        failure = await self._folder_syncs.sync(folders)
-        if failure is not None:
-            raise self._error(path, failure) from failure
 
     def _full(self, path: str) -> str:
         return self.root if path == "/" else self.root + path
@@ -157,7 +132,7 @@ class FilesystemDriver(StorageDriver):
         path = self._file_path(path)
         full, temp = self._full(path), self._full(_temp_name(path))
         with self._errors(path):
-            fd, made = _create(temp, full)
+            fd = _create(temp, full)
             try:
                 try:
                     _write_all(fd, content)
@@ -170,7 +145,7 @@ class FilesystemDriver(StorageDriver):
                 return False
             finally:
                 _unlink_quietly(temp)
-        await self._keep_names(path, [full], made)
+            await self.in_thread(_fsync_folder, os.path.dirname(full))
         return True
 
     async def _delete_files(self, paths: list[str]) -> None:
@@ -265,48 +240,41 @@ class FilesystemDriver(StorageDriver):
         await self._put_contents([(path, content)])
 
     async def _put_contents(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Write every file to a temporary sibling, fsync them all, rename them in order,
-        and fsync the folders they are in.
+        """Write every file to a temporary sibling; then, in one trip to a thread, fsync
+        them all, rename them in order and fsync the folders they are in.
 
-        Only the fsyncs leave the event loop: the other calls take microseconds, and
-        every trip to a thread costs more than that (the thread's return fights the
-        loop for the GIL). The files' fsyncs take a trip per call, which lets the
-        filesystem commit concurrent calls' files together; the folders' go with
-        concurrent calls' in one trip.
+        Only that trip leaves the event loop: the writes take microseconds, and every
+        trip to a thread costs more than that (the thread's return fights the loop for
+        the GIL). Concurrent calls' trips run side by side, which lets the filesystem
+        commit their files together.
         """
         fds: list[int] = []
-        temps: list[tuple[str, str]] = []  # written; the first ``renamed`` are in place
-        made: list[str] = []
-        renamed = 0
+        temps: list[tuple[str, str]] = []
         path = items[0][0] if items else "/"
         try:
             for path, content in items:
                 full = self._full(path)
                 temp = _temp_name(full)
-                fd, made_here = _create(temp, full)
-                fds.append(fd)
-                made += made_here
+                fds.append(_create(temp, full))
                 temps.append((temp, full))
-                _write_all(fd, content)
-            # Closed once the thread is done with them, even if this call is cancelled
-            # meanwhile: closed before, a descriptor could be another file's by the time
-            # the thread fsyncs it. Closed here, not there: every call the thread makes
-            # hands the GIL back and forth with this loop.
-            synced = self.in_thread(_fsync_all, fds)
-            syncing, fds = fds, []
-            synced.add_done_callback(lambda _: _close_all(syncing))
-            await asyncio.shield(synced)
-            for temp, full in temps:
-                path = items[renamed][0]
-                os.replace(temp, full)
-                renamed += 1
+                _write_all(fds[-1], content)
         except OSError as exc:
-            raise self._error(path, exc) from exc
-        finally:
             _close_all(fds)
-            for temp, _ in temps[renamed:]:
+            for temp, _ in temps:
                 _unlink_quietly(temp)
-        await self._keep_names(items[-1][0] if items else "/", [t for _, t in temps], made)
+            raise self._error(path, exc) from exc
+        # From here the trip owns the files, even if this call is cancelled meanwhile:
+        # it renames them or removes them. Their descriptors are closed once it is done
+        # (closed before, one could be another file's by the time the thread fsyncs it),
+        # here rather than there: every call the thread makes hands the GIL back and
+        # forth with this loop.
+        committed = self.in_thread(_commit, fds, temps)
+        committed.add_done_callback(lambda _: _close_all(fds))
+        renamed, failure = await asyncio.shield(committed)
+        if failure is not None:
+            # Failed at a rename, or past the last one at the folders.
+            failed = items[min(renamed, len(items) - 1)][0]
+            raise self._error(failed, failure) from failure
 
     async def _put_stages(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
         # The whole batch in order, which keeps every stage's order: one trip to a thread,
@@ -345,16 +313,16 @@ class FilesystemDriver(StorageDriver):
     async def _writer(self, path: str, append: bool) -> FileWriter:
         full = self._full(path)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-        made: list[str] | None = None  # a file made here: its name is kept on close
+        made = False  # the file: its name is kept by the first close or commit
         with self._errors(path):
             try:
                 fd = os.open(full, flags & ~os.O_CREAT)
             except FileNotFoundError:
+                made = True
                 try:
                     fd = os.open(full, flags, 0o644)
-                    made = []
                 except FileNotFoundError:
-                    made = _missing_folders(os.path.dirname(full))
+                    _makedirs(os.path.dirname(full))
                     fd = os.open(full, flags, 0o644)
             size = os.fstat(fd).st_size
         return _FilesystemWriter(self, path, fd, size, made)
@@ -378,18 +346,19 @@ class FilesystemDriver(StorageDriver):
         return [join(path, n) for n in names]
 
     async def _move(self, source: str, dest: str) -> None:
-        full, folder = self._full(dest), os.path.dirname(self._full(dest))
+        folder = os.path.dirname(self._full(dest))
         with self._errors(source):
             if not os.path.exists(self._full(source)):
                 raise PathNotFound(source, self.name)
-            made = _makedirs(folder)
-            os.replace(self._full(source), full)
+            _makedirs(folder)
+            os.replace(self._full(source), self._full(dest))
         # A rename within a folder is one change to it: after a power cut the content has
         # one name or the other, which a caller moving within a folder (an upload's claim,
         # a collection hiding a blob) finds either way. Not waiting for a sync there keeps
         # such a step from letting another request in between.
-        if made or folder != os.path.dirname(self._full(source)):
-            await self._keep_names(dest, [full], made)
+        if folder != os.path.dirname(self._full(source)):
+            with self._errors(dest):
+                await self.in_thread(_fsync_folder, folder)
 
     async def _delete(self, path: str) -> None:
         full = self._full(path)
@@ -455,14 +424,12 @@ class _FilesystemWriter(FileWriter):
     write error is reported once per open file, which the duplicate shares.
     """
 
-    def __init__(
-        self, driver: FilesystemDriver, path: str, fd: int, size: int, made: list[str] | None
-    ) -> None:
+    def __init__(self, driver: FilesystemDriver, path: str, fd: int, size: int, made: bool) -> None:
         self._driver = driver
         self._path = path
         self._fd: int | None = fd
         self._size = size
-        self._made = made  # folders made for a new file, whose name is still to keep
+        self._made = made  # the file is new, and its name not yet kept
         self._unflushed = 0
         self._flushing: asyncio.Future[None] | None = None
 
@@ -523,14 +490,13 @@ class _FilesystemWriter(FileWriter):
         # The content is already at its path: what is left is to make it durable.
         fd = self._open_fd()
         await self._flushed()
+        folder = os.path.dirname(self._driver._full(self._path)) if self._made else None
         try:
             with self._driver._errors(self._path):
-                await self._driver.in_thread(os.fdatasync, fd)
+                await self._driver.in_thread(_datasync, fd, folder)
+            self._made = False
         finally:
             self._close_fd()
-        if self._made is not None:
-            made, self._made = self._made, None
-            await self._driver._keep_names(self._path, [self._driver._full(self._path)], made)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -538,15 +504,14 @@ class _FilesystemWriter(FileWriter):
             os.close(fd)
 
 
-def _create(temp: str, full: str) -> tuple[int, list[str]]:
-    """Open a new temporary file, making the target's folder only when it is missing;
-    with the folders that were missing."""
+def _create(temp: str, full: str) -> int:
+    """Open a new temporary file, making the target's folder only when it is missing."""
     try:
-        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), []
+        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileNotFoundError:
         # Trying first saves makedirs' probing when the folder exists (the usual case).
-        made = _missing_folders(os.path.dirname(full))
-        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), made
+        _makedirs(os.path.dirname(full))
+        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
 
 def _still_at(path: str, fd: int) -> bool:
@@ -566,71 +531,45 @@ def _flush_and_close(fd: int) -> None:
         os.close(fd)
 
 
-class _FolderSyncs:
-    """Fsyncs concurrent calls' folders together, in one trip to a thread (a group commit).
-
-    A call's folders join the next trip; one trip runs at a time, and the
-    calls that arrive meanwhile share the one after it. So a trip costs one
-    hand-off for many requests, and the folders every write touches (a
-    repository's, a tag's) are synced once per trip, not once per request.
-    """
-
-    def __init__(self, driver: FilesystemDriver) -> None:
-        self._driver = driver
-        self._gathered: set[str] = set()
-        self._next: asyncio.Future[OSError | None] | None = None
-        self._running = False
-
-    async def sync(self, folders: set[str]) -> OSError | None:
-        """Once every folder is fsynced: what failed, if anything did."""
-        self._gathered |= folders
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        trip = self._next
-        if not self._running:
-            self._start()
-        # Shielded: a caller that goes away leaves the trip to the others.
-        return await asyncio.shield(trip)
-
-    def _start(self) -> None:
-        folders, self._gathered = sorted(self._gathered), set()
-        trip, self._next = self._next, None
-        assert trip is not None
-        self._running = True
-        syncing = self._driver.in_thread(_fsync_folders, folders)
-
-        def done(syncing: asyncio.Future[None]) -> None:
-            self._running = False
-            if syncing.cancelled():
-                trip.cancel()
-            elif isinstance(failure := syncing.exception(), OSError) or failure is None:
-                trip.set_result(failure)
-            else:
-                trip.set_exception(failure)
-            if self._next is not None:
-                self._start()
-
-        syncing.add_done_callback(done)
-
-
-def _fsync_folders(folders: list[str]) -> None:
-    for folder in folders:
-        try:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        except FileNotFoundError:
-            continue  # removed since, with the names it held
-        try:
+def _commit(fds: list[int], renames: list[tuple[str, str]]) -> tuple[int, OSError | None]:
+    """Fsync the files, rename each (temporary, target), fsync the targets' folders; how
+    many were renamed, and what failed. What was not renamed is removed."""
+    renamed = 0
+    try:
+        for fd in fds:
             os.fsync(fd)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # a filesystem that cannot sync folders
-                raise
-        finally:
-            os.close(fd)
+        for temp, target in renames:
+            os.replace(temp, target)
+            renamed += 1
+        for folder in dict.fromkeys(os.path.dirname(target) for _, target in renames):
+            _fsync_folder(folder)
+    except OSError as exc:
+        for temp, _ in renames[renamed:]:
+            _unlink_quietly(temp)
+        return renamed, exc
+    return renamed, None
 
 
-def _fsync_all(fds: list[int]) -> None:
-    for fd in fds:
+def _datasync(fd: int, folder: str | None) -> None:
+    """An upload's data made durable, and with ``folder``, its name too."""
+    os.fdatasync(fd)
+    if folder is not None:
+        _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the names in ``folder`` durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return  # removed since, with the names it held
+    try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # a filesystem that cannot sync folders
+            raise
+    finally:
+        os.close(fd)
 
 
 def _close_all(fds: list[int]) -> None:
@@ -653,29 +592,19 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[written:]
 
 
-def _makedirs(directory: str) -> list[str]:
+def _makedirs(directory: str) -> None:
     """``os.makedirs(directory, exist_ok=True)`` in fewer calls: a mkdir first, and the
-    parents only when it says they are missing (os.makedirs stats every level first).
-    The folders that were missing, outermost first."""
+    parents only when it says they are missing (os.makedirs stats every level first)."""
     try:
         os.mkdir(directory)
     except FileNotFoundError:
-        made = _makedirs(os.path.dirname(directory))
+        _makedirs(os.path.dirname(directory))
         try:
             os.mkdir(directory)
         except FileExistsError:
             _check_folder(directory)  # made meanwhile, by another request or process
-        return [*made, directory]
     except FileExistsError:
         _check_folder(directory)
-        return []
-    return [directory]
-
-
-def _missing_folders(directory: str) -> list[str]:
-    """``_makedirs`` for a folder just found missing: one that is there by now was made
-    meanwhile, by another request or process, and counts as made too."""
-    return _makedirs(directory) or [directory]
 
 
 def _check_folder(path: str) -> None:
