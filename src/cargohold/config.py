@@ -992,14 +992,16 @@ class HTTPTimeouts(_Section):
 
     Each closes the connection: ``idle`` between requests, ``header`` from a
     request head's first byte to its end, ``body`` a request body with no byte
-    arriving. 0 is no timeout.
+    arriving, ``write`` a reply the client takes no byte of while some wait
+    for it. 0 is no timeout.
     """
 
     idle: Duration = 75.0
     header: Duration = 10.0
     body: Duration = 60.0
+    write: Duration = 60.0
 
-    @field_validator("idle", "header", "body")
+    @field_validator("idle", "header", "body", "write")
     @classmethod
     def _not_negative(cls, value: float) -> float:
         if value < 0:

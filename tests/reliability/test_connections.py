@@ -32,7 +32,13 @@ import aiohttp
 import pytest
 import yaml
 
-from cargohold.api.connection import BODY_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT, LONGEST_HEAD
+from cargohold.api.connection import (
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    IDLE_TIMEOUT,
+    LONGEST_HEAD,
+    WRITE_TIMEOUT,
+)
 from cargohold.config import parse_config
 from tests.support.http_raw import RawReply, read_reply
 from tests.support.servers import cargohold_argv, free_port, stop, wait_for_http
@@ -273,12 +279,14 @@ def within(started: float, ended: float, timeout: float) -> bool:
 
 def test_the_defaults_of_the_configuration_are_the_listeners() -> None:
     http = parse_config("version: 0.1\nstorage: {inmemory: {}}\n", environ={}).http
-    assert (http.timeouts.idle, http.timeouts.header, http.timeouts.body) == (
+    timeouts = http.timeouts
+    assert (timeouts.idle, timeouts.header, timeouts.body, timeouts.write) == (
         IDLE_TIMEOUT,
         HEADER_TIMEOUT,
         BODY_TIMEOUT,
+        WRITE_TIMEOUT,
     )
-    assert (IDLE_TIMEOUT, HEADER_TIMEOUT, BODY_TIMEOUT) == (75.0, 10.0, 60.0)
+    assert (IDLE_TIMEOUT, HEADER_TIMEOUT, BODY_TIMEOUT, WRITE_TIMEOUT) == (75.0, 10.0, 60.0, 60.0)
     assert http.maxheaderbytes == LONGEST_HEAD == 64 * 1024
 
 

@@ -39,21 +39,32 @@ times the idle connections it holds), a head not whole ``header`` seconds
 after its first byte (so a head dribbled a byte at a time is not held for
 ever), and a body with no byte for ``body`` seconds while the server was
 reading (a stall the server caused, by pausing the transport, is not the
-client's). A head longer than ``head`` bytes gets ``431`` and the connection
-is closed; after the hand-over the answer waits until aiohttp has no request
-of the connection under way, so that it never lands inside another reply (one
-pipelined ahead that aiohttp has not begun is not seen, and goes unanswered).
-A head's length is exact on the fast path and, after the hand-over, for a
-head that starts a piece (after a reply, or after a body-less head); one that
-follows a body in the same read is counted from the body's last byte, so a
-chunked body's closing framing counts as its own.
+client's), and a reply whose bytes the client has taken none of for ``write``
+seconds: bytes wait for it (in the transport's buffer or the kernel's send
+queue, which is where a ``sendfile``, a copying thread or a ``splice`` leaves
+them) and their count has not changed since. That close resets the
+connection, and shuts the socket down first, so that a thread or a relay
+writing to a duplicate of it fails at once too. A head longer than ``head``
+bytes gets ``431`` and the connection is closed; after the hand-over the
+answer waits until aiohttp has no request of the connection under way, so
+that it never lands inside another reply (one pipelined ahead that aiohttp
+has not begun is not seen, and goes unanswered). A head's length is exact on
+the fast path and, after the hand-over, for a head that starts a piece (after
+a reply, or after a body-less head); one that follows a body in the same read
+is counted from the body's last byte, so a chunked body's closing framing
+counts as its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import math
+import socket
+import struct
+import termios
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,6 +81,7 @@ __all__ = [
     "HEADER_TIMEOUT",
     "IDLE_TIMEOUT",
     "LONGEST_HEAD",
+    "WRITE_TIMEOUT",
     "Connection",
     "ConnectionSet",
     "Limits",
@@ -88,6 +100,7 @@ _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 IDLE_TIMEOUT = 75.0  # aiohttp's run_app default
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 60.0
+WRITE_TIMEOUT = 60.0
 LONGEST_HEAD = 64 * 1024
 
 # A connection's phase: what it waits for.
@@ -112,6 +125,8 @@ class Limits:
     header: float = HEADER_TIMEOUT
     #: A body with no byte arriving.
     body: float = BODY_TIMEOUT
+    #: A reply with no byte taken by the client while some wait for it.
+    write: float = WRITE_TIMEOUT
     #: The bytes of a request head, its request line and blank line included.
     head: int = LONGEST_HEAD
 
@@ -121,9 +136,14 @@ class Limits:
         return timeout if timeout > 0 else math.inf
 
     @property
+    def writing(self) -> float:
+        """The write timeout; infinite for none."""
+        return self.write if self.write > 0 else math.inf
+
+    @property
     def sweep(self) -> float:
         """How often connections are looked at: a quarter of the shortest timeout, 50 ms to 1 s."""
-        shortest = min(self.seconds(_IDLE), self.seconds(_HEAD), self.seconds(_BODY))
+        shortest = min(self.seconds(_IDLE), self.seconds(_HEAD), self.seconds(_BODY), self.writing)
         return min(max(shortest / 4, 0.05), 1.0)
 
 
@@ -247,6 +267,10 @@ class Connection(asyncio.Protocol):
         self._keep_alive = False
         self._complete = False
         self._writing_paused = False
+        self._socket_fd = -1
+        # Bytes waiting for the client when the sweep last looked, and since when that count.
+        self._unsent = 0
+        self._unsent_since = 0.0
         # What the connection waits for, since when (the loop's clock), as the parser sees it.
         self._phase = _IDLE
         self._since = 0.0
@@ -270,6 +294,9 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         self._connections.open.add(self)
         self._since = self._now = self._loop.time()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._socket_fd = sock.fileno()
         if self._fast is None:
             self._hand_over(b"")
             return
@@ -550,6 +577,21 @@ class Connection(asyncio.Protocol):
         if phase == _REFUSING:
             self._refuse_when_free()
             return
+        if self._stalled(transport, now):
+            log.debug(
+                "closed a connection to %s: no byte of the reply taken for %gs",
+                self._remote,
+                self._limits.write,
+            )
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    # A reset, not a FIN queued behind bytes the client will not take: the
+                    # kernel would go on offering them to a closed window for minutes.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                    sock.shutdown(socket.SHUT_RDWR)
+            transport.abort()
+            return
         if phase == _BUSY or (phase == _IDLE and self._inner is not None):
             return  # the server's turn, or aiohttp's keep-alive timer
         if phase == _BODY and not transport.is_reading():
@@ -567,3 +609,26 @@ class Connection(asyncio.Protocol):
             transport.abort()  # a client that reads nothing would hold a closing one
         else:
             transport.close()
+
+    def _stalled(self, transport: asyncio.Transport, now: float) -> bool:
+        """Whether bytes have waited for the client, their count unchanged, for ``write``."""
+        unsent = transport.get_write_buffer_size() + _queued(self._socket_fd)
+        if unsent == 0 or unsent != self._unsent:
+            self._unsent, self._unsent_since = unsent, now
+            return False
+        return now - self._unsent_since >= self._limits.writing
+
+
+#: ``SO_LINGER`` on with no time: closing the socket resets the connection.
+_RESET = struct.pack("ii", 1, 0)
+
+
+def _queued(fd: int) -> int:
+    """The bytes in a socket's send queue not yet taken by its peer (``SIOCOUTQ``)."""
+    if fd < 0:
+        return 0
+    try:
+        queued: int = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+    return queued

@@ -37,8 +37,6 @@ from aiohttp.abc import AbstractStreamWriter
 
 #: What each read from the file and each write to the socket moves.
 PIECE = 32 * 1024
-#: A client that takes no byte for this long is given up on.
-STALL_TIMEOUT = 60.0
 
 
 class FileSender:
@@ -65,8 +63,10 @@ def _copy(file_fd: int, socket_fd: int, offset: int, length: int) -> None:
             try:
                 sent += os.write(socket_fd, view[sent:got])
             except BlockingIOError:
-                if not poller.poll(STALL_TIMEOUT * 1000):
-                    raise TimeoutError("the client took nothing for a minute") from None
+                # No timer of its own: a client that takes nothing is the connection's
+                # sweep's to cut (``http.timeouts.write``), and the socket it shuts down
+                # wakes this wait, its next write failing.
+                poller.poll()
         offset += got
         remaining -= got
 

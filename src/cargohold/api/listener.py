@@ -36,6 +36,7 @@ from cargohold.api.connection import (
     HEADER_TIMEOUT,
     IDLE_TIMEOUT,
     LONGEST_HEAD,
+    WRITE_TIMEOUT,
     Connection,
     ConnectionSet,
     Limits,
@@ -86,12 +87,14 @@ class Listener:
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         header_timeout: float = HEADER_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
         max_head: int = LONGEST_HEAD,
         shutdown_timeout: float = 5.0,
         backlog: int = 1024,
     ) -> None:
-        """``keepalive_timeout``, ``header_timeout``, ``body_timeout``: seconds, 0 for none
-        (``http.timeouts``); ``max_head``: bytes (``http.maxheaderbytes``)."""
+        """``keepalive_timeout``, ``header_timeout``, ``body_timeout``, ``write_timeout``:
+        seconds, 0 for none (``http.timeouts``); ``max_head``: bytes
+        (``http.maxheaderbytes``)."""
         self.app = app
         self._drain = shutdown_timeout
         self._fast_path = fast_path
@@ -108,7 +111,7 @@ class Listener:
             # aiohttp reads 0 as "wait for ever": no drain time means cutting at once.
             shutdown_timeout=max(shutdown_timeout, 0.001),
         )
-        limits = Limits(keepalive_timeout, header_timeout, body_timeout, max_head)
+        limits = Limits(keepalive_timeout, header_timeout, body_timeout, write_timeout, max_head)
         self._connections = ConnectionSet(limits)
         self._server: asyncio.Server | None = None
         #: Whether connections start on the fast path (known once started).
@@ -136,6 +139,7 @@ class Listener:
             keepalive_timeout=timeouts.idle,
             header_timeout=timeouts.header,
             body_timeout=timeouts.body,
+            write_timeout=timeouts.write,
             max_head=http.maxheaderbytes,
             shutdown_timeout=http.draintimeout if shutdown_timeout is None else shutdown_timeout,
         )

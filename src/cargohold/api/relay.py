@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cargohold.api.filesend import STALL_TIMEOUT, plain_socket
+from cargohold.api.filesend import plain_socket
 from cargohold.socketbody import MINIMUM, InSocket, SocketBody
 
 #: What a pipe between the sockets holds: what one ``splice`` from the store can move.
@@ -69,8 +69,8 @@ async def send(request: web.BaseRequest, body: SocketBody) -> None:
 
     Raises ``RelayFailed`` when the store's side (or the process) fails, and
     ``ConnectionResetError`` when the client's does (it went away, or took nothing for
-    ``STALL_TIMEOUT``); either way part of the body may be out, and the connection is
-    closed.
+    ``http.timeouts.write`` and the connection's sweep shut its socket down); either
+    way part of the body may be out, and the connection is closed.
     """
     transport: Any = request.transport
     client_fd = -1
@@ -142,12 +142,9 @@ async def _write_all(fd: int, data: bytes) -> None:
 
 
 async def _client_ready(fd: int) -> None:
-    try:
-        async with asyncio.timeout(STALL_TIMEOUT):
-            await _ready(fd, reading=False)
-    except TimeoutError:
-        # Told as a client gone, which it is to the registry: nothing to answer.
-        raise ConnectionResetError("the client took nothing for a minute") from None
+    # No timer of its own: a client that takes nothing is the connection's sweep's to
+    # cut (``http.timeouts.write``), and the socket it shuts down wakes this wait.
+    await _ready(fd, reading=False)
 
 
 def _client_gone(exc: OSError) -> ConnectionResetError:
