@@ -39,7 +39,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.servers import cargohold_argv, free_port, stop, wait_for_http
+from tests.support.servers import cargohold_argv, free_port, running
 
 CUTS = int(os.environ.get("POWER_CUTS", "5"))
 CLIENTS = 16
@@ -67,26 +67,15 @@ def _mounted(image: Path, at: Path, options: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _serving(root: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
         "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root),
         "REGISTRY_LOG_LEVEL": "warn",
     }
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            cargohold_argv("serve", "--workers", "2"),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{url}/v2/", process, 30)
-            yield url, process
-        finally:
-            stop(process)
+    argv = cargohold_argv("serve", "--workers", "2")
+    with running(argv, f"{url}/v2/", env=env, log=log, timeout=30) as process:
+        yield url, process
 
 
 @dataclass

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.servers import cargohold_argv, free_port, stop, wait_for_http
+from tests.support.servers import cargohold_argv, free_port, running
 from tests.support.waiting import wait_until
 
 WRITE = 1.0
@@ -45,21 +44,10 @@ def _served(folder: Path, storage: dict[str, object]) -> Iterator[str]:
     }
     path = folder / "config.yml"
     path.write_text(yaml.safe_dump(config))
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    with open(folder / "serve.log", "wb") as out:
-        process = subprocess.Popen(
-            cargohold_argv("serve", str(path), "--workers", "1"),
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{url}/v2/", process, 30)
-            yield url
-        finally:
-            stop(process)
+    url = f"http://127.0.0.1:{port}"
+    argv = cargohold_argv("serve", str(path), "--workers", "1")
+    with running(argv, f"{url}/v2/", log=folder / "serve.log", timeout=30):
+        yield url
 
 
 def _push(url: str, data: bytes) -> str:
