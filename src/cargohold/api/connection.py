@@ -612,6 +612,8 @@ class Connection(asyncio.Protocol):
 
     def _stalled(self, transport: asyncio.Transport, now: float) -> bool:
         """Whether bytes have waited for the client, their count unchanged, for ``write``."""
+        if self._limits.writing == math.inf:
+            return False  # no write timeout: not even the ioctl
         unsent = transport.get_write_buffer_size() + _queued(self._socket_fd)
         if unsent == 0 or unsent != self._unsent:
             self._unsent, self._unsent_since = unsent, now
