@@ -267,7 +267,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = False
         self._complete = False
         self._writing_paused = False
-        self._socket_fd = -1
+        self._socket: socket.socket | None = None
         # Bytes waiting for the client when the sweep last looked, and since when that count.
         self._unsent = 0
         self._unsent_since = 0.0
@@ -294,9 +294,7 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         self._connections.open.add(self)
         self._since = self._now = self._loop.time()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self._socket_fd = sock.fileno()
+        self._socket = transport.get_extra_info("socket")
         if self._fast is None:
             self._hand_over(b"")
             return
@@ -583,13 +581,12 @@ class Connection(asyncio.Protocol):
                 self._remote,
                 self._limits.write,
             )
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
+            if self._socket is not None:
                 with contextlib.suppress(OSError):
                     # A reset, not a FIN queued behind bytes the client will not take: the
                     # kernel would go on offering them to a closed window for minutes.
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-                    sock.shutdown(socket.SHUT_RDWR)
+                    self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                    self._socket.shutdown(socket.SHUT_RDWR)
             transport.abort()
             return
         if phase == _BUSY or (phase == _IDLE and self._inner is not None):
@@ -614,7 +611,7 @@ class Connection(asyncio.Protocol):
         """Whether bytes have waited for the client, their count unchanged, for ``write``."""
         if self._limits.writing == math.inf:
             return False  # no write timeout: not even the ioctl
-        unsent = transport.get_write_buffer_size() + _queued(self._socket_fd)
+        unsent = transport.get_write_buffer_size() + _queued(self._socket)
         if unsent == 0 or unsent != self._unsent:
             self._unsent, self._unsent_since = unsent, now
             return False
@@ -625,12 +622,13 @@ class Connection(asyncio.Protocol):
 _RESET = struct.pack("ii", 1, 0)
 
 
-def _queued(fd: int) -> int:
+def _queued(sock: socket.socket | None) -> int:
     """The bytes in a socket's send queue not yet taken by its peer (``SIOCOUTQ``)."""
-    if fd < 0:
+    if sock is None:
         return 0
     try:
-        queued: int = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        queued: int = struct.unpack("i", raw)[0]
     except OSError:
         return 0
     return queued

@@ -125,7 +125,7 @@ async def _splice_all(
             try:
                 moved -= splice(read_end, client_fd, moved, flags=_FLAGS)
             except BlockingIOError:
-                await _client_ready(client_fd)
+                await _ready(client_fd, reading=False)
             except OSError as exc:
                 raise _client_gone(exc) from exc
 
@@ -136,15 +136,9 @@ async def _write_all(fd: int, data: bytes) -> None:
         try:
             view = view[os.write(fd, view) :]
         except BlockingIOError:
-            await _client_ready(fd)
+            await _ready(fd, reading=False)
         except OSError as exc:
             raise _client_gone(exc) from exc
-
-
-async def _client_ready(fd: int) -> None:
-    # No timer of its own: a client that takes nothing is the connection's sweep's to
-    # cut (``http.timeouts.write``), and the socket it shuts down wakes this wait.
-    await _ready(fd, reading=False)
 
 
 def _client_gone(exc: OSError) -> ConnectionResetError:
@@ -154,7 +148,11 @@ def _client_gone(exc: OSError) -> ConnectionResetError:
 
 
 async def _ready(fd: int, *, reading: bool) -> None:
-    """Once ``fd`` is readable (or writable)."""
+    """Once ``fd`` is readable (or writable).
+
+    A wait for the client has no timer of its own: a client that takes nothing is the
+    connection's sweep's to cut (``http.timeouts.write``), and the socket it shuts down
+    wakes this wait."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
 
