@@ -12,6 +12,7 @@ its blob whole, and the server goes on serving.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.api.test_filesend import push
 from tests.support.servers import cargohold_argv, free_port, running
 from tests.support.waiting import wait_until
 
@@ -48,23 +50,6 @@ def _served(folder: Path, storage: dict[str, object]) -> Iterator[str]:
     argv = cargohold_argv("serve", str(path), "--workers", "1")
     with running(argv, f"{url}/v2/", log=folder / "serve.log", timeout=30):
         yield url
-
-
-def _push(url: str, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(
-            f"POST /v2/big/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: x\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        sock.sendall(data)
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
-    assert reply.startswith(b"HTTP/1.1 201"), reply[:200]
-    return digest
 
 
 def _stalled_get(url: str, digest: str) -> socket.socket:
@@ -118,7 +103,7 @@ def test_a_client_that_takes_nothing_is_cut_after_the_write_timeout(
     }
     data = os.urandom(BLOB)
     with _served(tmp_path, storage) as url:
-        digest = _push(url, data)
+        digest = asyncio.run(push(url, data))
         # On a local disk the first takes the copying thread and the second sendfile.
         stalled = [_stalled_get(url, digest) for _ in range(2)]
         started = time.monotonic()
