@@ -247,13 +247,14 @@ def _run_worker(
 
 async def _check_storage(config: Config) -> None:
     storage = config.storage
-    driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
     try:
-        await driver.check()
+        driver = create_driver(storage.driver_name, storage.driver_parameters.model_dump())
+        try:
+            await driver.check()
+        finally:
+            await driver.close()
     except StorageUnavailable as exc:
         raise ConfigError(f"storage.{storage.driver_name}", exc.detail or str(exc)) from exc
-    finally:
-        await driver.close()
 
 
 def worker_count(config: Config, asked: int | None) -> int:

@@ -336,13 +336,15 @@ class Registry:
         On the filesystem this is everything under the root directory, hidden
         partial and temporary files included; in memory, every node of the tree
         and every writer's pending buffer. The registry's word that it is alive
-        (``cargohold/live``, rewritten every few seconds) is not content.
+        (``cargohold/live``, rewritten every few seconds) is not content, nor is
+        the intent log (``cargohold/.~intents``, which holds writes until they
+        are durable where they are).
         """
         if self.root is not None:
             found: dict[str, bytes | None] = {}
-            live = str(self.root / "cargohold" / "live")
+            skipped = {str(self.root / "cargohold" / name) for name in ("live", ".~intents")}
             for folder, dirs, files in os.walk(self.root):
-                dirs[:] = [d for d in dirs if os.path.join(folder, d) != live]
+                dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skipped]
                 for name in dirs:
                     found[os.path.join(folder, name)] = None
                 for name in files:

@@ -131,9 +131,11 @@ class Registry:
         return await self.client.request(method, URL(path, encoded=True), headers=headers, **kwargs)
 
     def snapshot(self) -> dict[str, bytes | None]:
-        """Every folder and file under the storage root, with each file's content."""
+        """Every folder and file under the storage root, with each file's content, but
+        the intent log (which holds writes until they are durable where they are)."""
         found: dict[str, bytes | None] = {}
         for folder, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if d != ".~intents"]
             for name in dirs:
                 found[os.path.join(folder, name)] = None
             for name in files:

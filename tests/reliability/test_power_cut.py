@@ -8,7 +8,9 @@ for ten minutes (``commit=600``): the file then holds only what the
 filesystem wrote because a call asked it to (an fsync, a folder's too). A
 copy of the file taken at an instant is the disk as a power cut at that
 instant leaves it. Mounted again (ext4 replays its journal), another
-registry must serve every manifest and blob the first one acknowledged.
+registry, told it runs in the boot after the cut (``CARGOHOLD_BOOT_ID``, so
+that it replays the intent log the first one left), must serve every
+manifest and blob the first one acknowledged.
 
 Each cut: ``cargohold serve --workers 2`` on a fresh filesystem; sixteen
 clients push a small layer (a monolithic upload, which a commit moves into
@@ -28,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +42,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cargohold.storage.driver.intentlog import BOOT_ID_VARIABLE
 from tests.support.servers import cargohold_argv, free_port, running
 
 CUTS = int(os.environ.get("POWER_CUTS", "5"))
@@ -65,7 +69,9 @@ def _mounted(image: Path, at: Path, options: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _serving(root: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def _serving(
+    root: Path, log: Path, boot: str | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -73,6 +79,8 @@ def _serving(root: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen[byte
         "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root),
         "REGISTRY_LOG_LEVEL": "warn",
     }
+    if boot is not None:
+        env[BOOT_ID_VARIABLE] = boot
     argv = cargohold_argv("serve", "--workers", "2")
     with running(argv, f"{url}/v2/", env=env, log=log, timeout=30) as process:
         yield url, process
@@ -172,6 +180,26 @@ async def _write_until_cut(
     os.killpg(process.pid, signal.SIGKILL)
     stopping.set()
     await asyncio.gather(*clients)
+    # A system call under way (a checkpoint's syncfs) runs to its end before its process
+    # dies, writing meanwhile: the disk is copied once every process of the group is dead.
+    deadline = time.monotonic() + 60
+    while _alive_in_group(process.pid):
+        assert time.monotonic() < deadline, "the killed server's processes never died"
+        await asyncio.sleep(0.01)
+
+
+def _alive_in_group(group: int) -> bool:
+    """Whether a process of ``group`` is not yet dead (a zombie's system calls are over)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            state, _parent, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+            if int(pgrp) == group and state not in ("Z", "X"):
+                return True
+    return False
 
 
 async def _missing(url: str, ledger: _Ledger) -> list[str]:
@@ -221,11 +249,13 @@ def test_a_power_cut_loses_nothing_acknowledged(disk: Path, cut: int, quiet: boo
     after = disk / "after"
     with (
         _mounted(copy, after, "commit=5"),
-        _serving(after / "root", disk / "serve-after.log") as (url, _),
+        _serving(after / "root", disk / "serve-after.log", boot=f"after-cut-{cut}") as (url, _),
     ):
         lost = asyncio.run(_missing(url, ledger))
+    replayed = re.search(r"replayed (\d+) writes", (disk / "serve-after.log").read_text())
     print(
         f"cut {cut}: {len(ledger.manifests)} manifests and {len(ledger.blobs)} blobs"
-        f" acknowledged, copied in {copied:.2f} s, {len(lost)} lost"
+        f" acknowledged, copied in {copied:.2f} s, {len(lost)} lost,"
+        f" {replayed.group(1) if replayed else 0} writes replayed from the intent log"
     )
     assert lost == [], f"{len(lost)} acknowledged writes lost, the first: {lost[:5]}"

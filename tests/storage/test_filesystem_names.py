@@ -60,7 +60,7 @@ def syncs(monkeypatch: pytest.MonkeyPatch) -> _FolderSyncs:
 async def test_a_new_file_is_kept_in_the_folder_made_for_it(
     tmp_path: Path, syncs: _FolderSyncs
 ) -> None:
-    driver = FilesystemDriver(str(tmp_path))
+    driver = FilesystemDriver(str(tmp_path), intent_log=False)
     await driver.put_content("/a/b/c/link", b"sha256:" + b"0" * 64)
     assert syncs.kept(tmp_path / "a/b/c/link"), "its folder was not fsynced with its name in it"
     await driver.close()
@@ -69,7 +69,7 @@ async def test_a_new_file_is_kept_in_the_folder_made_for_it(
 async def test_a_file_in_a_folder_already_there_syncs_that_folder_alone(
     tmp_path: Path, syncs: _FolderSyncs
 ) -> None:
-    driver = FilesystemDriver(str(tmp_path))
+    driver = FilesystemDriver(str(tmp_path), intent_log=False)
     await driver.put_content("/a/b/first", b"1")
     syncs.seen.clear()
     await driver.put_content("/a/b/second", b"2")
@@ -79,7 +79,7 @@ async def test_a_file_in_a_folder_already_there_syncs_that_folder_alone(
 
 
 async def test_every_stage_of_a_batch_is_kept(tmp_path: Path, syncs: _FolderSyncs) -> None:
-    driver = FilesystemDriver(str(tmp_path))
+    driver = FilesystemDriver(str(tmp_path), intent_log=False)
     await driver.put_stages(
         [[("/blobs/x/data", b"x")], [("/repo/a/link", b"y"), ("/repo/a/other", b"z")]]
     )
@@ -138,7 +138,7 @@ async def test_an_exclusive_create_keeps_its_name(tmp_path: Path, syncs: _Folder
 async def test_a_folder_that_cannot_be_synced_fails_the_write(
     tmp_path: Path, syncs: _FolderSyncs
 ) -> None:
-    driver = FilesystemDriver(str(tmp_path))
+    driver = FilesystemDriver(str(tmp_path), intent_log=False)
     syncs.failure = errno.EIO
     with pytest.raises(StorageUnavailable):
         await driver.put_content("/a/link", b"x")
@@ -148,7 +148,7 @@ async def test_a_folder_that_cannot_be_synced_fails_the_write(
 async def test_a_filesystem_that_does_not_sync_folders_still_takes_writes(
     tmp_path: Path, syncs: _FolderSyncs
 ) -> None:
-    driver = FilesystemDriver(str(tmp_path))
+    driver = FilesystemDriver(str(tmp_path), intent_log=False)
     syncs.failure = errno.EINVAL  # what Linux answers where a folder cannot be fsynced
     await driver.put_content("/a/link", b"x")
     assert (tmp_path / "a/link").read_bytes() == b"x"

@@ -1,20 +1,24 @@
 """A driver on a local directory tree, laid out exactly as the paths say.
 
 Crash safety. ``put_content`` never writes at a target path in place: it
-writes a temporary sibling (``.~<name>.<random>.tmp``), fsyncs it and renames
-it over the target, so a process killed at any instant leaves the old file or
+writes a temporary sibling (``.~<name>.<random>.tmp``) and renames it over
+the target once it is durable (below), so a process killed at any instant leaves the old file or
 the new one, never a torn one. The temporary name contains ``~``, which no
 valid driver path can, so it never collides with real content and
 ``list``/``walk`` hide it.
 
-A name is durable before the call that made it returns, which a power cut
-needs where a killed process does not: after its renames, ``put_content``
-fsyncs the folder each file is in, in the same trip to a thread as the files'
-fsyncs; so do ``create``, ``move`` to another folder, and a writer's first
-``close`` or ``commit`` of a file it made. Folders made on the way are not
-fsynced one by one: a journaled filesystem (ext4, XFS) commits metadata in
-order, so the fsync of the deepest folder carries the ``mkdir`` calls before
-it, and ext4 without a journal syncs a new folder's parents with it.
+A write is durable before the call that made it returns, which a power cut
+needs where a killed process does not. ``put_content`` and ``put_stages`` go
+through the intent log (``intentlog.py``): one record of their files, synced
+with those of concurrent writes, before the renames; the log's checkpoint,
+about a second later, makes the files durable where they are. Without
+``syncfs`` (not Linux) they fsync their files, rename them and fsync the
+folder each is in, in one trip to a thread. ``create``, ``move`` to another
+folder, and a writer's first ``close`` or ``commit`` of a file it made fsync
+the folder the name is in. Folders made on the way are not fsynced one by
+one: a journaled filesystem (ext4, XFS) commits metadata in order, so the
+fsync of the deepest folder carries the ``mkdir`` calls before it, and ext4
+without a journal syncs a new folder's parents with it.
 Removals are not synced: a name that comes back after a power cut is one a
 retried delete or a collection removes.
 
@@ -45,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import logging
 import os
 import secrets
 import shutil
@@ -60,8 +65,8 @@ from cargohold.errors import (
     StorageFull,
     StorageUnavailable,
 )
+from cargohold.storage.driver import intentlog
 from cargohold.storage.driver.base import (
-    READ_CHUNK,
     BatchDeletes,
     Descend,
     ExclusiveCreates,
@@ -73,10 +78,12 @@ from cargohold.storage.driver.base import (
     join,
     plain_path,
 )
+from cargohold.storage.driver.fileio import FIRST_READ, read_all, unlink_quietly, write_all
+from cargohold.storage.driver.intentlog import IntentLog
+
+log = logging.getLogger("cargohold.storage")
 
 _HIDDEN = "~"  # marks our temporary files; never in a valid path
-#: What ``read_now`` asks for first; larger files take a second read.
-_FIRST_READ = 16 * 1024
 
 
 class _TempNames:
@@ -103,9 +110,26 @@ _temp_name = _temp_names.beside
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
-    def __init__(self, rootdirectory: str, maxthreads: int = 100) -> None:
+    def __init__(self, rootdirectory: str, maxthreads: int = 100, intent_log: bool = True) -> None:
         self.root = os.path.abspath(rootdirectory)
         self.thread_limit = maxthreads
+        self._intents: IntentLog | None = None
+        if intentlog.available():
+            # What a stopped process left in its intent log lands before anything reads.
+            try:
+                replayed = intentlog.recover(self.root)
+            except OSError as exc:
+                raise StorageUnavailable(
+                    self.root, self.name, f"cannot replay its intent log: {exc}"
+                ) from exc
+            if replayed:
+                log.warning(
+                    "replayed %d writes from the intent log of a boot that ended"
+                    " before they were checkpointed (a power cut?)",
+                    replayed,
+                )
+            if intent_log:
+                self._intents = IntentLog(self.root, self.in_thread)
 
     def _full(self, path: str) -> str:
         return self.root if path == "/" else self.root + path
@@ -135,7 +159,7 @@ class FilesystemDriver(StorageDriver):
             fd = _create(temp, full)
             try:
                 try:
-                    _write_all(fd, content)
+                    write_all(fd, content)
                     await self.in_thread(os.fsync, fd)
                 finally:
                     os.close(fd)
@@ -144,7 +168,7 @@ class FilesystemDriver(StorageDriver):
             except FileExistsError:
                 return False
             finally:
-                _unlink_quietly(temp)
+                unlink_quietly(temp)
             await self.in_thread(_fsync_folder, os.path.dirname(full))
         return True
 
@@ -175,8 +199,8 @@ class FilesystemDriver(StorageDriver):
         try:
             # A first read sized for the usual file (a link, a manifest): asking for the
             # whole limit at once would allocate (and free) that much on every call.
-            data = os.read(fd, min(limit, _FIRST_READ) + 1)
-            if len(data) > _FIRST_READ:
+            data = os.read(fd, min(limit, FIRST_READ) + 1)
+            if len(data) > FIRST_READ:
                 size = os.fstat(fd).st_size
                 if size > limit:
                     return None
@@ -232,7 +256,7 @@ class FilesystemDriver(StorageDriver):
         with self._errors(path):
             fd = os.open(self._full(path), os.O_RDONLY)
             try:
-                return _read_all(fd)
+                return read_all(fd)
             finally:
                 os.close(fd)
 
@@ -240,13 +264,14 @@ class FilesystemDriver(StorageDriver):
         await self._put_contents([(path, content)])
 
     async def _put_contents(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Write every file to a temporary sibling; then, in one trip to a thread, fsync
-        them all, rename them in order and fsync the folders they are in.
+        """Write every file to a temporary sibling, make them durable, rename them in order.
 
-        Only that trip leaves the event loop: the writes take microseconds, and every
-        trip to a thread costs more than that (the thread's return fights the loop for
-        the GIL). Concurrent calls' trips run side by side, which lets the filesystem
-        commit their files together.
+        With the intent log, one record of them all joins the log's next sync
+        and the renames follow on the loop. Without it, one trip to a thread fsyncs
+        the files, renames them and fsyncs the folders they are in; concurrent calls'
+        trips run side by side, which lets the filesystem commit their files together.
+        The writes take microseconds, so they stay on the loop: every trip to a thread
+        costs more than that (the thread's return fights the loop for the GIL).
         """
         fds: list[int] = []
         temps: list[tuple[str, str]] = []
@@ -257,24 +282,40 @@ class FilesystemDriver(StorageDriver):
                 temp = _temp_name(full)
                 fds.append(_create(temp, full))
                 temps.append((temp, full))
-                _write_all(fds[-1], content)
+                write_all(fds[-1], content)
         except OSError as exc:
             _close_all(fds)
             for temp, _ in temps:
-                _unlink_quietly(temp)
+                unlink_quietly(temp)
             raise self._error(path, exc) from exc
-        # From here the trip owns the files, even if this call is cancelled meanwhile:
-        # it renames them or removes them. Their descriptors are closed once it is done
-        # (closed before, one could be another file's by the time the thread fsyncs it),
-        # here rather than there: every call the thread makes hands the GIL back and
-        # forth with this loop.
-        committed = self.in_thread(_commit, fds, temps)
-        committed.add_done_callback(lambda _: _close_all(fds))
+        # From here the files are the commit's, even if this call is cancelled meanwhile:
+        # it renames them or removes them.
+        committed: asyncio.Future[tuple[int, OSError | None]]
+        if self._intents is not None:
+            _close_all(fds)
+            committed = asyncio.ensure_future(self._logged(items, temps))
+        else:
+            # The descriptors are closed once the thread is done (closed before, one could
+            # be another file's by the time it fsyncs it), here rather than there: every
+            # call the thread makes hands the GIL back and forth with this loop.
+            committed = self.in_thread(_commit, fds, temps)
+            committed.add_done_callback(lambda _: _close_all(fds))
         renamed, failure = await asyncio.shield(committed)
         if failure is not None:
             # Failed at a rename, or past the last one at the folders.
             failed = items[min(renamed, len(items) - 1)][0]
             raise self._error(failed, failure) from failure
+
+    async def _logged(
+        self, items: Sequence[tuple[str, bytes]], temps: list[tuple[str, str]]
+    ) -> tuple[int, OSError | None]:
+        assert self._intents is not None
+        try:
+            return await self._intents.commit(items, lambda: _place(temps))
+        except OSError as exc:
+            for temp, _ in temps:
+                unlink_quietly(temp)
+            return 0, exc
 
     async def _put_stages(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
         # The whole batch in order, which keeps every stage's order: one trip to a thread,
@@ -393,6 +434,11 @@ class FilesystemDriver(StorageDriver):
                 async for below in self._walk(child, descend):
                     yield below
 
+    async def close(self) -> None:
+        if self._intents is not None:
+            await self._intents.close()
+        await super().close()
+
     async def check(self) -> None:
         """The root must be a directory this process can write to (it is created if missing)."""
         try:
@@ -452,7 +498,7 @@ class _FilesystemWriter(FileWriter):
             if not _still_at(self._driver._full(self._path), fd):
                 raise FileNotFoundError(errno.ENOENT, "moved or removed since it was opened")
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             except OSError:
                 # What part of it went (a disk that filled up) is taken back: the file
                 # stays as long as the writes that succeeded, the size a resume reads.
@@ -480,7 +526,7 @@ class _FilesystemWriter(FileWriter):
     async def cancel(self) -> None:
         self._open_fd()
         self._close_fd()
-        _unlink_quietly(self._driver._full(self._path))
+        unlink_quietly(self._driver._full(self._path))
 
     async def close(self) -> None:
         if self._fd is not None:
@@ -534,18 +580,34 @@ def _flush_and_close(fd: int) -> None:
 def _commit(fds: list[int], renames: list[tuple[str, str]]) -> tuple[int, OSError | None]:
     """Fsync the files, rename each (temporary, target), fsync the targets' folders; how
     many were renamed, and what failed. What was not renamed is removed."""
-    renamed = 0
     try:
         for fd in fds:
             os.fsync(fd)
+    except OSError as exc:
+        for temp, _ in renames:
+            unlink_quietly(temp)
+        return 0, exc
+    renamed, failure = _place(renames)
+    if failure is None:
+        try:
+            for folder in dict.fromkeys(os.path.dirname(target) for _, target in renames):
+                _fsync_folder(folder)
+        except OSError as exc:
+            return renamed, exc
+    return renamed, failure
+
+
+def _place(renames: list[tuple[str, str]]) -> tuple[int, OSError | None]:
+    """Rename each (temporary, target) in order; how many were, and what failed. What
+    was not renamed is removed."""
+    renamed = 0
+    try:
         for temp, target in renames:
             os.replace(temp, target)
             renamed += 1
-        for folder in dict.fromkeys(os.path.dirname(target) for _, target in renames):
-            _fsync_folder(folder)
     except OSError as exc:
         for temp, _ in renames[renamed:]:
-            _unlink_quietly(temp)
+            unlink_quietly(temp)
         return renamed, exc
     return renamed, None
 
@@ -578,20 +640,6 @@ def _close_all(fds: list[int]) -> None:
             os.close(fd)
 
 
-def _read_all(fd: int) -> bytes:
-    pieces = [os.read(fd, _FIRST_READ)]
-    while pieces[-1]:
-        pieces.append(os.read(fd, READ_CHUNK))
-    return pieces[0] if len(pieces) == 2 else b"".join(pieces)
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _makedirs(directory: str) -> None:
     """``os.makedirs(directory, exist_ok=True)`` in fewer calls: a mkdir first, and the
     parents only when it says they are missing (os.makedirs stats every level first)."""
@@ -611,9 +659,3 @@ def _check_folder(path: str) -> None:
     if not os.path.isdir(path):
         # A file sits where a directory is needed.
         raise NotADirectoryError(errno.ENOTDIR, "a parent is a file", path)
-
-
-def _unlink_quietly(path: str) -> None:
-    # Cleanup after a failure: the failure is what the caller must see, not this.
-    with suppress(OSError):
-        os.unlink(path)

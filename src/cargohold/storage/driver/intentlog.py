@@ -1,0 +1,444 @@
+"""The filesystem driver's intent log: concurrent small writes made durable by one sync.
+
+Without it, each ``put_contents`` fsyncs every file it writes and the folder each
+is in: a manifest PUT costs eight syncs of its own, however many PUTs run beside
+it. With it, a write appends one record (its paths and contents) to this
+process's log, and one ``fdatasync`` of the log, started once the one before it
+has returned, makes every record appended meanwhile durable. Only then are the
+files renamed into place, unsynced, and the call returns: a power cut leaves
+the record, which the next start replays.
+
+Checkpoints. A log is a series of files, segments. ``interval`` seconds after a
+segment's first record it is sealed (later records start a new one); once every
+record in it has been applied, one ``syncfs`` of the root's filesystem makes the
+files durable where they are, and the segment is removed. A checkpoint writes out whatever else is
+dirty on that filesystem, which no write waits for: an upload's data is at most
+a few MiB of it (its writer syncs as it goes).
+
+Recovery. Each process holds an ``flock`` on its segments, so one nobody holds
+is what a process that stopped left behind. Every driver settles those when it
+is made, and each checkpoint does too. A segment from this boot (the kernel's
+boot id is in its header) was left by a killed process: the page cache holds
+what it wrote, so the ``syncfs`` is all it needs, and a file of its records
+that is missing now was deleted since. A segment from an earlier boot was cut
+off with the power: its records are replayed. A record's file is written again
+unless it holds the record's content already or was written after the record
+(its mtime is later): a file another request replaced since is left as it is.
+The ``syncfs`` before the segment's removal makes what was written back durable.
+
+What replay cannot tell apart is a file deleted after its record from one whose
+rename the power cut undid: it writes both back. A record lives about
+``interval`` seconds, so that takes a delete within that time of the write and
+a power cut before the checkpoint; removals are not synced in any case. Nor can
+it order two writes of one file less than a clock tick apart (mtimes come from
+the kernel's coarse clock): it may keep the earlier one's content then.
+
+The segments live in ``.~intents`` under cargohold's own folder of the root: the
+``~`` keeps them out of every listing and walk, as it does temporary files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from typing import TypeVar
+
+from cargohold.storage.driver.fileio import read_all, unlink_quietly, write_all
+
+log = logging.getLogger("cargohold.storage")
+
+_T = TypeVar("_T")
+
+#: Where the segments are, under the driver's root.
+FOLDER = "/cargohold/.~intents"
+#: A segment's name ends so; a segment being made ends in ``.new`` until it is locked.
+SUFFIX = ".log"
+#: Seconds from a segment's first record to the checkpoint that removes it.
+INTERVAL = 1.0
+
+_MAGIC = b"cargohold intent log 1\n"
+#: Where the boot's identity comes from; a test that copies a disk at an instant, as a
+#: power cut leaves it, names another boot here for the registry it starts on the copy.
+BOOT_ID_VARIABLE = "CARGOHOLD_BOOT_ID"
+_RECORD = struct.Struct("<IIQ")  # body length, CRC-32 of stamp and body, stamp (ns)
+_ITEM = struct.Struct("<HI")  # path length, content length
+
+
+def boot_id() -> bytes:
+    """This boot's identity: the kernel's, unless ``BOOT_ID_VARIABLE`` names another."""
+    named = os.environ.get(BOOT_ID_VARIABLE)
+    if named:
+        return named.encode()
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as file:
+            return file.read().strip()
+    except OSError:
+        return b""
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return syncfs
+
+
+_syncfs = _load_syncfs()
+
+
+def available() -> bool:
+    """Whether this system can checkpoint an intent log (Linux's ``syncfs``)."""
+    return _syncfs is not None
+
+
+class IntentLog:
+    """One process's intent log on one root. ``commit`` is called on the event loop."""
+
+    def __init__(
+        self,
+        root: str,
+        in_thread: Callable[..., asyncio.Future[object]],
+        interval: float = INTERVAL,
+    ) -> None:
+        self.root = root
+        self.folder = root + FOLDER
+        self.interval = interval
+        self._in_thread = in_thread
+        self._pid = os.getpid()
+        self._token = secrets.token_hex(6)
+        self._count = 0
+        self._current: _Segment | None = None
+        self._sealed: list[_Segment] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._one_at_a_time = asyncio.Lock()
+
+    async def commit(self, items: Sequence[tuple[str, bytes]], apply: Callable[[], _T]) -> _T:
+        """Make ``items`` durable in the log, then call ``apply`` (which puts the
+        files in place) and return what it returns.
+
+        Raises ``OSError`` when the record could not be written or synced; ``apply``
+        is not called then.
+        """
+        if self._pid != os.getpid():
+            self._forget_parent()
+        segment = self._current or self._open()
+        try:
+            write_all(segment.fd, _encode(time.time_ns(), items))
+        except OSError:
+            self._seal(segment)  # a record may be torn: nothing may follow it
+            raise
+        segment.appended += 1
+        segment.pending += 1
+        segment.applied.clear()
+        try:
+            await segment.synced(segment.appended, self._in_thread)
+            return apply()
+        except OSError:
+            self._seal(segment)  # after a failed sync, the file's state is unknown
+            raise
+        finally:
+            segment.pending -= 1
+            if segment.pending == 0:
+                segment.applied.set()
+
+    async def checkpoint(self) -> None:
+        """Make everything the sealed and current segments hold durable in place, and
+        remove them; replay segments that processes which stopped left behind."""
+        async with self._one_at_a_time:
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._current is not None:
+            self._seal(self._current)
+        sealed = list(self._sealed)
+        for segment in sealed:
+            await segment.applied.wait()
+        try:
+            await self._in_thread(_settle, self.root, self.folder, [s.path for s in sealed])
+        except OSError as exc:
+            log.warning("intent log checkpoint failed, kept for the next one: %s", exc)
+            self._schedule()
+            return
+        for segment in sealed:
+            self._sealed.remove(segment)
+            segment.close()
+
+    async def close(self) -> None:
+        """Checkpoint what is left, and take the log's folders away if no process uses them:
+        a root a stopped registry leaves holds only what Distribution's layout has."""
+        if self._checkpointing is not None:
+            await self._checkpointing
+        if self._current is not None or self._sealed:
+            await self.checkpoint()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for folder in (self.folder, os.path.dirname(self.folder)):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break  # not empty: another process's, or cargohold's other files
+
+    # -- segments -------------------------------------------------------------------
+
+    def _open(self) -> _Segment:
+        self._count += 1
+        path = f"{self.folder}/{self._pid}-{self._token}-{self._count}{SUFFIX}"
+        segment = _Segment(path, _create_locked(path))
+        self._current = segment
+        self._schedule()
+        return segment
+
+    def _seal(self, segment: _Segment) -> None:
+        if segment is self._current:
+            self._current = None
+            self._sealed.append(segment)
+
+    def _schedule(self) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        if self._checkpointing is None:
+            self._checkpointing = asyncio.ensure_future(self._checkpoint_in_background())
+
+    async def _checkpoint_in_background(self) -> None:
+        try:
+            await self.checkpoint()
+        finally:
+            self._checkpointing = None
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the segments are the parent's, and so are their locks."""
+        self._pid = os.getpid()
+        self._token = secrets.token_hex(6)
+        self._current, self._sealed = None, []
+        self._timer = self._checkpointing = None
+        self._one_at_a_time = asyncio.Lock()
+
+
+class _Segment:
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.appended = 0  # records written to the file
+        self.durable = 0  # records a finished fdatasync covered
+        self.pending = 0  # records not yet applied
+        self.applied = asyncio.Event()  # set while none is pending
+        self.applied.set()
+        self._syncing: asyncio.Future[None] | None = None
+        self._failure: OSError | None = None
+
+    async def synced(self, record: int, in_thread: Callable[..., asyncio.Future[object]]) -> None:
+        """Return once a sync has covered record number ``record``: a sync started
+        after it was written, shared with every record written before it started."""
+        while self.durable < record:
+            if self._failure is not None:
+                raise self._failure
+            if self._syncing is None:
+                self._syncing = asyncio.ensure_future(self._sync(in_thread))
+            await asyncio.shield(self._syncing)
+
+    async def _sync(self, in_thread: Callable[..., asyncio.Future[object]]) -> None:
+        covered = self.appended
+        try:
+            await in_thread(os.fdatasync, self.fd)
+            self.durable = covered
+        except OSError as exc:
+            self._failure = exc
+        finally:
+            self._syncing = None
+
+    def close(self) -> None:
+        with suppress(OSError):
+            os.close(self.fd)
+
+
+# -- on the driver's threads, or at start -----------------------------------------------
+
+
+def recover(root: str) -> int:
+    """Replay and remove the segments no process holds; how many records were replayed."""
+    return _settle(root, root + FOLDER, [])
+
+
+def _settle(root: str, folder: str, own: list[str]) -> int:
+    """Replay the orphaned segments, sync the root's filesystem, then remove them and
+    ``own`` (sealed segments of this process, whose records are applied)."""
+    replayed, orphans = 0, []
+    try:
+        for name in os.listdir(folder):
+            path = f"{folder}/{name}"
+            if path in own or not (name.endswith(SUFFIX) or _stale(path)):
+                continue
+            fd = _lock_orphan(path)
+            if fd is not None:
+                orphans.append((path, fd))
+                replayed += _replay(root, fd)
+        if own or orphans:
+            _sync_filesystem(root)
+            for path in [*own, *(path for path, _ in orphans)]:
+                unlink_quietly(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # no log yet (nor, perhaps, a root: the driver's check says so)
+    finally:
+        for _, fd in orphans:
+            os.close(fd)
+    return replayed
+
+
+def _stale(path: str) -> bool:
+    """A segment left while it was being made (younger, it may be about to be locked)."""
+    try:
+        return path.endswith(".new") and time.time() - os.stat(path).st_mtime > 60
+    except FileNotFoundError:
+        return False
+
+
+def _sync_filesystem(root: str) -> None:
+    assert _syncfs is not None
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), root)
+    finally:
+        os.close(fd)
+
+
+def _create_locked(path: str) -> int:
+    """A new segment, locked before it has the name recovery looks for."""
+    making = path[: -len(SUFFIX)] + ".new"
+    for attempt in range(3):  # another process's close may take the folder away meanwhile
+        try:
+            fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        write_all(fd, _header())
+        os.rename(making, path)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(making)
+        raise
+    return fd
+
+
+def _lock_orphan(path: str) -> int | None:
+    """The segment at ``path`` opened and locked, if no process holds it and it is
+    still there once locked (another recovery may have removed it meanwhile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            return fd
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.ENOENT):
+            os.close(fd)
+            raise
+    os.close(fd)
+    return None
+
+
+def _header() -> bytes:
+    return _MAGIC + boot_id() + b"\n"
+
+
+def _replay(root: str, fd: int) -> int:
+    """Write back each record's files that the filesystem lost; how many records."""
+    data = read_all(fd)
+    header = _header()
+    if not data.startswith(_MAGIC) or data.startswith(header):
+        # Made and never written to; or written in this boot, by a process killed since:
+        # what it wrote is in the page cache, which the checkpoint's syncfs makes durable,
+        # and a file missing now was deleted since, which a replay would undo.
+        return 0
+    end = data.find(b"\n", len(_MAGIC))
+    if end < 0:
+        return 0  # a torn header: no record follows it
+    count = 0
+    for stamp, items in _records(data, end + 1):
+        for path, content in items:
+            if path.startswith("/") and ".." not in path.split("/"):
+                _restore(root + path, content, stamp)
+        count += 1
+    return count
+
+
+def _restore(full: str, content: bytes, stamp: int) -> None:
+    try:
+        fd = os.open(full, os.O_RDONLY)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            if os.fstat(fd).st_mtime_ns > stamp or read_all(fd) == content:
+                return  # written since, or never lost
+        finally:
+            os.close(fd)
+    folder = os.path.dirname(full)
+    os.makedirs(folder, exist_ok=True)
+    temp = f"{folder}/.~{os.path.basename(full)}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        write_all(fd, content)
+    finally:
+        os.close(fd)
+    os.replace(temp, full)
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def _encode(stamp: int, items: Sequence[tuple[str, bytes]]) -> bytes:
+    parts: list[bytes] = []
+    for path, content in items:
+        name = path.encode()
+        parts += (_ITEM.pack(len(name), len(content)), name, content)
+    body = b"".join(parts)
+    head = struct.pack("<Q", stamp)
+    return _RECORD.pack(len(body), zlib.crc32(body, zlib.crc32(head)), stamp) + body
+
+
+def _records(data: bytes, at: int) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
+    """The whole records from ``at`` on; a torn or damaged one ends the segment."""
+    while at + _RECORD.size <= len(data):
+        length, crc, stamp = _RECORD.unpack_from(data, at)
+        body = data[at + _RECORD.size : at + _RECORD.size + length]
+        if len(body) < length or zlib.crc32(body, zlib.crc32(struct.pack("<Q", stamp))) != crc:
+            return
+        items: list[tuple[str, bytes]] = []
+        offset = 0
+        while offset < length:
+            name_length, content_length = _ITEM.unpack_from(body, offset)
+            offset += _ITEM.size
+            path = body[offset : offset + name_length].decode()
+            offset += name_length
+            items.append((path, body[offset : offset + content_length]))
+            offset += content_length
+        yield stamp, items
+        at += _RECORD.size + length
