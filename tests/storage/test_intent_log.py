@@ -82,6 +82,34 @@ def _segments(root: Path) -> list[Path]:
     return sorted(folder.glob(f"*{intentlog.SUFFIX}")) if folder.exists() else []
 
 
+def _records(segment: Path) -> list[tuple[int, list[tuple[str, bytes]]]]:
+    """The records a replay would find in ``segment``, whatever boot wrote it."""
+    data = segment.read_bytes()
+    header = intentlog._parse_header(data)
+    assert header is not None
+    _, identity, start = header
+    return list(intentlog._records(data, start, identity))
+
+
+def _end(segment: Path) -> int:
+    """Where the segment's next record would go."""
+    data = segment.read_bytes()
+    header = intentlog._parse_header(data)
+    assert header is not None
+    _, identity, start = header
+    return start + sum(
+        len(intentlog._encode(identity, stamp, items))
+        for stamp, items in intentlog._records(data, start, identity)
+    )
+
+
+def _as_if_from_another_boot(segment: Path, to: Path) -> None:
+    """A copy of ``segment`` as a disk from an earlier boot would hold it."""
+    this_boot = intentlog.boot_id()
+    data = segment.read_bytes()
+    to.write_bytes(data.replace(this_boot, b"e" * len(this_boot), 1))
+
+
 class _Syncs:
     """``os.fdatasync`` and ``os.fsync`` counted; the next fdatasync held or failed on demand."""
 
@@ -144,12 +172,12 @@ async def test_concurrent_writes_share_one_sync_and_no_file_is_fsynced(
     syncs.hold = threading.Event()
     first = asyncio.ensure_future(driver.put_content("/first", b"1"))
     await until(syncs.entered.is_set)
+    syncs.fsyncs = 0  # the segment's own, when it was made
     batches = [[(f"/m/{n}/data", b"m"), (f"/m/{n}/link", LINK)] for n in range(16)]
     others = [asyncio.ensure_future(driver.put_contents(batch)) for batch in batches]
     (segment,) = _segments(tmp_path)
-    records = [intentlog._encode(0, batch) for batch in [[("/first", b"1")], *batches]]
     await until(
-        lambda: segment.stat().st_size == len(intentlog._header()) + sum(map(len, records)),
+        lambda: len(_records(segment)) == 17,
         what="the 16 records were not all appended while the first sync ran",
     )
     syncs.hold.set()
@@ -170,11 +198,14 @@ async def test_a_checkpoint_follows_on_its_own_and_removes_the_segment(
     monkeypatch.setattr(intentlog, "_syncfs", lambda fd: calls.append(fd) or real(fd))
     driver = FilesystemDriver(str(tmp_path))
     await asyncio.gather(*(driver.put_content(f"/t/{n}/link", LINK) for n in range(8)))
-    assert len(_segments(tmp_path)) == 1
-    await until(lambda: not _segments(tmp_path), within=10, what="no checkpoint came")
+    (segment,) = _segments(tmp_path)
+    assert len(_records(segment)) == 8
+    await until(lambda: not _records(segment), within=10, what="no checkpoint came")
     assert len(calls) == 1
+    assert _segments(tmp_path) == [segment]  # kept, emptied, for the next records
     await driver.close()
     assert len(calls) == 1  # nothing was left for the close
+    assert not _segments(tmp_path)
 
 
 async def test_a_failed_log_sync_fails_the_write_and_leaves_nothing(
@@ -248,9 +279,12 @@ async def test_a_torn_last_record_ends_the_replay_and_those_before_it_land(
 ) -> None:
     _killed_after_writing(tmp_path, {"/a/1": b"one", "/a/2": b"two"})
     (segment,) = _segments(tmp_path)
-    torn = intentlog._encode(0, [("/a/3", b"three")])
-    with segment.open("ab") as file:
-        file.write(torn[: len(torn) - 2])  # the cut came mid-append
+    header = intentlog._parse_header(segment.read_bytes())
+    assert header is not None
+    torn = intentlog._encode(header[1], 0, [("/a/3", b"three")])
+    with segment.open("r+b") as file:
+        file.seek(_end(segment))
+        file.write(torn[: len(torn) - 2])  # the cut came mid-write
     for name in ("1", "2"):
         (tmp_path / "a" / name).unlink()
     FilesystemDriver(str(tmp_path))
@@ -263,7 +297,7 @@ async def test_a_damaged_record_is_not_replayed(tmp_path: Path) -> None:
     _killed_after_writing(tmp_path, {"/a/1": b"one"})
     (segment,) = _segments(tmp_path)
     data = bytearray(segment.read_bytes())
-    data[-1] ^= 0xFF  # the content's last byte
+    data[_end(segment) - 1] ^= 0xFF  # the content's last byte
     segment.write_bytes(bytes(data))
     (tmp_path / "a/1").unlink()
     FilesystemDriver(str(tmp_path))
@@ -287,8 +321,48 @@ async def test_a_running_process_segment_is_not_replayed_until_it_stops(tmp_path
 async def test_a_checkpoint_replays_what_a_stopped_worker_left(tmp_path: Path) -> None:
     driver = FilesystemDriver(str(tmp_path))
     _killed_after_writing(tmp_path, {"/a/1": b"one"})
+    (left,) = _segments(tmp_path)
     (tmp_path / "a/1").unlink()
     await driver.put_content("/mine", b"0")  # which starts this process's checkpoints
-    await until(lambda: not _segments(tmp_path), within=10, what="no checkpoint came")
+    await until(lambda: not left.exists(), within=10, what="no checkpoint came")
     assert (tmp_path / "a/1").read_bytes() == b"one"
     await driver.close()
+
+
+async def test_a_reused_segment_replays_its_new_records_and_none_of_its_last_use(
+    tmp_path: Path,
+) -> None:
+    driver = FilesystemDriver(str(tmp_path))
+    for n in range(3):
+        await driver.put_content(f"/old/{n}", b"from the segment's first use" * 4)
+    (segment,) = _segments(tmp_path)
+    first_end = _end(segment)
+    await driver._intents.checkpoint()  # type: ignore[union-attr]
+    assert _segments(tmp_path) == [segment]  # kept for reuse
+    await driver.put_content("/new", b"second use")
+    assert _end(segment) < first_end  # the first use's records lie past the new one
+    orphan = segment.parent / f"cut{intentlog.SUFFIX}"
+    _as_if_from_another_boot(segment, orphan)
+    for path in ("old/0", "old/1", "old/2", "new"):
+        (tmp_path / path).unlink()
+    FilesystemDriver(str(tmp_path))
+    assert (tmp_path / "new").read_bytes() == b"second use"
+    assert not (tmp_path / "old").exists() or not any((tmp_path / "old").iterdir())
+    assert not orphan.exists()
+    await driver.close()
+
+
+async def test_a_record_larger_than_a_segment_lands_and_the_next_goes_to_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intentlog, "SEGMENT_BYTES", 64 * 1024)
+    driver = FilesystemDriver(str(tmp_path))
+    large = bytes(range(256)) * 1024  # 256 KiB
+    await driver.put_content("/large", large)
+    await driver.put_content("/small", b"s")
+    assert (tmp_path / "large").read_bytes() == large
+    segments = _segments(tmp_path)
+    assert len(segments) == 2
+    assert sorted(len(_records(s)) for s in segments) == [1, 1]
+    await driver.close()
+    assert not (tmp_path / intentlog.FOLDER.lstrip("/")).exists()

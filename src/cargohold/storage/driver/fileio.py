@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import suppress
 
@@ -33,3 +34,18 @@ def unlink_quietly(path: str) -> None:
     # Cleanup after a failure: the failure is what the caller must see, not this.
     with suppress(OSError):
         os.unlink(path)
+
+
+def fsync_folder(folder: str) -> None:
+    """Make the names in ``folder`` durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return  # removed since, with the names it held
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # a filesystem that cannot sync folders
+            raise
+    finally:
+        os.close(fd)

@@ -78,7 +78,13 @@ from cargohold.storage.driver.base import (
     join,
     plain_path,
 )
-from cargohold.storage.driver.fileio import FIRST_READ, read_all, unlink_quietly, write_all
+from cargohold.storage.driver.fileio import (
+    FIRST_READ,
+    fsync_folder,
+    read_all,
+    unlink_quietly,
+    write_all,
+)
 from cargohold.storage.driver.intentlog import IntentLog
 
 log = logging.getLogger("cargohold.storage")
@@ -169,7 +175,7 @@ class FilesystemDriver(StorageDriver):
                 return False
             finally:
                 unlink_quietly(temp)
-            await self.in_thread(_fsync_folder, os.path.dirname(full))
+            await self.in_thread(fsync_folder, os.path.dirname(full))
         return True
 
     async def _delete_files(self, paths: list[str]) -> None:
@@ -399,7 +405,7 @@ class FilesystemDriver(StorageDriver):
         # such a step from letting another request in between.
         if folder != os.path.dirname(self._full(source)):
             with self._errors(dest):
-                await self.in_thread(_fsync_folder, folder)
+                await self.in_thread(fsync_folder, folder)
 
     async def _delete(self, path: str) -> None:
         full = self._full(path)
@@ -591,7 +597,7 @@ def _commit(fds: list[int], renames: list[tuple[str, str]]) -> tuple[int, OSErro
     if failure is None:
         try:
             for folder in dict.fromkeys(os.path.dirname(target) for _, target in renames):
-                _fsync_folder(folder)
+                fsync_folder(folder)
         except OSError as exc:
             return renamed, exc
     return renamed, failure
@@ -616,22 +622,7 @@ def _datasync(fd: int, folder: str | None) -> None:
     """An upload's data made durable, and with ``folder``, its name too."""
     os.fdatasync(fd)
     if folder is not None:
-        _fsync_folder(folder)
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the names in ``folder`` durable."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        return  # removed since, with the names it held
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:  # a filesystem that cannot sync folders
-            raise
-    finally:
-        os.close(fd)
+        fsync_folder(folder)
 
 
 def _close_all(fds: list[int]) -> None:

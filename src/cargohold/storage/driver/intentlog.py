@@ -8,12 +8,21 @@ has returned, makes every record appended meanwhile durable. Only then are the
 files renamed into place, unsynced, and the call returns: a power cut leaves
 the record, which the next start replays.
 
-Checkpoints. A log is a series of files, segments. ``interval`` seconds after a
-segment's first record it is sealed (later records start a new one); once every
-record in it has been applied, one ``syncfs`` of the root's filesystem makes the
-files durable where they are, and the segment is removed. A checkpoint writes out whatever else is
-dirty on that filesystem, which no write waits for: an upload's data is at most
-a few MiB of it (its writer syncs as it goes).
+Segments. A log is a series of files, segments, each ``SEGMENT_BYTES`` of
+zeros when made, so that records overwrite blocks the filesystem has already
+allocated: their ``fdatasync`` then writes the data alone, without waiting for
+the filesystem's journal to commit a new size (ext4, XFS). A segment is reused
+once checkpointed: its header gets a new identity, synced before any record
+goes in, and every record's checksum covers that identity, so what the last
+use left after the new records is not taken for a record.
+
+Checkpoints. ``interval`` seconds after a segment's first record it is sealed
+(later records go to another; so do they once it is full); once every record
+in it has been applied, one ``syncfs`` of the root's filesystem makes the
+files durable where they are, and the segment is reused or removed. A
+checkpoint writes out whatever else is dirty on that filesystem, which no
+write waits for: an upload's data is at most a few MiB of it (its writer
+syncs as it goes).
 
 Recovery. Each process holds an ``flock`` on its segments, so one nobody holds
 is what a process that stopped left behind. Every driver settles those when it
@@ -51,9 +60,9 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from cargohold.storage.driver.fileio import read_all, unlink_quietly, write_all
+from cargohold.storage.driver.fileio import fsync_folder, read_all, unlink_quietly, write_all
 
 log = logging.getLogger("cargohold.storage")
 
@@ -65,12 +74,17 @@ FOLDER = "/cargohold/.~intents"
 SUFFIX = ".log"
 #: Seconds from a segment's first record to the checkpoint that removes it.
 INTERVAL = 1.0
+#: A new segment's size, zeros; records past it make the file longer, and seal it.
+SEGMENT_BYTES = 4 * 1024 * 1024
+#: Checkpointed segments a process keeps for reuse besides the one in use; the others
+#: are removed.
+SPARES = 1
 
 _MAGIC = b"cargohold intent log 1\n"
 #: Where the boot's identity comes from; a test that copies a disk at an instant, as a
 #: power cut leaves it, names another boot here for the registry it starts on the copy.
 BOOT_ID_VARIABLE = "CARGOHOLD_BOOT_ID"
-_RECORD = struct.Struct("<IIQ")  # body length, CRC-32 of stamp and body, stamp (ns)
+_RECORD = struct.Struct("<IIQ")  # body length, CRC-32 (segment identity, stamp, body), stamp
 _ITEM = struct.Struct("<HI")  # path length, content length
 
 
@@ -109,7 +123,7 @@ class IntentLog:
     def __init__(
         self,
         root: str,
-        in_thread: Callable[..., asyncio.Future[object]],
+        in_thread: Callable[..., asyncio.Future[Any]],
         interval: float = INTERVAL,
     ) -> None:
         self.root = root
@@ -120,7 +134,9 @@ class IntentLog:
         self._token = secrets.token_hex(6)
         self._count = 0
         self._current: _Segment | None = None
+        self._opening: asyncio.Future[None] | None = None
         self._sealed: list[_Segment] = []
+        self._spares: list[_Segment] = []
         self._timer: asyncio.TimerHandle | None = None
         self._checkpointing: asyncio.Task[None] | None = None
         self._one_at_a_time = asyncio.Lock()
@@ -134,12 +150,17 @@ class IntentLog:
         """
         if self._pid != os.getpid():
             self._forget_parent()
-        segment = self._current or self._open()
+        segment = self._current or await self._next_segment()
+        record = _encode(segment.identity, time.time_ns(), items)
         try:
-            write_all(segment.fd, _encode(time.time_ns(), items))
+            _pwrite_all(segment.fd, record, segment.end)
         except OSError:
+            segment.failed = True
             self._seal(segment)  # a record may be torn: nothing may follow it
             raise
+        segment.end += len(record)
+        if segment.end >= segment.capacity:
+            self._seal(segment)
         segment.appended += 1
         segment.pending += 1
         segment.applied.clear()
@@ -147,6 +168,7 @@ class IntentLog:
             await segment.synced(segment.appended, self._in_thread)
             return apply()
         except OSError:
+            segment.failed = True
             self._seal(segment)  # after a failed sync, the file's state is unknown
             raise
         finally:
@@ -169,15 +191,28 @@ class IntentLog:
         sealed = list(self._sealed)
         for segment in sealed:
             await segment.applied.wait()
+        # Kept: the segment in use and SPARES more. Counted once the records are applied,
+        # when the next segment may already be in use: a spare taken meanwhile, or made.
+        kept = len(self._spares) + (self._current is not None)
+        reuse = [s for s in sealed if not s.failed][: max(0, SPARES + 1 - kept)]
+        drop = [s.path for s in sealed if s not in reuse]
+        for segment in reuse:
+            segment.renew()
         try:
-            await self._in_thread(_settle, self.root, self.folder, [s.path for s in sealed])
+            _, reused = await self._in_thread(
+                _settle, self.root, self.folder, drop, [(s.fd, s.header) for s in reuse]
+            )
         except OSError as exc:
             log.warning("intent log checkpoint failed, kept for the next one: %s", exc)
             self._schedule()
             return
         for segment in sealed:
             self._sealed.remove(segment)
-            segment.close()
+            if segment.fd in reused:
+                self._spares.append(segment)
+            else:
+                segment.close()
+                unlink_quietly(segment.path)
 
     async def close(self) -> None:
         """Checkpoint what is left, and take the log's folders away if no process uses them:
@@ -189,6 +224,10 @@ class IntentLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for spare in self._spares:
+            spare.close()
+            unlink_quietly(spare.path)
+        self._spares = []
         for folder in (self.folder, os.path.dirname(self.folder)):
             try:
                 os.rmdir(folder)
@@ -197,13 +236,30 @@ class IntentLog:
 
     # -- segments -------------------------------------------------------------------
 
-    def _open(self) -> _Segment:
-        self._count += 1
-        path = f"{self.folder}/{self._pid}-{self._token}-{self._count}{SUFFIX}"
-        segment = _Segment(path, _create_locked(path))
-        self._current = segment
-        self._schedule()
-        return segment
+    async def _next_segment(self) -> _Segment:
+        """The segment records go to, made (or a spare taken) if there is none."""
+        while self._current is None:
+            if self._opening is None:
+                self._opening = asyncio.ensure_future(self._open())
+            await asyncio.shield(self._opening)
+        return self._current
+
+    async def _open(self) -> None:
+        try:
+            if self._spares:
+                segment = self._spares.pop()
+            else:
+                self._count += 1
+                path = f"{self.folder}/{self._pid}-{self._token}-{self._count}{SUFFIX}"
+                fd = await self._in_thread(_create_locked, path)
+                segment = _Segment(path, fd)
+                # Its first sync writes the header with the records: a header alone says
+                # nothing, and with zeros after it a replay finds no record.
+                _pwrite_all(fd, segment.header, 0)
+            self._current = segment
+            self._schedule()
+        finally:
+            self._opening = None
 
     def _seal(self, segment: _Segment) -> None:
         if segment is self._current:
@@ -229,8 +285,8 @@ class IntentLog:
         """In a forked child: the segments are the parent's, and so are their locks."""
         self._pid = os.getpid()
         self._token = secrets.token_hex(6)
-        self._current, self._sealed = None, []
-        self._timer = self._checkpointing = None
+        self._current, self._sealed, self._spares = None, [], []
+        self._timer = self._checkpointing = self._opening = None
         self._one_at_a_time = asyncio.Lock()
 
 
@@ -238,6 +294,15 @@ class _Segment:
     def __init__(self, path: str, fd: int) -> None:
         self.path = path
         self.fd = fd
+        self.capacity = SEGMENT_BYTES
+        self.failed = False  # a write or a sync failed: not to be reused
+        self.renew()
+
+    def renew(self) -> None:
+        """A new identity, for a first use or a reuse; ``header`` is to be written."""
+        self.identity = secrets.token_hex(8).encode()
+        self.header = _header(self.identity)
+        self.end = len(self.header)  # where the next record goes
         self.appended = 0  # records written to the file
         self.durable = 0  # records a finished fdatasync covered
         self.pending = 0  # records not yet applied
@@ -246,7 +311,7 @@ class _Segment:
         self._syncing: asyncio.Future[None] | None = None
         self._failure: OSError | None = None
 
-    async def synced(self, record: int, in_thread: Callable[..., asyncio.Future[object]]) -> None:
+    async def synced(self, record: int, in_thread: Callable[..., asyncio.Future[Any]]) -> None:
         """Return once a sync has covered record number ``record``: a sync started
         after it was written, shared with every record written before it started."""
         while self.durable < record:
@@ -256,7 +321,7 @@ class _Segment:
                 self._syncing = asyncio.ensure_future(self._sync(in_thread))
             await asyncio.shield(self._syncing)
 
-    async def _sync(self, in_thread: Callable[..., asyncio.Future[object]]) -> None:
+    async def _sync(self, in_thread: Callable[..., asyncio.Future[Any]]) -> None:
         covered = self.appended
         try:
             await in_thread(os.fdatasync, self.fd)
@@ -276,13 +341,20 @@ class _Segment:
 
 def recover(root: str) -> int:
     """Replay and remove the segments no process holds; how many records were replayed."""
-    return _settle(root, root + FOLDER, [])
+    return _settle(root, root + FOLDER, [], [])[0]
 
 
-def _settle(root: str, folder: str, own: list[str]) -> int:
-    """Replay the orphaned segments, sync the root's filesystem, then remove them and
-    ``own`` (sealed segments of this process, whose records are applied)."""
+def _settle(
+    root: str, folder: str, own: list[str], reuse: list[tuple[int, bytes]]
+) -> tuple[int, set[int]]:
+    """Replay the orphaned segments and sync the root's filesystem; then remove the
+    orphans and ``own`` (sealed segments of this process, whose records are applied),
+    and give each segment of ``reuse`` (descriptor, new header) its new header, synced.
+
+    How many records were replayed, and which of ``reuse`` can be used again.
+    """
     replayed, orphans = 0, []
+    reused: set[int] = set()
     try:
         for name in os.listdir(folder):
             path = f"{folder}/{name}"
@@ -292,7 +364,7 @@ def _settle(root: str, folder: str, own: list[str]) -> int:
             if fd is not None:
                 orphans.append((path, fd))
                 replayed += _replay(root, fd)
-        if own or orphans:
+        if own or orphans or reuse:
             _sync_filesystem(root)
             for path in [*own, *(path for path, _ in orphans)]:
                 unlink_quietly(path)
@@ -301,7 +373,13 @@ def _settle(root: str, folder: str, own: list[str]) -> int:
     finally:
         for _, fd in orphans:
             os.close(fd)
-    return replayed
+    for fd, header in reuse:
+        # Only once its records are durable where they are may a segment forget them.
+        with suppress(OSError):
+            _pwrite_all(fd, header, 0)
+            os.fdatasync(fd)
+            reused.add(fd)
+    return replayed, reused
 
 
 def _stale(path: str) -> bool:
@@ -324,11 +402,12 @@ def _sync_filesystem(root: str) -> None:
 
 
 def _create_locked(path: str) -> int:
-    """A new segment, locked before it has the name recovery looks for."""
+    """A new segment of zeros (or empty, on a disk without room for them), its size and
+    name durable, locked before it has the name recovery looks for."""
     making = path[: -len(SUFFIX)] + ".new"
     for attempt in range(3):  # another process's close may take the folder away meanwhile
         try:
-            fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             break
         except FileNotFoundError:
             if attempt == 2:
@@ -336,8 +415,20 @@ def _create_locked(path: str) -> int:
             os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        write_all(fd, _header())
+        try:
+            zeros = bytes(min(SEGMENT_BYTES, 1024 * 1024))
+            for start in range(0, SEGMENT_BYTES, len(zeros)):
+                write_all(fd, zeros[: SEGMENT_BYTES - start])
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # No room to lay it out: its records make it longer as they come, which costs
+            # their syncs a journal commit each, and takes no room they do not need.
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+        os.fsync(fd)
         os.rename(making, path)
+        fsync_folder(os.path.dirname(path))
     except BaseException:
         os.close(fd)
         unlink_quietly(making)
@@ -364,24 +455,41 @@ def _lock_orphan(path: str) -> int | None:
     return None
 
 
-def _header() -> bytes:
-    return _MAGIC + boot_id() + b"\n"
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _header(identity: bytes) -> bytes:
+    """The boot it was written in, and the segment's identity in this use."""
+    return _MAGIC + boot_id() + b"\n" + identity + b"\n"
+
+
+def _parse_header(data: bytes) -> tuple[bytes, bytes, int] | None:
+    """(boot id, identity, where the records start); None for no header (zeros)."""
+    if not data.startswith(_MAGIC):
+        return None
+    boot_end = data.find(b"\n", len(_MAGIC))
+    identity_end = data.find(b"\n", boot_end + 1) if boot_end >= 0 else -1
+    if identity_end < 0:
+        return None
+    return data[len(_MAGIC) : boot_end], data[boot_end + 1 : identity_end], identity_end + 1
 
 
 def _replay(root: str, fd: int) -> int:
     """Write back each record's files that the filesystem lost; how many records."""
     data = read_all(fd)
-    header = _header()
-    if not data.startswith(_MAGIC) or data.startswith(header):
+    header = _parse_header(data)
+    if header is None or header[0] == boot_id():
         # Made and never written to; or written in this boot, by a process killed since:
         # what it wrote is in the page cache, which the checkpoint's syncfs makes durable,
         # and a file missing now was deleted since, which a replay would undo.
         return 0
-    end = data.find(b"\n", len(_MAGIC))
-    if end < 0:
-        return 0  # a torn header: no record follows it
+    _, identity, start = header
     count = 0
-    for stamp, items in _records(data, end + 1):
+    for stamp, items in _records(data, start, identity):
         for path, content in items:
             if path.startswith("/") and ".." not in path.split("/"):
                 _restore(root + path, content, stamp)
@@ -414,22 +522,28 @@ def _restore(full: str, content: bytes, stamp: int) -> None:
 # -- records ------------------------------------------------------------------------------
 
 
-def _encode(stamp: int, items: Sequence[tuple[str, bytes]]) -> bytes:
+def _encode(identity: bytes, stamp: int, items: Sequence[tuple[str, bytes]]) -> bytes:
     parts: list[bytes] = []
     for path, content in items:
         name = path.encode()
         parts += (_ITEM.pack(len(name), len(content)), name, content)
     body = b"".join(parts)
-    head = struct.pack("<Q", stamp)
-    return _RECORD.pack(len(body), zlib.crc32(body, zlib.crc32(head)), stamp) + body
+    return _RECORD.pack(len(body), _checksum(identity, stamp, body), stamp) + body
 
 
-def _records(data: bytes, at: int) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
-    """The whole records from ``at`` on; a torn or damaged one ends the segment."""
+def _checksum(identity: bytes, stamp: int, body: bytes) -> int:
+    return zlib.crc32(body, zlib.crc32(struct.pack("<Q", stamp), zlib.crc32(identity)))
+
+
+def _records(
+    data: bytes, at: int, identity: bytes
+) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
+    """The whole records from ``at`` on; a torn or damaged one, or zeros, or one of the
+    segment's earlier use ends the segment."""
     while at + _RECORD.size <= len(data):
         length, crc, stamp = _RECORD.unpack_from(data, at)
         body = data[at + _RECORD.size : at + _RECORD.size + length]
-        if len(body) < length or zlib.crc32(body, zlib.crc32(struct.pack("<Q", stamp))) != crc:
+        if len(body) < length or _checksum(identity, stamp, body) != crc:
             return
         items: list[tuple[str, bytes]] = []
         offset = 0
