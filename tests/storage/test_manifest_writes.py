@@ -139,18 +139,18 @@ async def test_a_failed_batch_on_a_local_disk_leaves_no_file_of_a_later_stage(
 
 
 def test_a_forked_worker_names_its_temporary_files_apart_from_its_parent() -> None:
-    from cargohold.storage.driver.filesystem import _temp_name
+    from cargohold.storage.driver.fileio import temp_name
 
     reading, writing = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its first name, then gone without running anything of pytest's
-        os.write(writing, _temp_name("/a/link").encode())
+        os.write(writing, temp_name("/a/link").encode())
         os._exit(0)
     os.close(writing)
     child = os.read(reading, 200).decode()
     os.close(reading)
     os.waitpid(pid, 0)
-    ours = _temp_name("/a/link")
+    ours = temp_name("/a/link")
     assert child.startswith("/a/.~link.")
     assert child[: -len(".tmp") - 1] != ours[: -len(".tmp") - 1], "a token of its own"
 

@@ -2,10 +2,10 @@
 
 Crash safety. ``put_content`` never writes at a target path in place: it
 writes a temporary sibling (``.~<name>.<random>.tmp``) and renames it over
-the target once it is durable (below), so a process killed at any instant leaves the old file or
-the new one, never a torn one. The temporary name contains ``~``, which no
-valid driver path can, so it never collides with real content and
-``list``/``walk`` hide it.
+the target once the write is durable (below), so a process killed at any
+instant leaves the old file or the new one, never a torn one. The temporary
+name contains ``~``, which no valid driver path can, so it never collides
+with real content and ``list``/``walk`` hide it.
 
 A write is durable before the call that made it returns, which a power cut
 needs where a killed process does not. ``put_content`` and ``put_stages`` go
@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import itertools
 import logging
 import os
-import secrets
 import shutil
 import stat as statmod
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -80,37 +78,16 @@ from cargohold.storage.driver.base import (
 )
 from cargohold.storage.driver.fileio import (
     FIRST_READ,
+    HIDDEN,
     fsync_folder,
     read_all,
+    temp_name,
     unlink_quietly,
     write_all,
 )
 from cargohold.storage.driver.intentlog import IntentLog
 
 log = logging.getLogger("cargohold.storage")
-
-_HIDDEN = "~"  # marks our temporary files; never in a valid path
-
-
-class _TempNames:
-    """Names for temporary files no other process picks: a random token per process and
-    a counter, where a token per file would cost a ``getrandom`` call each."""
-
-    def __init__(self) -> None:
-        self.renew()
-        os.register_at_fork(after_in_child=self.renew)  # a worker must not share its parent's
-
-    def renew(self) -> None:
-        self._token = secrets.token_hex(8)
-        self._count = itertools.count()
-
-    def beside(self, path: str) -> str:
-        head, _, leaf = path.rpartition("/")
-        return f"{head}/.~{leaf}.{self._token}{next(self._count):x}.tmp"
-
-
-_temp_names = _TempNames()
-_temp_name = _temp_names.beside
 
 
 class FilesystemDriver(StorageDriver):
@@ -160,7 +137,7 @@ class FilesystemDriver(StorageDriver):
 
     async def create(self, path: str, content: bytes) -> bool:
         path = self._file_path(path)
-        full, temp = self._full(path), self._full(_temp_name(path))
+        full, temp = self._full(path), self._full(temp_name(path))
         with self._errors(path):
             fd = _create(temp, full)
             try:
@@ -233,7 +210,7 @@ class FilesystemDriver(StorageDriver):
             names = os.listdir(self.root + path)
         except OSError:
             return None
-        return [name for name in names if _HIDDEN not in name]
+        return [name for name in names if HIDDEN not in name]
 
     @contextmanager
     def _errors(self, path: str) -> Iterator[None]:
@@ -270,7 +247,8 @@ class FilesystemDriver(StorageDriver):
         await self._put_contents([(path, content)])
 
     async def _put_contents(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Write every file to a temporary sibling, make them durable, rename them in order.
+        """Write every file to a temporary sibling, make the write durable, rename them in
+        order.
 
         With the intent log, one record of them all joins the log's next sync
         and the renames follow on the loop. Without it, one trip to a thread fsyncs
@@ -285,7 +263,7 @@ class FilesystemDriver(StorageDriver):
         try:
             for path, content in items:
                 full = self._full(path)
-                temp = _temp_name(full)
+                temp = temp_name(full)
                 fds.append(_create(temp, full))
                 temps.append((temp, full))
                 write_all(fds[-1], content)
@@ -299,7 +277,7 @@ class FilesystemDriver(StorageDriver):
         committed: asyncio.Future[tuple[int, OSError | None]]
         if self._intents is not None:
             _close_all(fds)
-            committed = asyncio.ensure_future(self._logged(items, temps))
+            committed = asyncio.ensure_future(_logged(self._intents, items, temps))
         else:
             # The descriptors are closed once the thread is done (closed before, one could
             # be another file's by the time it fsyncs it), here rather than there: every
@@ -311,17 +289,6 @@ class FilesystemDriver(StorageDriver):
             # Failed at a rename, or past the last one at the folders.
             failed = items[min(renamed, len(items) - 1)][0]
             raise self._error(failed, failure) from failure
-
-    async def _logged(
-        self, items: Sequence[tuple[str, bytes]], temps: list[tuple[str, str]]
-    ) -> tuple[int, OSError | None]:
-        assert self._intents is not None
-        try:
-            return await self._intents.commit(items, lambda: _place(temps))
-        except OSError as exc:
-            for temp, _ in temps:
-                unlink_quietly(temp)
-            return 0, exc
 
     async def _put_stages(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
         # The whole batch in order, which keeps every stage's order: one trip to a thread,
@@ -389,7 +356,7 @@ class FilesystemDriver(StorageDriver):
             if not os.path.isdir(full):
                 os.stat(full)  # raises PathNotFound when missing
                 raise PathNotFound(path, self.name, "not a directory")
-            names = sorted(n for n in os.listdir(full) if _HIDDEN not in n)
+            names = sorted(n for n in os.listdir(full) if HIDDEN not in n)
         return [join(path, n) for n in names]
 
     async def _move(self, source: str, dest: str) -> None:
@@ -422,7 +389,7 @@ class FilesystemDriver(StorageDriver):
                 os.stat(full)
                 raise PathNotFound(path, self.name, "not a directory")
             entries = sorted(
-                (e for e in os.scandir(full) if _HIDDEN not in e.name), key=lambda e: e.name
+                (e for e in os.scandir(full) if HIDDEN not in e.name), key=lambda e: e.name
             )
         for entry in entries:
             child = join(path, entry.name)
@@ -601,6 +568,18 @@ def _commit(fds: list[int], renames: list[tuple[str, str]]) -> tuple[int, OSErro
         except OSError as exc:
             return renamed, exc
     return renamed, failure
+
+
+async def _logged(
+    intents: IntentLog, items: Sequence[tuple[str, bytes]], temps: list[tuple[str, str]]
+) -> tuple[int, OSError | None]:
+    """``_commit`` through the intent log: the record synced, then the renames."""
+    try:
+        return await intents.commit(items, lambda: _place(temps))
+    except OSError as exc:
+        for temp, _ in temps:
+            unlink_quietly(temp)
+        return 0, exc
 
 
 def _place(renames: list[tuple[str, str]]) -> tuple[int, OSError | None]:

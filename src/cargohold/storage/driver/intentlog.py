@@ -62,7 +62,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from cargohold.storage.driver.fileio import fsync_folder, read_all, unlink_quietly, write_all
+from cargohold.storage.driver.fileio import (
+    fsync_folder,
+    pwrite_all,
+    read_all,
+    temp_name,
+    unlink_quietly,
+    write_all,
+)
 
 log = logging.getLogger("cargohold.storage")
 
@@ -153,7 +160,7 @@ class IntentLog:
         segment = self._current or await self._next_segment()
         record = _encode(segment.identity, time.time_ns(), items)
         try:
-            _pwrite_all(segment.fd, record, segment.end)
+            pwrite_all(segment.fd, record, segment.end)
         except OSError:
             segment.failed = True
             self._seal(segment)  # a record may be torn: nothing may follow it
@@ -200,7 +207,7 @@ class IntentLog:
             segment.renew()
         try:
             _, reused = await self._in_thread(
-                _settle, self.root, self.folder, drop, [(s.fd, s.header) for s in reuse]
+                _settle, self.root, self.folder, drop, [(s.fd, s.path, s.header) for s in reuse]
             )
         except OSError as exc:
             log.warning("intent log checkpoint failed, kept for the next one: %s", exc)
@@ -212,7 +219,6 @@ class IntentLog:
                 self._spares.append(segment)
             else:
                 segment.close()
-                unlink_quietly(segment.path)
 
     async def close(self) -> None:
         """Checkpoint what is left, and take the log's folders away if no process uses them:
@@ -225,8 +231,8 @@ class IntentLog:
             self._timer.cancel()
             self._timer = None
         for spare in self._spares:
+            unlink_quietly(spare.path)  # while locked: no recovery takes it meanwhile
             spare.close()
-            unlink_quietly(spare.path)
         self._spares = []
         for folder in (self.folder, os.path.dirname(self.folder)):
             try:
@@ -255,7 +261,7 @@ class IntentLog:
                 segment = _Segment(path, fd)
                 # Its first sync writes the header with the records: a header alone says
                 # nothing, and with zeros after it a replay finds no record.
-                _pwrite_all(fd, segment.header, 0)
+                pwrite_all(fd, segment.header, 0)
             self._current = segment
             self._schedule()
         finally:
@@ -345,11 +351,12 @@ def recover(root: str) -> int:
 
 
 def _settle(
-    root: str, folder: str, own: list[str], reuse: list[tuple[int, bytes]]
+    root: str, folder: str, own: list[str], reuse: list[tuple[int, str, bytes]]
 ) -> tuple[int, set[int]]:
     """Replay the orphaned segments and sync the root's filesystem; then remove the
     orphans and ``own`` (sealed segments of this process, whose records are applied),
-    and give each segment of ``reuse`` (descriptor, new header) its new header, synced.
+    and give each segment of ``reuse`` (descriptor, path, new header) its new header,
+    synced, or remove it if that fails.
 
     How many records were replayed, and which of ``reuse`` can be used again.
     """
@@ -373,12 +380,14 @@ def _settle(
     finally:
         for _, fd in orphans:
             os.close(fd)
-    for fd, header in reuse:
+    for fd, path, header in reuse:
         # Only once its records are durable where they are may a segment forget them.
-        with suppress(OSError):
-            _pwrite_all(fd, header, 0)
+        try:
+            pwrite_all(fd, header, 0)
             os.fdatasync(fd)
             reused.add(fd)
+        except OSError:
+            unlink_quietly(path)
     return replayed, reused
 
 
@@ -455,13 +464,6 @@ def _lock_orphan(path: str) -> int | None:
     return None
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
-
-
 def _header(identity: bytes) -> bytes:
     """The boot it was written in, and the segment's identity in this use."""
     return _MAGIC + boot_id() + b"\n" + identity + b"\n"
@@ -508,9 +510,8 @@ def _restore(full: str, content: bytes, stamp: int) -> None:
                 return  # written since, or never lost
         finally:
             os.close(fd)
-    folder = os.path.dirname(full)
-    os.makedirs(folder, exist_ok=True)
-    temp = f"{folder}/.~{os.path.basename(full)}.{secrets.token_hex(8)}.tmp"
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    temp = temp_name(full)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         write_all(fd, content)
